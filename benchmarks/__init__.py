@@ -1,0 +1,1 @@
+"""Benchmark scripts behind `rfcls bench`; results are written to docs/benchmarks/."""

@@ -1,0 +1,1 @@
+"""IQ samples in, per-frame spectral features out."""

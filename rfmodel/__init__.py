@@ -1,0 +1,1 @@
+"""The transformer classifier (pure torch), its attention backends, synthetic data and training."""

@@ -1,0 +1,1 @@
+"""HTTP service: protocol (routes, schemas) over one engine (queue, batching, device)."""
