@@ -1,0 +1,151 @@
+"""A trained model on disk: one directory holding `config.json` (model config, feature config, class
+list, version, training record), `model.safetensors` and, once evaluated, `metrics.json`.
+
+Keeping the feature config beside the weights is what stops a service from running a model on
+features it was not trained on: the service builds its preprocessing from the bundle, never from its
+own defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from preprocessing.features import FeatureConfig
+from rfmodel.classifier import RFClassifier
+from rfmodel.config import ModelConfig
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+
+# Backends whose parameters are identical, so one set of weights serves all of them.
+WEIGHT_FAMILIES = {"mha": "mha", "flash": "mha"}
+
+
+class BundleError(Exception):
+    """A model directory that is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class Bundle:
+    model: RFClassifier
+    model_config: ModelConfig
+    feature_config: FeatureConfig
+    classes: tuple[str, ...]
+    version: str
+    path: Path
+    metrics: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+def weight_family(backend: str) -> str:
+    return WEIGHT_FAMILIES.get(backend, backend)
+
+
+def shipped_model_dir(backend: str, norm: str = "rmsnorm") -> Path:
+    """Where the weights shipped for `backend` with `norm` live (flash shares mha's)."""
+    return WEIGHTS_ROOT / f"{weight_family(backend)}-{norm}"
+
+
+def save_bundle(
+    path: str | Path,
+    model: RFClassifier,
+    feature_config: FeatureConfig,
+    classes: list[str] | tuple[str, ...],
+    metrics: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = model.cfg
+    if len(classes) != cfg.n_classes:
+        raise BundleError(f"{len(classes)} class names for a model with {cfg.n_classes} outputs")
+    if feature_config.n_features != cfg.n_features:
+        raise BundleError(
+            f"features give {feature_config.n_features} values per frame, "
+            f"the model expects {cfg.n_features}"
+        )
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_FILE))
+    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+    config = {
+        "version": f"{weight_family(cfg.attn_backend)}-{cfg.norm}-{digest}",
+        "model": cfg.to_dict(),
+        "features": feature_config.to_dict(),
+        "classes": list(classes),
+        "training": training or {},
+    }
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    if metrics is not None:
+        write_metrics(path, metrics)
+    return path
+
+
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    (Path(path) / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise BundleError(f"no {CONFIG_FILE} in model directory {path}")
+    try:
+        return json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{config_path} is not valid JSON: {exc}") from exc
+
+
+def load_bundle(
+    path: str | Path,
+    attn_backend: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Bundle:
+    """Load a model directory. `attn_backend` may swap in a backend with the same weights (mha and
+    flash); any other change of backend needs other weights and is refused."""
+    path = Path(path)
+    raw = read_config(path)
+    try:
+        model_config = ModelConfig.from_dict(raw["model"])
+        feature_config = FeatureConfig.from_dict(raw["features"])
+        classes = tuple(raw["classes"])
+    except KeyError as exc:
+        raise BundleError(f"{path / CONFIG_FILE} lacks the key {exc}") from exc
+    if attn_backend is not None and attn_backend != model_config.attn_backend:
+        if weight_family(attn_backend) != weight_family(model_config.attn_backend):
+            raise BundleError(
+                f"model in {path} was trained with attention backend "
+                f"{model_config.attn_backend!r}; its weights cannot run as {attn_backend!r}"
+            )
+        model_config = ModelConfig.from_dict({**raw["model"], "attn_backend": attn_backend})
+    if feature_config.n_features != model_config.n_features:
+        raise BundleError(
+            f"{path}: features give {feature_config.n_features} values per frame, "
+            f"the model expects {model_config.n_features}"
+        )
+    weights_path = path / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise BundleError(f"no {WEIGHTS_FILE} in model directory {path}")
+    model = RFClassifier(model_config)
+    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    model.to(device).eval()
+    metrics_path = path / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    return Bundle(
+        model=model,
+        model_config=model_config,
+        feature_config=feature_config,
+        classes=classes,
+        version=raw.get("version", "unversioned"),
+        path=path,
+        metrics=metrics,
+        training=raw.get("training", {}),
+    )
