@@ -1,0 +1,48 @@
+"""`latent`: Perceiver/Luna-style attention through M learned latents, O(M*T) time and memory.
+
+Step 1 (pack): M learned latent queries per head attend over the tokens' keys and values (padding
+excluded) -> M summaries. Step 2 (unpack): each token's query attends over keys and values projected
+from the summaries -> one output per token. No [T, T] matrix is ever formed.
+
+RoPE goes on the token keys of step 1 only. The latents have no position of their own, so a rotated
+key makes a latent's score depend on where the token sits: each latent can learn which part of the
+recording it reads, and frame order stays visible (without it the layer sees only the set of
+frames). Step 2 compares token queries with position-free summaries; rotating the queries there
+would add nothing but an absolute-position bias to each token's choice of summary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rfmodel.attention.base import key_mask, merge_heads, note_kv_state, split_heads
+from rfmodel.attention.mha import MultiHeadAttention
+from rfmodel.config import ModelConfig
+from rfmodel.rope import Rope
+
+
+class LatentAttention(MultiHeadAttention):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.n_latents = cfg.n_latents
+        # unit-scale like a projected token query; SDPA applies the 1/sqrt(d)
+        self.latents = nn.Parameter(torch.randn(self.n_heads, self.n_latents, self.head_dim))
+        self.wk_summary = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.wv_summary = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def attn(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
+        k = rope.rotate(k)  # [B, H, T, d]
+        note_kv_state(k, v)
+        latents = self.latents.expand(q.shape[0], -1, -1, -1)  # [B, H, M, d]
+        summaries = F.scaled_dot_product_attention(latents, k, v, attn_mask=key_mask(mask))
+        summaries = merge_heads(summaries)  # [B, M, D]
+        k_sum = split_heads(self.wk_summary(summaries), self.n_heads)  # [B, H, M, d]
+        v_sum = split_heads(self.wv_summary(summaries), self.n_heads)  # [B, H, M, d]
+        note_kv_state(k_sum, v_sum)
+        return F.scaled_dot_product_attention(q, k_sum, v_sum)  # [B, H, T, d]
+
+    def kv_state_numel(self, batch: int, seq_len: int) -> int:
+        # token K/V read in step 1 + summary K/V read in step 2
+        return 2 * batch * self.n_heads * (seq_len + self.n_latents) * self.head_dim

@@ -1,0 +1,91 @@
+"""RFClassifier: a pre-norm transformer encoder over FFT-frame tokens, mean-pooled over the real
+tokens, with a linear head. The attention backend and the norm are chosen by the config."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rfmodel.attention import build_attention
+from rfmodel.config import ModelConfig
+from rfmodel.norms import make_norm
+from rfmodel.rope import Rope
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.down = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(nn.functional.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.attn = build_attention(cfg)
+        self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), mask, rope))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+class RFClassifier(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = nn.Linear(cfg.n_features, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x [B, T, F] features, mask [B, T] bool (True = real token) or None -> logits [B, C]."""
+        mask = self._check_inputs(x, mask)
+        if mask is not None:
+            # padded frames may hold anything (even NaN); zero them so nothing non-finite can
+            # reach a real token through a zero attention weight (0 * NaN = NaN)
+            x = x.masked_fill(~mask[..., None], 0.0)
+        rope = Rope.build(x.shape[1], self.cfg.rope_dim, self.cfg.rope_base, x.device, x.dtype)
+        h = self.embed(x)  # [B, T, D]
+        for block in self.blocks:
+            h = block(h, mask, rope)
+        h = self.norm(h)
+        if mask is None:
+            pooled = h.mean(dim=1)  # [B, D]
+        else:
+            real = mask[..., None]  # [B, T, 1]
+            pooled = h.masked_fill(~real, 0.0).sum(dim=1) / real.sum(dim=1)
+        return self.head(pooled)  # [B, C]
+
+    def _check_inputs(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
+        """Validate shapes; returns the mask to use (None when every token is real)."""
+        if x.dim() != 3 or x.shape[-1] != self.cfg.n_features:
+            raise ValueError(
+                f"features: expected [batch, frames, {self.cfg.n_features}], got {tuple(x.shape)}"
+            )
+        if mask is None:
+            return None
+        if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+            raise ValueError(
+                f"mask: expected bool [{x.shape[0]}, {x.shape[1]}], "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+        shortest = int(mask.sum(dim=1).min())
+        if shortest == 0:
+            raise ValueError("mask: every sequence needs at least one real token")
+        # a batch of equal lengths runs unmasked (SDPA can then pick its fastest kernel)
+        return None if shortest == x.shape[1] else mask
+
+    def kv_memory_bytes(self, batch: int, seq_len: int) -> int:
+        """Bytes of K/V (or latent) state the attention backend materialises over all layers for
+        this batch and length, at the model's parameter dtype."""
+        dtype = self.embed.weight.dtype
+        return sum(block.attn.kv_state_bytes(batch, seq_len, dtype) for block in self.blocks)

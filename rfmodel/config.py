@@ -1,0 +1,133 @@
+"""Every size and choice of the classifier, in one dataclass that is saved beside the weights.
+
+The defaults are sized for the service's 30 ms budget on a 2-core CPU: d_model 128, 4 layers and
+4 heads classify a 255-token request in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("mha", "flash", "gqa", "latent", "mla", "latte")
+NORMS = ("rmsnorm", "layernorm")
+
+
+class ConfigError(ValueError):
+    """A model config field with an invalid value; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_features: int = 768  # values per token (one FFT frame); preprocessing's default is 3 * 256
+    n_classes: int = 8
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2  # gqa only: K/V heads, each shared by n_heads // n_kv_heads query heads
+    mlp_ratio: int = 4
+    norm: str = "rmsnorm"
+    norm_eps: float = 1e-5
+    attn_backend: str = "mha"
+    rope_base: float = 10000.0
+    n_latents: int = 32  # latent and latte: M (or L) learned latent states, M << T
+    latte_window: int = 0  # latte: local attention over |t - s| <= latte_window mixed in; 0 = off
+    kv_lora_rank: int = 64  # mla: width of the joint KV latent c_kv
+    q_lora_rank: int | None = None  # mla: low-rank query bottleneck; None = full-rank queries
+    qk_rope_head_dim: int = 16  # mla: decoupled RoPE part of each query/key head
+    qk_nope_head_dim: int = 32  # mla: position-free part of each query/key head
+    v_head_dim: int = 32  # mla: value width per head
+    mla_absorb: bool = True  # mla: attend in latent space (W_uk, W_uv absorbed); False: naive
+    dropout: float = 0.0  # on the residual branches (attention and MLP outputs)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def rope_dim(self) -> int:
+        """Width of the rotated part of a query/key head."""
+        return self.qk_rope_head_dim if self.attn_backend == "mla" else self.head_dim
+
+    def validate(self) -> None:
+        if self.attn_backend not in BACKENDS:
+            raise ConfigError(
+                "attn_backend",
+                f"unknown attention backend {self.attn_backend!r}; valid: {', '.join(BACKENDS)}",
+            )
+        if self.norm not in NORMS:
+            raise ConfigError("norm", f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        for name in (
+            "n_features",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "mlp_ratio",
+            "n_latents",
+            "kv_lora_rank",
+            "qk_rope_head_dim",
+            "qk_nope_head_dim",
+            "v_head_dim",
+        ):
+            _require_int(name, getattr(self, name), minimum=1)
+        _require_int("n_classes", self.n_classes, minimum=2)
+        _require_int("latte_window", self.latte_window, minimum=0)
+        if self.q_lora_rank is not None:
+            _require_int("q_lora_rank", self.q_lora_rank, minimum=1)
+        if not isinstance(self.mla_absorb, bool):
+            raise ConfigError("mla_absorb", f"must be true or false, got {self.mla_absorb!r}")
+        _require_number("norm_eps", self.norm_eps, low=0.0, low_open=True)
+        _require_number("rope_base", self.rope_base, low=1.0, low_open=True)
+        _require_number("dropout", self.dropout, low=0.0, high=1.0)
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                "n_heads", f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}"
+            )
+        if self.rope_dim % 2:
+            field = "qk_rope_head_dim" if self.attn_backend == "mla" else "n_heads"
+            raise ConfigError(field, f"the rotary part of a head must be even, got {self.rope_dim}")
+        if self.attn_backend == "gqa" and self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                "n_kv_heads",
+                f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild a config; unknown keys are refused (they mean a config from another model or
+        version), missing keys take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown model config keys {unknown}")
+        return cls(**data)
+
+
+def _require_int(field: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(field, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(field, f"must be >= {minimum}, got {value}")
+
+
+def _require_number(
+    field: str, value: Any, low: float, high: float | None = None, low_open: bool = False
+) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(field, f"must be a number, got {value!r}")
+    if value < low or (low_open and value == low):
+        raise ConfigError(field, f"must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value >= high:
+        raise ConfigError(field, f"must be < {high}, got {value}")
