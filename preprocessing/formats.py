@@ -1,0 +1,206 @@
+"""Raw IQ sample formats in and out: interleaved binary (cf32, ci16, ci8, cu8), JSON-style I/Q
+lists, and SigMF recordings.
+
+Every decoder returns a 1-D np.complex64 array. Integer formats are scaled into [-1, 1) by the
+largest power of two their range holds, exactly as the SigMF library's autoscale does, so a ci16
+file reads the same through `decode` and through `read_sigmf`:
+
+    ci16: v / 32768          ci8: v / 128          cu8: (v - 128) / 128
+
+cu8 (RTL-SDR) is offset binary whose true zero lies at 127.5; we subtract 128, not 127.5, to
+keep the range [-1, 1), to keep 0.0 exactly representable (it encodes to 128) and to agree with
+SigMF's autoscale. The price is a DC offset of 0.5 LSB (1/256 of full scale) on both I and Q.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import sigmf
+from sigmf import SigMFFile, sigmffile
+from sigmf.error import SigMFError
+
+from preprocessing.errors import InvalidFormat, InvalidSamples
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """One interleaved I/Q format: the numpy type of one component and its scaling to [-1, 1)."""
+
+    name: str
+    component: np.dtype
+    scale: float  # float value = (integer - offset) * scale
+    offset: float
+
+    @property
+    def sample_bytes(self) -> int:
+        return 2 * self.component.itemsize
+
+
+FORMATS: dict[str, SampleFormat] = {
+    "cf32": SampleFormat("cf32", np.dtype("<f4"), 1.0, 0.0),
+    "ci16": SampleFormat("ci16", np.dtype("<i2"), 1.0 / 32768, 0.0),
+    "ci8": SampleFormat("ci8", np.dtype("i1"), 1.0 / 128, 0.0),
+    "cu8": SampleFormat("cu8", np.dtype("u1"), 1.0 / 128, 128.0),
+}
+
+# SigMF `core:datatype` -> our format name (8-bit types carry no endianness in SigMF).
+SIGMF_DATATYPES: dict[str, str] = {"cf32_le": "cf32", "ci16_le": "ci16", "ci8": "ci8", "cu8": "cu8"}
+
+
+@dataclass
+class Recording:
+    samples: np.ndarray  # [N] complex64
+    sample_rate: float | None
+    center_freq: float | None
+    datatype: str  # SigMF name, e.g. "ci16_le"
+
+
+def sample_format(fmt: str) -> SampleFormat:
+    try:
+        return FORMATS[fmt]
+    except (KeyError, TypeError):
+        raise InvalidFormat(
+            "format", f"unknown sample format {fmt!r}; valid formats: {', '.join(FORMATS)}"
+        ) from None
+
+
+def decode(data: bytes | bytearray | memoryview, fmt: str) -> np.ndarray:
+    """Interleaved little-endian I/Q bytes -> [N] complex64."""
+    spec = sample_format(fmt)
+    n_bytes = len(memoryview(data).cast("B"))
+    if n_bytes % spec.sample_bytes:
+        raise InvalidFormat(
+            "format",
+            f"{n_bytes} bytes is not a whole number of {fmt} samples "
+            f"({spec.sample_bytes} bytes each: I and Q of {spec.component.itemsize})",
+        )
+    components = np.frombuffer(data, dtype=spec.component)
+    if fmt == "cf32":
+        # astype copies: the result is writable and does not pin the caller's buffer
+        iq = components.view("<c8").astype(np.complex64)
+        check_finite(iq)
+        return iq
+    values = components.astype(np.float32)
+    if spec.offset:
+        values -= np.float32(spec.offset)
+    values *= np.float32(spec.scale)
+    return values.view(np.complex64)
+
+
+def encode(iq: np.ndarray, fmt: str) -> bytes:
+    """[N] complex -> interleaved little-endian bytes; integer formats round and clip."""
+    spec = sample_format(fmt)
+    iq = np.asarray(iq)
+    if iq.ndim != 1:
+        raise InvalidFormat("samples", f"must be one-dimensional, got shape {iq.shape}")
+    check_finite(iq)
+    components = np.empty(2 * iq.size, dtype=np.float64)
+    components[0::2] = iq.real
+    components[1::2] = iq.imag
+    if fmt == "cf32":
+        return components.astype(spec.component).tobytes()
+    info = np.iinfo(spec.component)
+    levels = np.rint(components / spec.scale + spec.offset)
+    return np.clip(levels, info.min, info.max).astype(spec.component).tobytes()
+
+
+def from_iq_lists(i: Sequence[float], q: Sequence[float]) -> np.ndarray:
+    """Separate lists of I and Q values (e.g. from JSON) -> [N] complex64."""
+    parts = []
+    for name, values in (("i", i), ("q", q)):
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidFormat(name, "must be a list of numbers") from None
+        if arr.ndim != 1:
+            raise InvalidFormat(name, f"must be a flat list of numbers, got shape {arr.shape}")
+        parts.append(arr)
+    if parts[0].size != parts[1].size:
+        raise InvalidFormat("q", f"has {parts[1].size} values but i has {parts[0].size}")
+    for name, arr in zip(("i", "q"), parts, strict=True):
+        check_finite(arr, field=name)
+    iq = np.empty(parts[0].size, dtype=np.complex64)
+    iq.real = parts[0]
+    iq.imag = parts[1]
+    return iq
+
+
+def check_finite(values: np.ndarray, field: str = "samples") -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InvalidSamples(
+            field, f"{int(bad.sum())} values are NaN or infinite (the first at index {first})"
+        )
+
+
+def read_sigmf(path: str | Path) -> Recording:
+    """Read a single-channel SigMF recording: a .sigmf-meta or .sigmf-data path, their common base
+    name, or a .sigmf archive. The data type comes from the metadata."""
+    try:
+        meta = sigmffile.fromfile(str(path))
+    except SigMFError as exc:
+        raise InvalidFormat("sigmf", f"cannot read {path}: {exc}") from exc
+    if not isinstance(meta, SigMFFile):
+        raise InvalidFormat("sigmf", f"{path} is a SigMF collection, not a single recording")
+    datatype = meta.get_global_field(sigmf.DATATYPE_KEY)
+    if datatype not in SIGMF_DATATYPES:
+        raise InvalidFormat(
+            "datatype",
+            f"SigMF datatype {datatype!r} is not supported; "
+            f"supported: {', '.join(SIGMF_DATATYPES)}",
+        )
+    channels = meta.get_global_field(sigmf.NUM_CHANNELS_KEY, 1)
+    if channels != 1:
+        raise InvalidFormat("num_channels", f"{path} has {channels} channels; only 1 is supported")
+    try:
+        # sigmf's autoscale is our scaling (see the module docstring); tests hold the two equal
+        samples = np.ascontiguousarray(meta.read_samples(), dtype=np.complex64)
+    except SigMFError as exc:
+        raise InvalidFormat("sigmf", f"cannot read the samples of {path}: {exc}") from exc
+    check_finite(samples)
+    captures = meta.get_captures()
+    center_freq = captures[0].get(sigmf.FREQUENCY_KEY) if captures else None
+    sample_rate = meta.get_global_field(sigmf.SAMPLE_RATE_KEY)
+    return Recording(
+        samples=samples,
+        sample_rate=None if sample_rate is None else float(sample_rate),
+        center_freq=None if center_freq is None else float(center_freq),
+        datatype=datatype,
+    )
+
+
+def write_sigmf(
+    path: str | Path,
+    samples: np.ndarray,
+    sample_rate: float,
+    center_freq: float | None = None,
+    datatype: str = "cf32_le",
+) -> Path:
+    """Write `path`.sigmf-meta and `path`.sigmf-data (or an archive if `path` ends in .sigmf).
+    Returns the metadata (or archive) path."""
+    if datatype not in SIGMF_DATATYPES:
+        raise InvalidFormat(
+            "datatype",
+            f"cannot write SigMF datatype {datatype!r}; supported: {', '.join(SIGMF_DATATYPES)}",
+        )
+    data = encode(samples, SIGMF_DATATYPES[datatype])
+    meta = SigMFFile(
+        global_info={
+            sigmf.DATATYPE_KEY: datatype,
+            sigmf.SAMPLE_RATE_KEY: float(sample_rate),
+        }
+    )
+    meta.set_data_file(data_buffer=BytesIO(data))
+    capture = {} if center_freq is None else {sigmf.FREQUENCY_KEY: float(center_freq)}
+    meta.add_capture(0, metadata=capture)
+    names = sigmffile.get_sigmf_filenames(path)
+    archive = Path(path).suffix == ".sigmf"
+    target = names["archive_fn"] if archive else names["base_fn"]
+    meta.tofile(target, overwrite=True)
+    return target if archive else names["meta_fn"]

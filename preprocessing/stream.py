@@ -1,0 +1,62 @@
+"""Frames and features of an unbounded stream, pushed in chunks of any length.
+
+Pushing chunks c1, c2, ... yields, in order and in total, exactly the frames (or feature rows) one
+call on torch.cat([c1, c2, ...]) gives. Only the tail that can still start a frame is kept:
+fewer than nfft samples.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from preprocessing.errors import InvalidParameter
+from preprocessing.features import FeatureConfig, frame_features
+from preprocessing.spectra import check_complex, check_frame_sizes, n_frames
+
+
+class StreamFramer:
+    def __init__(self, nfft: int, hop: int):
+        self.nfft, self.hop = check_frame_sizes(nfft, hop)
+        self._tail: torch.Tensor | None = None
+        self.frames_emitted = 0
+
+    @property
+    def buffered(self) -> int:
+        """Samples held back, waiting for the rest of their frame."""
+        return 0 if self._tail is None else self._tail.shape[0]
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """[n] complex -> [T_new, nfft] frames completed by this chunk (T_new may be 0)."""
+        check_complex(chunk, "chunk")
+        if chunk.ndim != 1:
+            raise InvalidParameter("chunk", f"must be one-dimensional, got {tuple(chunk.shape)}")
+        if self._tail is not None and (
+            chunk.dtype != self._tail.dtype or chunk.device != self._tail.device
+        ):
+            raise InvalidParameter(
+                "chunk",
+                f"is {chunk.dtype} on {chunk.device}; the stream is "
+                f"{self._tail.dtype} on {self._tail.device}",
+            )
+        buffer = chunk if self._tail is None else torch.cat([self._tail, chunk])
+        count = n_frames(buffer.shape[0], self.nfft, self.hop)
+        # clone: the next push would otherwise keep the whole chunk alive through a view
+        self._tail = buffer[count * self.hop :].clone()
+        self.frames_emitted += count
+        if count == 0:
+            return buffer.new_empty(0, self.nfft)
+        return buffer.unfold(0, self.nfft, self.hop)[:count]
+
+
+class StreamingFeatures:
+    """StreamFramer + frame_features: push IQ chunks, get feature rows [T_new, F] float32."""
+
+    def __init__(self, cfg: FeatureConfig):
+        self.cfg = cfg
+        self.framer = StreamFramer(cfg.nfft, cfg.hop)
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        frames = self.framer.push(chunk)
+        if frames.shape[0] == 0:
+            return torch.empty(0, self.cfg.n_features, device=frames.device)
+        return frame_features(frames, self.cfg)
