@@ -1,0 +1,384 @@
+"""The one engine between the HTTP layer and the model: a bounded queue, a batcher and a single
+worker thread that owns the device.
+
+Requests are lists of IQ frames. The worker takes frames, not requests, so one large request can
+span several batches and small ones share a batch; frames are grouped by length bucket (power of
+two) so a batch pads each frame to at most twice its length. The event loop never computes: it
+enqueues, and the worker settles each request's future through `loop.call_soon_threadsafe`.
+
+Torch-free: the model sits behind the `Runner` interface (service/inference.py implements it),
+which keeps this module testable with any callable and importable by the protocol layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    probabilities: np.ndarray  # [B, C] float32, rows in the order of the frames given
+    preprocess_s: float
+    inference_s: float
+
+
+class Runner(Protocol):
+    def run(self, frames: Sequence[np.ndarray]) -> BatchOutput:
+        """Classify a batch of 1-D complex64 frames (lengths may differ)."""
+        ...
+
+
+class OutOfMemory(Exception):
+    """Raised by a Runner when the device has no memory for this batch; the engine retries the
+    batch in halves."""
+
+
+class EngineError(Exception):
+    """A request the engine did not answer with a prediction."""
+
+
+class QueueFull(EngineError):
+    pass
+
+
+class NotReady(EngineError):
+    """Warming up, draining for shutdown, or the worker has died."""
+
+
+class DeadlineExceeded(EngineError):
+    pass
+
+
+class BatchFailed(EngineError):
+    """The model raised on the batch holding this request; other batches are unaffected."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray  # [N, C], one row per frame of the request
+    queue_s: float
+    preprocess_s: float
+    inference_s: float
+
+
+Settle = Callable[[Prediction | EngineError], None]
+
+
+class _Request:
+    __slots__ = (
+        "cancelled",
+        "deadline",
+        "enqueued",
+        "frames",
+        "inference_s",
+        "preprocess_s",
+        "probabilities",
+        "settle",
+        "settled",
+        "started",
+        "unfinished",
+        "untaken",
+    )
+
+    def __init__(self, frames: Sequence[np.ndarray], enqueued: float, deadline: float, settle):
+        self.frames = frames
+        self.enqueued = enqueued
+        self.deadline = deadline
+        self.settle: Settle = settle
+        self.probabilities: list[np.ndarray | None] = [None] * len(frames)
+        self.untaken = len(frames)  # frames still in the queue
+        self.unfinished = len(frames)  # frames without a result
+        self.started: float | None = None
+        self.preprocess_s = 0.0
+        self.inference_s = 0.0
+        self.cancelled = False
+        self.settled = False
+
+    def finish(self, outcome: Prediction | EngineError) -> None:
+        if not self.settled:
+            self.settled = True
+            self.settle(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    request: _Request
+    index: int
+    bucket: int
+
+
+def length_bucket(n_samples: int) -> int:
+    return max(n_samples - 1, 0).bit_length()
+
+
+def warmup_batch_sizes(max_batch: int) -> list[int]:
+    sizes = [1]
+    while sizes[-1] < max_batch:
+        sizes.append(min(sizes[-1] * 2, max_batch))
+    return sizes
+
+
+class Engine:
+    def __init__(
+        self,
+        runner: Runner,
+        metrics: ServiceMetrics,
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        deadline_s: float,
+        warmup_samples: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self._runner = runner
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._max_queue = max_queue
+        self._deadline_s = deadline_s
+        self._warmup_samples = warmup_samples
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._pending: deque[_Item] = deque()
+        self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order
+        self._draining = False  # readiness off; requests still taken until stop()
+        self._stopping = False  # no more requests; the worker ends once the queue is empty
+        self._warm = False
+        self._thread = threading.Thread(target=self._work, name="rfcls-engine", daemon=True)
+
+    # ---- state -------------------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        """False once the worker thread has died (a restart is the only cure)."""
+        return not self._thread.ident or self._thread.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        return self._warm and not self._draining and self._thread.is_alive()
+
+    @property
+    def state(self) -> str:
+        if not self.live:
+            return "failed"
+        if self._draining or self._stopping:
+            return "draining"
+        return "ready" if self._warm else "warming_up"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def begin_drain(self) -> None:
+        """Readiness turns false so load balancers look elsewhere; requests already on their way
+        (received by the server, not yet submitted) are still taken and answered."""
+        self._draining = True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Take no more requests, answer everything queued, then end the worker."""
+        with self._cond:
+            self._draining = True
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.ident:
+            self._thread.join(timeout)
+
+    # ---- submitting (any thread) -----------------------------------------------------------------
+    def submit(
+        self, frames: Sequence[np.ndarray], settle: Settle, deadline_s: float | None = None
+    ) -> _Request:
+        """Queue a request; `settle` is called exactly once, on the worker thread, unless the
+        request is refused here (QueueFull, NotReady are raised at once). `deadline_s` can only
+        shorten the engine's own deadline."""
+        if not frames:
+            raise ValueError("a request needs at least one frame")
+        now = self._clock()
+        deadline = now + min(self._deadline_s, deadline_s or self._deadline_s)
+        request = _Request(frames, now, deadline, settle)
+        with self._cond:
+            if not self._warm or self._stopping or not self._thread.is_alive():
+                raise NotReady(f"the service is {self.state.replace('_', ' ')}")
+            if len(self._waiting) >= self._max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            self._waiting[request] = None
+            self._pending.extend(
+                _Item(request, i, length_bucket(len(f))) for i, f in enumerate(frames)
+            )
+            self._metrics.queue_depth.set(len(self._waiting))
+            self._cond.notify()
+        return request
+
+    async def predict(
+        self, frames: Sequence[np.ndarray], deadline_s: float | None = None
+    ) -> Prediction:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+
+        def settle(outcome: Prediction | EngineError) -> None:
+            loop.call_soon_threadsafe(_settle_future, future, outcome)
+
+        request = self.submit(frames, settle, deadline_s)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # the client went away: don't spend the device on it
+            request.cancelled = True
+            raise
+
+    # ---- the worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            self._warm_up()
+        except Exception:
+            log.exception("warm-up failed; the service will not become ready")
+            return
+        self._warm = True
+        log.info("engine warm (batch sizes %s); ready", warmup_batch_sizes(self._max_batch))
+        while (batch := self._next_batch()) is not None:
+            if batch:  # empty when the head request was cancelled meanwhile
+                self._run(batch)
+
+    def _warm_up(self) -> None:
+        rng = np.random.default_rng(0)
+        n = self._warmup_samples
+        frame = (0.1 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+        for size in warmup_batch_sizes(self._max_batch):
+            self._run_splitting([frame] * size)
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while True:
+                self._drop_expired()
+                if self._pending:
+                    break
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            head = self._pending[0]
+            # the wait counts from the head's arrival: a request that already queued behind a
+            # running batch waits no longer
+            wait_until = head.request.enqueued + self._max_wait_s
+            while True:
+                batch = self._same_bucket(head.bucket)
+                if len(batch) >= self._max_batch or self._stopping:
+                    break
+                remaining = wait_until - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self._take(batch)
+            return batch
+
+    def _same_bucket(self, bucket: int) -> list[_Item]:
+        batch = []
+        for item in self._pending:
+            if item.bucket == bucket and not item.request.cancelled:
+                batch.append(item)
+                if len(batch) == self._max_batch:
+                    break
+        return batch
+
+    def _take(self, batch: list[_Item]) -> None:
+        taken = set(map(id, batch))
+        self._pending = deque(item for item in self._pending if id(item) not in taken)
+        for item in batch:
+            item.request.untaken -= 1
+            if item.request.untaken == 0:
+                self._waiting.pop(item.request, None)
+        self._metrics.queue_depth.set(len(self._waiting))
+
+    def _drop_expired(self) -> None:
+        now = self._clock()
+        dropped = [r for r in self._waiting if r.cancelled or r.deadline < now]
+        if not dropped:
+            return
+        for request in dropped:
+            if not request.cancelled:
+                request.finish(
+                    DeadlineExceeded(
+                        f"not started within {1000 * (request.deadline - request.enqueued):.0f} ms"
+                    )
+                )
+        self._forget(dropped)
+
+    def _forget(self, requests: Sequence[_Request]) -> None:
+        """Remove the requests' remaining frames from the queue (lock held)."""
+        gone = set(requests)
+        self._pending = deque(item for item in self._pending if item.request not in gone)
+        for request in requests:
+            self._waiting.pop(request, None)
+        self._metrics.queue_depth.set(len(self._waiting))
+
+    def _run(self, batch: list[_Item]) -> None:
+        start = self._clock()
+        requests = list(dict.fromkeys(item.request for item in batch))
+        for request in requests:
+            if request.started is None:
+                request.started = start
+                self._metrics.observe_stage("queue", start - request.enqueued)
+        try:
+            out = self._run_splitting([item.request.frames[item.index] for item in batch])
+        except Exception:
+            # the traceback goes to the log, never to the client
+            log.exception("a batch of %d frames failed", len(batch))
+            error = BatchFailed("internal error while classifying this request")
+            for request in requests:
+                request.finish(error)
+            with self._cond:
+                self._forget(requests)
+            return
+        self._metrics.observe_batch(len(batch))
+        self._metrics.observe_stage("preprocess", out.preprocess_s)
+        self._metrics.observe_stage("inference", out.inference_s)
+        for item, row in zip(batch, out.probabilities, strict=True):
+            item.request.probabilities[item.index] = row
+            item.request.unfinished -= 1
+        for request in requests:
+            request.preprocess_s += out.preprocess_s
+            request.inference_s += out.inference_s
+            if request.unfinished == 0:
+                request.finish(
+                    Prediction(
+                        probabilities=np.stack(request.probabilities),
+                        queue_s=request.started - request.enqueued,
+                        preprocess_s=request.preprocess_s,
+                        inference_s=request.inference_s,
+                    )
+                )
+
+    def _run_splitting(self, frames: list[np.ndarray]) -> BatchOutput:
+        try:
+            return self._runner.run(frames)
+        except OutOfMemory:
+            if len(frames) == 1:
+                raise
+            half = len(frames) // 2
+            log.warning("out of device memory on %d frames; retrying in halves", len(frames))
+            first = self._run_splitting(frames[:half])
+            second = self._run_splitting(frames[half:])
+            return BatchOutput(
+                probabilities=np.concatenate([first.probabilities, second.probabilities]),
+                preprocess_s=first.preprocess_s + second.preprocess_s,
+                inference_s=first.inference_s + second.inference_s,
+            )
+
+
+def _settle_future(future: asyncio.Future, outcome: Prediction | EngineError) -> None:
+    if future.done():  # cancelled by a client that went away
+        return
+    if isinstance(outcome, EngineError):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -1,0 +1,36 @@
+"""Settings -> the model card and the torch runner for the engine."""
+
+from __future__ import annotations
+
+import torch
+
+from rfmodel.bundle import load_bundle, shipped_model_dir
+from service.context import ModelCard
+from service.inference import TorchRunner, resolve_device
+from service.settings import Settings
+
+
+def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
+    """Raises rfmodel.bundle.BundleError or service.inference.DeviceError with a message fit for
+    the operator."""
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    path = settings.model_dir or shipped_model_dir(settings.attn_backend, settings.norm)
+    # an explicit model directory keeps its own backend unless one is asked for as well
+    backend_asked = settings.model_dir is None or "attn_backend" in settings.model_fields_set
+    bundle = load_bundle(
+        path, attn_backend=settings.attn_backend if backend_asked else None, device=device
+    )
+    card = ModelCard(
+        version=bundle.version,
+        backend=bundle.model_config.attn_backend,
+        norm=bundle.model_config.norm,
+        classes=bundle.classes,
+        model_config=bundle.model_config.to_dict(),
+        feature_config=bundle.feature_config,
+        device=str(device),
+        path=bundle.path,
+        evaluation=bundle.metrics,
+    )
+    return card, TorchRunner(bundle.model, bundle.feature_config, device)

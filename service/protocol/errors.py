@@ -1,0 +1,182 @@
+"""The one place that turns exceptions into HTTP responses.
+
+Everything the service refuses becomes a `ServiceError` (status, code, field, message) here, then
+one renderer writes it in the caller's protocol: v1 `{"error": {"code", "message", "field"}}`,
+v2 (Open Inference Protocol) `{"error": "..."}`. Rejections are counted here too, so every
+refusal is counted exactly once. Stack traces go to the log, never into a body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from preprocessing.errors import InputError, TooManySamples
+from service.engine import DeadlineExceeded, EngineError, NotReady, QueueFull
+from service.metrics import ServiceMetrics
+
+RETRY_AFTER_S = "1"
+MAX_LISTED_ERRORS = 5
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal"
+    rejection: str | None = None  # rfcls_rejections_total reason, if this refusal counts as one
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(ServiceError):
+    status, code, rejection = 400, "invalid_request", "invalid"
+
+
+class Unauthorized(ServiceError):
+    status, code, rejection = 401, "unauthorized", "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class ModelNotFound(ServiceError):
+    status, code, rejection = 404, "model_not_found", "invalid"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, rejection = 413, "payload_too_large", "too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code, rejection = 415, "unsupported_media_type", "invalid"
+
+
+class InvalidFields(ServiceError):
+    status, code, rejection = 422, "validation_error", "invalid"
+
+
+class InternalError(ServiceError):
+    status, code = 500, "internal"
+
+
+class Unavailable(ServiceError):
+    status, code = 503, "unavailable"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": RETRY_AFTER_S}
+
+
+class Overloaded(Unavailable):
+    code, rejection = "queue_full", "queue_full"
+
+
+class DeadlinePassed(ServiceError):
+    status, code, rejection = 504, "deadline_exceeded", "deadline"
+
+
+class HTTPError(ServiceError):
+    """A routing-level refusal from Starlette (unknown path, wrong method)."""
+
+    code = "http_error"
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+GENERIC_INTERNAL = "internal error; the request was not classified"
+
+
+def as_service_error(exc: BaseException) -> ServiceError:
+    """Map any exception the service may raise to the ServiceError that answers it."""
+    match exc:
+        case ServiceError():
+            return exc
+        case TooManySamples():
+            return PayloadTooLarge(exc.message, exc.field)
+        case InputError():
+            return BadRequest(exc.message, exc.field)
+        case RequestValidationError():
+            return from_validation_errors(exc.errors())
+        case ValidationError():
+            return from_validation_errors(exc.errors())
+        case QueueFull():
+            return Overloaded(f"queue full: {exc}; retry later")
+        case NotReady():
+            return Unavailable(str(exc))
+        case DeadlineExceeded():
+            return DeadlinePassed(f"deadline passed while queued: {exc}")
+        case EngineError():  # BatchFailed: the engine has logged the cause
+            return InternalError(GENERIC_INTERNAL)
+        case StarletteHTTPException():
+            return HTTPError(exc.status_code, str(exc.detail))
+        case _:
+            return InternalError(GENERIC_INTERNAL)
+
+
+def from_validation_errors(errors: Sequence[Any]) -> ServiceError:
+    """pydantic/FastAPI errors -> one error naming the first bad field and listing all of them.
+    Unparseable JSON is a 400 (the body is not JSON at all), everything else a 422."""
+    first = errors[0]
+    if first["type"] in ("json_invalid", "json_type"):
+        return BadRequest(f"malformed JSON: {first['msg']}", "body")
+    parts = [f"{_field(e['loc'])}: {e['msg']}" for e in errors[:MAX_LISTED_ERRORS]]
+    if len(errors) > MAX_LISTED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_LISTED_ERRORS} more")
+    return InvalidFields("; ".join(parts), _field(first["loc"]))
+
+
+def _field(loc: Sequence[Any]) -> str:
+    # FastAPI prefixes where the value came from ("query", "body", "path"); the name is what helps
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("query", "body", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def render(path: str, error: ServiceError) -> Response:
+    if is_v2(path):
+        body: dict[str, Any] = {"error": str(error)}
+    else:
+        body = {"error": {"code": error.code, "message": error.message, "field": error.field}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        # no logging here: the engine logs a failed batch, and Starlette re-raises anything
+        # unexpected to the server, which logs it with its traceback
+        error = as_service_error(exc)
+        if error.rejection is not None:
+            metrics.reject(error.rejection)
+        return render(request.url.path, error)
+
+    for exc_class in (
+        ServiceError,
+        InputError,
+        RequestValidationError,
+        ValidationError,
+        EngineError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(exc_class, handle)
+

@@ -1,0 +1,63 @@
+"""Per-request metrics for the classification routes, observed around the whole ASGI exchange so
+the duration runs to the last byte sent and every outcome (including refusals raised before the
+handler, such as 413) is counted."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import ServiceMetrics
+
+# path pattern -> the route label (one label for the versioned and unversioned v2 paths)
+CLASSIFY_ROUTES = {
+    re.compile(r"/v1/classify"): "/v1/classify",
+    re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer"): "/v2/models/{name}/infer",
+}
+ROUTE_LABELS = tuple(CLASSIFY_ROUTES.values())
+
+
+def outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status in (429, 503):
+        return "rejected"
+    if status == 504:
+        return "timeout"
+    return "error" if status >= 500 else "client_error"
+
+
+def route_label(path: str) -> str | None:
+    for pattern, label in CLASSIFY_ROUTES.items():
+        if pattern.fullmatch(path):
+            return label
+    return None
+
+
+class RequestMetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        label = route_label(scope["path"]) if scope["type"] == "http" else None
+        if label is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app raises before answering, the server sends a 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.observe_request(label, outcome(status), time.perf_counter() - started)

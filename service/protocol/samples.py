@@ -1,0 +1,74 @@
+"""Request payloads -> validated complex64 frames, each error naming the field it is about
+(`frames.2.data`, `body`, `frame_samples`) so a client can tell what to fix."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+
+import numpy as np
+
+from preprocessing import formats
+from preprocessing.errors import InputError, InvalidFormat, TooManySamples
+from preprocessing.features import FeatureConfig, validate_samples
+from service.protocol.v1_schemas import Frame
+
+
+def refield(exc: InputError, field: str) -> InputError:
+    """The same error, about `field` (the name the client used) instead of the library's own."""
+    return type(exc)(field, exc.message)
+
+
+def decode(data: bytes, fmt: str, field: str) -> np.ndarray:
+    try:
+        return formats.decode(data, fmt)
+    except InputError as exc:
+        raise refield(exc, field) from None
+
+
+def decode_base64(text: str, fmt: str, field: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise InvalidFormat(field, f"not valid base64 ({exc})") from None
+    return decode(raw, fmt, field)
+
+
+def check_frame_count(n_frames: int, max_frames: int) -> None:
+    if n_frames > max_frames:
+        raise TooManySamples(
+            "frames", f"{n_frames} frames in one request; the limit is {max_frames}"
+        )
+
+
+def from_json_frames(frames: Sequence[Frame], max_frames: int) -> list[np.ndarray]:
+    check_frame_count(len(frames), max_frames)
+    out = []
+    for k, frame in enumerate(frames):
+        if frame.data is not None and frame.format is not None:
+            out.append(decode_base64(frame.data, frame.format, f"frames.{k}.data"))
+        else:
+            try:
+                out.append(formats.from_iq_lists(frame.i, frame.q))
+            except InputError as exc:
+                raise refield(exc, f"frames.{k}") from None
+    return out
+
+
+def split_frames(iq: np.ndarray, frame_samples: int | None, max_frames: int) -> list[np.ndarray]:
+    """Cut one long capture into frames of `frame_samples`; the last frame holds the remainder."""
+    if frame_samples is None or frame_samples >= iq.size:
+        return [iq]
+    check_frame_count(-(-iq.size // frame_samples), max_frames)
+    return [iq[start : start + frame_samples] for start in range(0, iq.size, frame_samples)]
+
+
+def check_frames(
+    frames: Sequence[np.ndarray], feature_config: FeatureConfig, max_samples: int
+) -> None:
+    for k, iq in enumerate(frames):
+        try:
+            validate_samples(iq, feature_config, max_samples)
+        except InputError as exc:
+            raise refield(exc, f"frames.{k}") from None

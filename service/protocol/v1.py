@@ -1,0 +1,145 @@
+"""v1 routes: POST /v1/classify (JSON or raw binary body) and GET /v1/model.
+
+Thin handlers: parse and validate here, classify through the engine, shape the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from service.context import ServiceContext
+from service.engine import Prediction
+from service.protocol import samples
+from service.protocol.errors import BadRequest, InvalidFields, UnsupportedMediaType
+from service.protocol.v1_schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassProbability,
+    FrameResult,
+    ModelDescription,
+    SampleFormat,
+    Timings,
+)
+
+JSON = "application/json"
+BINARY = "application/octet-stream"
+BINARY_ONLY_PARAMS = ("format", "sample_rate", "center_freq", "top_k", "frame_samples")
+
+CLASSIFY_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {"schema": ClassifyRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            BINARY: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(guard)] if guard else [])
+    settings, card = ctx.settings, ctx.card
+
+    @router.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        openapi_extra=CLASSIFY_BODY_DOC,
+        summary="Classify IQ frames (JSON body, or raw samples with query parameters)",
+    )
+    async def classify(
+        request: Request,
+        format: SampleFormat | None = Query(None, description="binary body: sample format"),
+        sample_rate: float | None = Query(None, gt=0, allow_inf_nan=False),
+        center_freq: float | None = Query(None, allow_inf_nan=False),
+        top_k: int = Query(3, ge=1),
+        frame_samples: int | None = Query(None, ge=1, description="binary body: frame length"),
+    ) -> Response:
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await request.body()
+        if content_type == BINARY:
+            if format is None:
+                raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")
+            if not body:
+                raise BadRequest("empty body; send raw IQ samples", "body")
+            iq = samples.decode(body, format, "body")
+            frames = samples.split_frames(iq, frame_samples, settings.max_frames_per_request)
+        elif content_type == JSON:
+            given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
+            if given:
+                raise BadRequest(
+                    "query parameters are for binary bodies; put them in the JSON body", given[0]
+                )
+            parsed = ClassifyRequest.model_validate_json(body)
+            frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
+            sample_rate, center_freq, top_k = parsed.sample_rate, parsed.center_freq, parsed.top_k
+        else:
+            raise UnsupportedMediaType(
+                f"{content_type or 'none'}; send {JSON} or {BINARY}", "Content-Type"
+            )
+        if top_k > len(card.classes):
+            raise InvalidFields(f"at most {len(card.classes)} (the number of classes)", "top_k")
+        samples.check_frames(frames, card.feature_config, settings.max_samples)
+        prediction = await ctx.engine.predict(frames)
+        answer = ClassifyResponse(
+            frames=frame_results(prediction.probabilities, card.classes, top_k, frames),
+            backend=card.backend,
+            model_version=card.version,
+            sample_rate=sample_rate,
+            center_freq=center_freq,
+            timings_ms=timings(prediction, started),
+        )
+        return Response(answer.model_dump_json(), media_type=JSON)
+
+    @router.get("/v1/model", response_model=ModelDescription, summary="The served model")
+    async def model() -> ModelDescription:
+        return ModelDescription(
+            name=card.name,
+            version=card.version,
+            backend=card.backend,
+            norm=card.norm,
+            device=card.device,
+            classes=list(card.classes),
+            model=card.model_config,
+            features=card.feature_config.to_dict(),
+            latency_budget_ms=settings.latency_budget_ms,
+            limits={
+                "min_samples": card.feature_config.nfft,
+                "max_samples": settings.max_samples,
+                "max_frames_per_request": settings.max_frames_per_request,
+                "max_body_bytes": settings.max_body_bytes,
+                "max_batch": settings.max_batch,
+            },
+            evaluation=card.evaluation,
+        )
+
+    return router
+
+
+def frame_results(
+    probabilities: np.ndarray, classes: tuple[str, ...], top_k: int, frames: list[np.ndarray]
+) -> list[FrameResult]:
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]  # [N, k]
+    results = []
+    for row, ranked, iq in zip(probabilities, order, frames, strict=True):
+        best = [ClassProbability(label=classes[c], probability=float(row[c])) for c in ranked]
+        results.append(
+            FrameResult(
+                label=best[0].label, probability=best[0].probability, top_k=best, n_samples=iq.size
+            )
+        )
+    return results
+
+
+def timings(prediction: Prediction, started: float) -> Timings:
+    return Timings(
+        queue=1000 * prediction.queue_s,
+        preprocess=1000 * prediction.preprocess_s,
+        inference=1000 * prediction.inference_s,
+        total=1000 * (time.perf_counter() - started),
+    )

@@ -1,0 +1,91 @@
+"""Request and response bodies of the v1 API (POST /v1/classify, GET /v1/model)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The wire formats of preprocessing.formats.FORMATS (a test keeps the two equal).
+SampleFormat = Literal["cf32", "ci16", "ci8", "cu8"]
+
+
+class Frame(BaseModel):
+    """One frame of IQ samples: raw bytes in a sample format, base64-encoded, or I and Q lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = Field(None, description="base64 of the raw samples, laid out as `format`")
+    format: SampleFormat | None = Field(None, description="sample format of `data`")
+    i: list[float] | None = Field(None, description="in-phase values")
+    q: list[float] | None = Field(None, description="quadrature values, as many as `i`")
+
+    @model_validator(mode="after")
+    def _one_encoding(self) -> Frame:
+        encoded = self.data is not None or self.format is not None
+        listed = self.i is not None or self.q is not None
+        if encoded == listed:
+            raise ValueError("give either 'data' with 'format', or 'i' with 'q'")
+        if encoded and (self.data is None or self.format is None):
+            raise ValueError("'data' and 'format' go together")
+        if listed:
+            if self.i is None or self.q is None:
+                raise ValueError("'i' and 'q' go together")
+            if len(self.i) != len(self.q):
+                raise ValueError(f"'i' has {len(self.i)} values but 'q' has {len(self.q)}")
+        return self
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    frames: list[Frame] = Field(min_length=1, description="frames to classify, each on its own")
+    sample_rate: float | None = Field(None, gt=0, allow_inf_nan=False, description="Hz")
+    center_freq: float | None = Field(None, allow_inf_nan=False, description="Hz")
+    top_k: int = Field(3, ge=1, description="how many classes to list per frame")
+
+
+class ClassProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class FrameResult(BaseModel):
+    label: str
+    probability: float
+    top_k: list[ClassProbability]
+    n_samples: int
+
+
+class Timings(BaseModel):
+    """Milliseconds. queue: arrival at the engine to the start of the request's first batch;
+    preprocess and inference: the batches that held the request's frames; total: arrival at the
+    handler to the answer being ready."""
+
+    queue: float
+    preprocess: float
+    inference: float
+    total: float
+
+
+class ClassifyResponse(BaseModel):
+    frames: list[FrameResult]
+    backend: str
+    model_version: str
+    sample_rate: float | None
+    center_freq: float | None
+    timings_ms: Timings
+
+
+class ModelDescription(BaseModel):
+    name: str
+    version: str
+    backend: str
+    norm: str
+    device: str
+    classes: list[str]
+    model: dict[str, Any] = Field(description="the model's configuration")
+    features: dict[str, Any] = Field(description="the preprocessing the model was trained with")
+    latency_budget_ms: float
+    limits: dict[str, int]
+    evaluation: dict[str, Any] | None = Field(description="held-out metrics, once evaluated")

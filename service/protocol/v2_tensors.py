@@ -1,0 +1,178 @@
+"""Open Inference Protocol (KServe v2) request/response bodies, with Triton's binary tensor data
+extension: a JSON header of `Inference-Header-Content-Length` bytes, then each binary tensor's raw
+bytes in order (inputs and outputs that carry `parameters.binary_data_size`). BYTES elements are
+a 4-byte little-endian length followed by the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.protocol.errors import BadRequest
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+# The input datatypes this service reads: those of the IQ sample formats.
+NUMPY_DTYPES = {"FP32": np.float32, "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8}
+
+Scalar = str | int | float | bool
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int] = Field(description="dimensions, each >= 0")
+    datatype: str
+    parameters: dict[str, Scalar] = Field(default_factory=dict)
+    data: list[Any] | None = None
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    parameters: dict[str, Scalar] = Field(default_factory=dict)
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+@dataclass
+class ParsedRequest:
+    request: InferenceRequest
+    raw: dict[str, bytes] = field(default_factory=dict)  # input name -> binary tensor bytes
+
+
+def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
+    """Split the body into the JSON header and the binary tensors that follow it."""
+    if header_length is None:
+        header, rest = body, b""
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise BadRequest("not an integer", HEADER_LENGTH) from None
+        if not 0 < n <= len(body):
+            raise BadRequest(f"{n} is outside the body's {len(body)} bytes", HEADER_LENGTH)
+        header, rest = body[:n], body[n:]
+    request = InferenceRequest.model_validate_json(header)
+    raw: dict[str, bytes] = {}
+    offset = 0
+    for tensor in request.inputs:
+        size = tensor.parameters.get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest("must be a non-negative integer", f"{tensor.name}.binary_data_size")
+        if offset + size > len(rest):
+            raise BadRequest(
+                f"{size} bytes announced, {len(rest) - offset} left in the body",
+                f"{tensor.name}.binary_data_size",
+            )
+        raw[tensor.name] = rest[offset : offset + size]
+        offset += size
+    if offset != len(rest):
+        raise BadRequest(f"{len(rest) - offset} bytes after the last binary tensor", "body")
+    return ParsedRequest(request, raw)
+
+
+def tensor_bytes(tensor: RequestInput, raw: bytes | None) -> bytes:
+    """The tensor's elements as contiguous little-endian bytes of its datatype."""
+    dtype = NUMPY_DTYPES.get(tensor.datatype)
+    if dtype is None:
+        raise BadRequest(
+            f"{tensor.datatype!r} is not one of {', '.join(NUMPY_DTYPES)}", f"{tensor.name}.datatype"
+        )
+    if any(d < 0 for d in tensor.shape):
+        raise BadRequest(f"negative dimension in {tensor.shape}", f"{tensor.name}.shape")
+    count = math.prod(tensor.shape)
+    itemsize = np.dtype(dtype).itemsize
+    if raw is not None:
+        if len(raw) != count * itemsize:
+            raise BadRequest(
+                f"{len(raw)} bytes for shape {tensor.shape} of {tensor.datatype} "
+                f"({count * itemsize} expected)",
+                f"{tensor.name}.binary_data_size",
+            )
+        return raw
+    if tensor.data is None:
+        raise BadRequest("no 'data' and no binary_data_size", f"{tensor.name}.data")
+    try:
+        values = np.asarray(tensor.data, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise BadRequest(
+            f"not an array of {tensor.datatype} numbers", f"{tensor.name}.data"
+        ) from None
+    if values.size != count:
+        raise BadRequest(
+            f"{values.size} values for shape {tensor.shape} ({count} expected)",
+            f"{tensor.name}.data",
+        )
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not np.all((values == np.round(values)) & (values >= info.min) & (values <= info.max)):
+            raise BadRequest(f"values outside {tensor.datatype}", f"{tensor.name}.data")
+    return values.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def serialize_bytes(elements: Sequence[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    values: np.ndarray  # numeric array, or an object array of bytes for BYTES
+
+    def raw(self) -> bytes:
+        if self.datatype == "BYTES":
+            return serialize_bytes(list(self.values.ravel()))
+        return self.values.astype(np.dtype(self.values.dtype).newbyteorder("<")).tobytes()
+
+    def json_data(self) -> list[Any]:
+        if self.datatype == "BYTES":
+            return [e.decode() for e in self.values.ravel()]
+        return self.values.ravel().tolist()
+
+
+def encode_response(
+    header: dict[str, Any], outputs: Sequence[tuple[OutputTensor, bool]]
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length (None: the
+    body is all JSON)."""
+    blobs: list[bytes] = []
+    described = []
+    for tensor, binary in outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": tensor.shape,
+        }
+        if binary:
+            blob = tensor.raw()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = tensor.json_data()
+        described.append(entry)
+    head = json.dumps({**header, "outputs": described}, separators=(",", ":")).encode()
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)

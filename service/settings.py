@@ -1,0 +1,119 @@
+"""Service settings: every knob is an RFCLS_* environment variable (or the matching `rfcls serve`
+flag), read once at start and passed down; nothing else in the service reads the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RFCLS_"
+
+AttnBackend = Literal["mha", "flash", "gqa", "latent", "mla", "latte"]
+Norm = Literal["rmsnorm", "layernorm"]
+Device = Literal["auto", "cpu", "cuda"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+# A request still queued after this many budgets means the service is overloaded: the client has
+# long missed its deadline, and computing the answer would only delay the requests behind it.
+DEADLINE_BUDGETS = 4
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    attn_backend: AttnBackend = Field(
+        "mha", description="attention backend; picks the matching shipped weights"
+    )
+    norm: Norm = Field("rmsnorm", description="normalisation of the shipped model (ablation)")
+    latency_budget_ms: float = Field(30.0, gt=0, description="end-to-end latency budget (ms)")
+    device: Device = Field("auto", description="where the model runs; auto = cuda if available")
+    model_dir: Path | None = Field(
+        None, description="model bundle directory; overrides the shipped weights"
+    )
+    max_batch: int = Field(16, ge=1, le=1024, description="most frames in one model batch")
+    max_wait_ms: float = Field(
+        1.0, ge=0, description="longest wait for more frames before running a partial batch (ms)"
+    )
+    max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")
+    max_samples: int = Field(262_144, ge=1, description="most IQ samples in one frame")
+    max_frames_per_request: int = Field(64, ge=1, description="most frames in one request")
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (bytes)")
+    deadline_ms: float | None = Field(
+        None,
+        gt=0,
+        description=f"drop requests queued longer (ms); default {DEADLINE_BUDGETS}x the budget",
+    )
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    api_key: str | None = Field(
+        None, min_length=1, description="if set, require 'Authorization: Bearer <key>'"
+    )
+    cors_origins: str = Field(
+        "", description="comma-separated allowed CORS origins; empty = CORS off"
+    )
+    log_level: LogLevel = Field("info", description="log level")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def effective_deadline_ms(self) -> float:
+        return (
+            self.deadline_ms
+            if self.deadline_ms is not None
+            else (DEADLINE_BUDGETS * self.latency_budget_ms)
+        )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+class SettingsError(Exception):
+    """Settings that cannot start the service; the message names each variable at fault."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with `overrides` (from command-line flags) taking precedence.
+    Invalid values raise SettingsError with one line per bad variable, never a traceback."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SettingsError("\n".join(_describe(err, given) for err in exc.errors())) from None
+
+
+def _describe(err: dict, overrides: dict[str, object]) -> str:
+    field = str(err["loc"][0]) if err["loc"] else ""
+    if field not in Settings.model_fields:
+        return f"{field}: {err['msg']}"
+    if field in overrides:
+        name, value = flag_name(field), overrides[field]
+    else:
+        name, value = env_name(field), os.environ.get(env_name(field))
+    shown = f"={value!r}" if value is not None else ""
+    expected = (err.get("ctx") or {}).get("expected")
+    if expected:
+        return f"{name}{shown} is not valid; valid values: {expected}"
+    return f"{name}{shown} is not valid: {err['msg']}"
+
+
+def unknown_env_vars() -> list[str]:
+    """RFCLS_* variables that name no setting (typos would otherwise be silently ignored)."""
+    known = {env_name(f) for f in Settings.model_fields}
+    return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
