@@ -11,7 +11,7 @@ from rfmodel.attention.latent import LatentAttention
 from rfmodel.attention.latte import LatteAttention
 from rfmodel.attention.mha import MultiHeadAttention
 from rfmodel.attention.mla import MultiHeadLatentAttention
-from rfmodel.config import BACKENDS, ConfigError, ModelConfig
+from rfmodel.config import BACKENDS, ModelConfig
 
 MIXERS: dict[str, type[Mixer]] = {
     "mha": MultiHeadAttention,
@@ -24,14 +24,8 @@ MIXERS: dict[str, type[Mixer]] = {
 
 
 def build_attention(cfg: ModelConfig) -> Mixer:
-    try:
-        mixer = MIXERS[cfg.attn_backend]
-    except KeyError:
-        raise ConfigError(
-            "attn_backend",
-            f"unknown attention backend {cfg.attn_backend!r}; valid: {', '.join(BACKENDS)}",
-        ) from None
-    return mixer(cfg)
+    cfg.validate()  # an unknown backend name fails here, with the list of valid ones
+    return MIXERS[cfg.attn_backend](cfg)
 
 
 __all__ = ["BACKENDS", "MIXERS", "Mixer", "build_attention"]

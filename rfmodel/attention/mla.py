@@ -82,7 +82,9 @@ class MultiHeadLatentAttention(Mixer):
         note_kv_state(latent)
         q_latent = torch.einsum("bhtd,hdc->bhtc", q_nope, w_uk)  # [B, H, T, rank]
         query = torch.cat((q_latent, q_pe), dim=-1)  # [B, H, T, rank + rope]
-        out = grouped_sdpa(query, latent, latent[..., : self.kv_rank], mask, scale=self.scale)
+        # values = the whole latent, the k_pe columns of the output dropped: q, k and v then share
+        # one head width, which SDPA's flash kernels need, at no extra copy
+        out = grouped_sdpa(query, latent, latent, mask, scale=self.scale)[..., : self.kv_rank]
         return torch.einsum("bhtc,hdc->bhtd", out, w_uv)  # [B, H, T, v]
 
     def kv_state_numel(self, batch: int, seq_len: int) -> int:

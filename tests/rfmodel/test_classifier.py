@@ -1,0 +1,113 @@
+"""RFClassifier: padding never leaks into logits, inputs are checked, weights move between the
+backends that share them, and the saved config is enough to rebuild the model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from rfmodel.classifier import RFClassifier
+from rfmodel.config import BACKENDS, ModelConfig
+from rfmodel.norms import RMSNorm
+
+F64 = torch.float64
+TINY = dict(n_features=10, n_classes=5, d_model=32, n_layers=2, n_heads=4, n_latents=6)
+LENGTHS = (21, 16, 9)
+
+
+def tiny_model(seed: int = 0, **overrides) -> RFClassifier:
+    torch.manual_seed(seed)
+    return RFClassifier(ModelConfig(**{**TINY, **overrides})).to(F64).eval()
+
+
+def padded_batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    seqs = [torch.randn(n, TINY["n_features"], generator=g, dtype=F64) for n in LENGTHS]
+    t = max(LENGTHS)
+    x = torch.full((len(seqs), t, TINY["n_features"]), float("nan"), dtype=F64)
+    mask = torch.zeros(len(seqs), t, dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        x[b, : len(s)], mask[b, : len(s)] = s, True
+    return seqs, x, mask
+
+
+VARIANTS = [{"attn_backend": b} for b in BACKENDS] + [
+    {"attn_backend": "mla", "mla_absorb": False, "q_lora_rank": 12},
+    {"attn_backend": "latte", "latte_window": 3},
+    {"attn_backend": "mha", "norm": "layernorm"},
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: "-".join(map(str, o.values())))
+def test_logits_do_not_depend_on_padding(overrides):
+    model = tiny_model(**overrides)
+    seqs, x, mask = padded_batch()  # padding holds NaN: any leak poisons the logits
+    logits = model(x, mask)
+    assert logits.shape == (len(seqs), TINY["n_classes"])
+    assert torch.isfinite(logits).all()
+    for b, s in enumerate(seqs):
+        alone = model(s[None], None)
+        torch.testing.assert_close(logits[b : b + 1], alone, rtol=1e-10, atol=1e-10)
+
+
+def test_all_real_mask_equals_no_mask():
+    model = tiny_model(attn_backend="flash")
+    x = torch.randn(2, 17, TINY["n_features"], dtype=F64)
+    torch.testing.assert_close(model(x, torch.ones(2, 17, dtype=torch.bool)), model(x, None))
+
+
+def test_lengths_across_the_supported_range_run():
+    model = tiny_model(attn_backend="latte", latte_window=4).float()
+    for t in (16, 1000):
+        assert model(torch.randn(1, t, TINY["n_features"])).shape == (1, TINY["n_classes"])
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "mask", "field"),
+    [
+        ((2, 16, 11), None, "features"),
+        ((16, 10), None, "features"),
+        ((2, 16, 10), torch.ones(2, 16, dtype=torch.int64), "mask"),
+        ((2, 16, 10), torch.ones(2, 15, dtype=torch.bool), "mask"),
+        ((2, 16, 10), torch.arange(16).expand(2, 16) < torch.tensor([[5], [0]]), "mask"),
+    ],
+)
+def test_bad_inputs_name_the_field(x_shape, mask, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        tiny_model()(torch.randn(*x_shape, dtype=F64), mask)
+
+
+@pytest.mark.parametrize(("source", "target"), [("mha", "flash"), ("flash", "mha")])
+def test_mha_and_flash_share_weights(source, target):
+    a = tiny_model(attn_backend=source)
+    b = RFClassifier(ModelConfig(**{**TINY, "attn_backend": target})).to(F64).eval()
+    b.load_state_dict(a.state_dict(), strict=True)
+    _, x, mask = padded_batch()
+    torch.testing.assert_close(b(x, mask), a(x, mask))
+
+
+def test_config_round_trip_rebuilds_the_same_model():
+    model = tiny_model(attn_backend="mla", q_lora_rank=8, norm="layernorm")
+    cfg = ModelConfig.from_dict(json.loads(json.dumps(model.cfg.to_dict())))
+    rebuilt = RFClassifier(cfg).to(F64).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    _, x, mask = padded_batch()
+    torch.testing.assert_close(rebuilt(x, mask), model(x, mask))
+
+
+@pytest.mark.parametrize(("norm", "kind"), [("rmsnorm", RMSNorm), ("layernorm", nn.LayerNorm)])
+def test_norm_choice_is_used_everywhere(norm, kind):
+    model = tiny_model(norm=norm)
+    norms = [model.norm] + [n for blk in model.blocks for n in (blk.attn_norm, blk.mlp_norm)]
+    assert all(isinstance(n, kind) for n in norms)
+
+
+def test_dropout_is_active_in_training_only():
+    model = tiny_model(dropout=0.5)
+    x = torch.randn(2, 16, TINY["n_features"], dtype=F64)
+    torch.testing.assert_close(model(x), model(x))
+    model.train()
+    assert not torch.allclose(model(x), model(x))
