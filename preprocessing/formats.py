@@ -114,11 +114,14 @@ def from_iq_lists(i: Sequence[float], q: Sequence[float]) -> np.ndarray:
     parts = []
     for name, values in (("i", i), ("q", q)):
         try:
-            arr = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidFormat(name, "must be a list of numbers") from None
-        if arr.ndim != 1:
-            raise InvalidFormat(name, f"must be a flat list of numbers, got shape {arr.shape}")
+            arr = np.asarray(values)
+        except (TypeError, ValueError):  # ragged nesting
+            raise InvalidFormat(name, "must be a flat list of numbers") from None
+        # kind i/u/f only: None would pass as NaN (object dtype), True as 1.0 (bool)
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iuf"):
+            raise InvalidFormat(
+                name, f"must be a flat list of numbers, got {arr.dtype} of shape {arr.shape}"
+            )
         parts.append(arr)
     if parts[0].size != parts[1].size:
         raise InvalidFormat("q", f"has {parts[1].size} values but i has {parts[0].size}")

@@ -1,0 +1,225 @@
+import json
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from preprocessing.errors import InvalidParameter, InvalidSamples, TooFewSamples, TooManySamples
+from preprocessing.features import (
+    FeatureConfig,
+    batch_features,
+    compute_features,
+    feature_frames,
+    validate_samples,
+)
+
+
+def random_complex(rng, shape, dtype=np.complex128):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+def reference_features(x, cfg):
+    """numpy float64, frame by frame, straight from the definition in features.py."""
+    w = scipy.signal.get_window(cfg.window, cfg.nfft)
+    w = w / np.sqrt(np.sum(w**2))
+    powers = {"x": 1, "x2": 2, "x4": 4}
+    rows = []
+    for t in range(feature_frames(x.shape[-1], cfg)):
+        frame = x[t * cfg.hop : t * cfg.hop + cfg.nfft]
+        y = frame / np.sqrt(np.mean(np.abs(frame) ** 2))
+        parts = []
+        for name in cfg.transforms:
+            z = np.abs(y) ** 2 if name == "env" else y ** powers[name]
+            p = np.abs(np.fft.fftshift(np.fft.fft(w * z))) ** 2
+            parts.append(10 * np.log10(np.maximum(p, 10 ** (cfg.floor_db / 10))) if cfg.db else p)
+        rows.append(np.concatenate(parts))
+    return np.stack(rows)
+
+
+def psk_qam(rng, n, order):
+    """Unit-power random symbols, one sample per symbol (rectangular pulses are enough here)."""
+    if order in ("bpsk", "qpsk"):
+        m = 2 if order == "bpsk" else 4
+        return np.exp(1j * (np.pi / 4 * (m == 4) + 2 * np.pi * rng.integers(0, m, n) / m))
+    side = {"16qam": 4, "64qam": 8}[order]
+    levels = 2 * np.arange(side) - (side - 1)
+    s = rng.choice(levels, n) + 1j * rng.choice(levels, n)
+    return s / np.sqrt(2 * np.mean(levels**2))
+
+
+def test_config_defaults_and_round_trip():
+    cfg = FeatureConfig()
+    assert (cfg.nfft, cfg.hop, cfg.window, cfg.transforms) == (256, 128, "hann", ("x", "x2", "x4"))
+    assert cfg.n_features == 3 * 256
+    other = FeatureConfig(nfft=64, hop=16, window="hamming", transforms=("x", "env"), db=False)
+    for c in (cfg, other):
+        assert FeatureConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(InvalidParameter) as err:
+        FeatureConfig.from_dict({**FeatureConfig().to_dict(), "nfttt": 3})
+    assert err.value.field == "features" and "nfttt" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"nfft": 0}, "nfft"),
+        ({"nfft": 12.5}, "nfft"),
+        ({"hop": 512}, "hop"),
+        ({"hop": -1}, "hop"),
+        ({"window": "nope"}, "window"),
+        ({"transforms": ("x", "x3")}, "transforms"),
+        ({"transforms": ()}, "transforms"),
+        ({"transforms": ("x", "x")}, "transforms"),
+        ({"db": "yes"}, "db"),
+        ({"floor_db": "low"}, "floor_db"),
+    ],
+)
+def test_invalid_config_names_the_field(kwargs, field):
+    with pytest.raises(InvalidParameter) as err:
+        FeatureConfig(**kwargs)
+    assert err.value.field == field
+
+
+def test_unknown_transform_lists_valid_names():
+    with pytest.raises(InvalidParameter, match="x2"):
+        FeatureConfig(transforms=("x5",))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        FeatureConfig(nfft=64, hop=32),
+        FeatureConfig(nfft=48, hop=20, window="blackman", transforms=("x4", "env", "x")),
+        FeatureConfig(nfft=32, hop=32, db=False),
+    ],
+)
+def test_matches_reference(cfg):
+    rng = np.random.default_rng(cfg.nfft)
+    x = random_complex(rng, (2, 1000))
+    ours = compute_features(torch.from_numpy(x), cfg)
+    assert ours.dtype == torch.float32
+    assert ours.shape == (2, feature_frames(1000, cfg), cfg.n_features)
+    for b in range(2):
+        ref = reference_features(x[b], cfg)
+        np.testing.assert_allclose(ours[b].numpy(), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_gain_and_phase_invariance():
+    rng = np.random.default_rng(7)
+    cfg = FeatureConfig(transforms=("x", "x2", "x4", "env"))
+    x = random_complex(rng, (2, 4096))
+    ref = compute_features(torch.from_numpy(x), cfg)
+    ref32 = compute_features(torch.from_numpy(x.astype(np.complex64)), cfg)
+    for gain in (1e-3, 0.05, 3.0, 2e3):
+        g = gain * np.exp(1j * rng.uniform(0, 2 * np.pi))
+        # float64 input: identical up to the float32 cast of the output
+        out = compute_features(torch.from_numpy(x * g), cfg)
+        torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-5)
+        # complex64 input: float32 round-off, in dB
+        out32 = compute_features(torch.from_numpy((x * g).astype(np.complex64)), cfg)
+        torch.testing.assert_close(out32, ref32, rtol=0, atol=0.05)
+
+
+def test_silent_frames_sit_at_the_floor():
+    x = torch.zeros(1, 1024, dtype=torch.complex64)
+    x[0, 512:] = torch.randn(512, dtype=torch.complex64)
+    out = compute_features(x, FeatureConfig(nfft=128, hop=128))
+    assert torch.isfinite(out).all()
+    assert (out[0, :4] == -100.0).all() and (out[0, 4:] > -100.0).any()
+
+
+def test_x2_x4_separate_what_x_cannot():
+    """BPSK/QPSK/16QAM/64QAM have the same |FFT(x)|^2 statistics; the x2/x4 spectra differ as the
+    features docstring claims: lines at DC and moments E|x|^4, E|x|^8 in their mean level."""
+    rng = np.random.default_rng(8)
+    cfg = FeatureConfig(db=False)
+    n = 256 * 200
+    mean_level = {}
+    for order in ("bpsk", "qpsk", "16qam", "64qam"):
+        x = psk_qam(rng, n, order) * np.exp(1j * 0.7)
+        f = compute_features(torch.from_numpy(x)[None], cfg)[0].double()
+        px, px2, px4 = f[:, :256], f[:, 256:512], f[:, 512:]
+        assert abs(px.mean().item() - 1.0) < 0.05  # unit power, white: same for all four
+        dc_line = {
+            k: p[:, 128].mean().item() / p.mean().item() for k, p in (("x2", px2), ("x4", px4))
+        }
+        if order == "bpsk":
+            assert dc_line["x2"] > 50  # x^2 is constant: all power at DC
+        else:
+            assert dc_line["x2"] < 5
+        if order in ("qpsk", "16qam", "64qam"):
+            assert dc_line["x4"] > 10  # x^4 has a mean (a line) for square constellations
+        mean_level[order] = (px2.mean().item(), px4.mean().item())
+    # Parseval with a unit-energy window: mean bin = window-weighted E|y|^4, E|y|^8
+    assert mean_level["qpsk"][0] == pytest.approx(1.0, abs=0.01)
+    assert mean_level["16qam"][0] == pytest.approx(1.32, abs=0.02)
+    assert mean_level["64qam"][0] == pytest.approx(1.381, abs=0.02)
+    assert mean_level["16qam"][1] == pytest.approx(3.125, abs=0.1)
+    assert mean_level["64qam"][1] - mean_level["16qam"][1] > 0.5
+
+
+def test_batch_features_groups_pads_and_masks():
+    rng = np.random.default_rng(9)
+    cfg = FeatureConfig(nfft=64, hop=32)
+    lengths = [1000, 64, 1000, 1010, 500, 95]  # 1000 and 1010 give the same frame count
+    recordings = [torch.from_numpy(random_complex(rng, n, np.complex64)) for n in lengths]
+    x, mask = batch_features(recordings, cfg)
+    counts = [feature_frames(n, cfg) for n in lengths]
+    assert x.shape == (len(lengths), max(counts), cfg.n_features) and x.dtype == torch.float32
+    assert mask.dtype == torch.bool
+    for b, (rec, count) in enumerate(zip(recordings, counts, strict=True)):
+        assert mask[b].tolist() == [True] * count + [False] * (max(counts) - count)
+        torch.testing.assert_close(x[b, :count], compute_features(rec[None], cfg)[0])
+        assert (x[b, count:] == 0).all()
+
+
+def test_batch_features_device_argument():
+    recs = [torch.randn(300, dtype=torch.complex64), torch.randn(200, dtype=torch.complex64)]
+    x, mask = batch_features(recs, FeatureConfig(nfft=64, hop=64), device="cpu")
+    assert x.device.type == mask.device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("recordings", "error", "field"),
+    [
+        ([], InvalidParameter, "recordings"),
+        (
+            [torch.randn(300, dtype=torch.complex64), torch.randn(63, dtype=torch.complex64)],
+            TooFewSamples,
+            "samples",
+        ),
+        ([torch.randn(2, 300, dtype=torch.complex64)], InvalidParameter, "recordings[0]"),
+        ([torch.randn(300)], InvalidParameter, "recordings[0]"),
+    ],
+)
+def test_batch_features_errors(recordings, error, field):
+    with pytest.raises(error) as err:
+        batch_features(recordings, FeatureConfig(nfft=64, hop=32))
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_validate_samples(as_tensor):
+    cfg = FeatureConfig()
+
+    def make(n, bad=None):
+        iq = random_complex(np.random.default_rng(n), n, np.complex64)
+        if bad is not None:
+            iq[n // 2] = bad
+        return torch.from_numpy(iq) if as_tensor else iq
+
+    validate_samples(make(256), cfg, max_samples=256)
+    with pytest.raises(TooFewSamples) as err:
+        validate_samples(make(255), cfg, max_samples=1000)
+    assert err.value.field == "samples" and "nfft=256" in err.value.message
+    with pytest.raises(TooManySamples) as err:
+        validate_samples(make(1001), cfg, max_samples=1000)
+    assert err.value.field == "samples" and "1000" in err.value.message
+    for bad in (np.nan, np.inf, complex(0, -np.inf)):
+        with pytest.raises(InvalidSamples) as err:
+            validate_samples(make(300, bad), cfg, max_samples=1000)
+        assert err.value.field == "samples"

@@ -1,0 +1,218 @@
+import json
+
+import numpy as np
+import pytest
+import sigmf
+from sigmf import SigMFFile
+
+from preprocessing.errors import InvalidFormat, InvalidSamples
+from preprocessing.formats import (
+    FORMATS,
+    SIGMF_DATATYPES,
+    decode,
+    encode,
+    from_iq_lists,
+    read_sigmf,
+    write_sigmf,
+)
+
+RNG = np.random.default_rng(20240601)
+
+# format -> (numpy component type, expected float value of each component)
+INTEGER_FORMATS = {
+    "ci16": (np.int16, lambda v: v / 32768.0),
+    "ci8": (np.int8, lambda v: v / 128.0),
+    "cu8": (np.uint8, lambda v: (v - 128.0) / 128.0),
+}
+
+
+def random_components(dtype, n):
+    info = np.iinfo(dtype)
+    values = RNG.integers(info.min, info.max, size=2 * n, endpoint=True).astype(dtype)
+    values[:2] = [info.min, info.max]  # the extremes of the range, always
+    return values
+
+
+def random_iq(n):
+    """Inside every format's range, so only rounding separates encode/decode from identity."""
+    i, q = RNG.uniform(-0.99, 0.99, size=(2, n))
+    return (i + 1j * q).astype(np.complex64)
+
+
+def test_cf32_decodes_interleaved_float32():
+    components = RNG.standard_normal(2 * 1000).astype("<f4")
+    iq = decode(components.tobytes(), "cf32")
+    assert iq.dtype == np.complex64
+    np.testing.assert_array_equal(iq.real, components[0::2])
+    np.testing.assert_array_equal(iq.imag, components[1::2])
+    assert encode(iq, "cf32") == components.tobytes()
+
+
+@pytest.mark.parametrize("fmt", sorted(INTEGER_FORMATS))
+def test_integer_formats_scale_into_unit_range(fmt):
+    dtype, expected = INTEGER_FORMATS[fmt]
+    components = random_components(dtype, 999)
+    iq = decode(components.tobytes(), fmt)
+    assert iq.dtype == np.complex64
+    np.testing.assert_array_equal(iq.real, expected(components[0::2].astype(np.float64)))
+    np.testing.assert_array_equal(iq.imag, expected(components[1::2].astype(np.float64)))
+    assert iq.real.min() == -1.0 and iq.real.max() < 1.0
+    # every code is exactly representable, so encoding is the exact inverse
+    assert encode(iq, fmt) == components.tobytes()
+
+
+@pytest.mark.parametrize("fmt", sorted(INTEGER_FORMATS))
+def test_encode_rounds_and_clips(fmt):
+    dtype, _ = INTEGER_FORMATS[fmt]
+    info = np.iinfo(dtype)
+    iq = np.array([3 + -3j, 0.0 + 0.0j], dtype=np.complex64)
+    codes = np.frombuffer(encode(iq, fmt), dtype=dtype)
+    zero = 128 if fmt == "cu8" else 0
+    assert codes.tolist() == [info.max, info.min, zero, zero]
+    x = random_iq(500)
+    step = 1 / 32768 if fmt == "ci16" else 1 / 128
+    err = np.abs(decode(encode(x, fmt), fmt) - x)
+    assert err.max() <= step * np.sqrt(2) / 2 + 1e-7
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("extra", [1, 3])
+def test_misaligned_byte_count_names_format_and_count(fmt, extra):
+    size = FORMATS[fmt].sample_bytes
+    n_bytes = 10 * size + extra if extra < size else 10 * size + 1
+    with pytest.raises(InvalidFormat) as err:
+        decode(bytes(n_bytes), fmt)
+    assert err.value.field == "format"
+    assert str(n_bytes) in err.value.message and fmt in err.value.message
+
+
+def test_unknown_format_lists_valid_names():
+    with pytest.raises(InvalidFormat) as err:
+        decode(bytes(8), "cf64")
+    assert err.value.field == "format"
+    for name in FORMATS:
+        assert name in err.value.message
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_cf32_rejects_non_finite(bad):
+    components = RNG.standard_normal(20).astype("<f4")
+    components[7] = bad
+    with pytest.raises(InvalidSamples) as err:
+        decode(components.tobytes(), "cf32")
+    assert err.value.field == "samples" and "index 3" in err.value.message
+
+
+def test_encode_rejects_non_finite():
+    with pytest.raises(InvalidSamples):
+        encode(np.array([1, np.nan], dtype=np.complex64), "ci16")
+
+
+def test_iq_lists():
+    i, q = RNG.standard_normal(50), RNG.standard_normal(50)
+    iq = from_iq_lists(i.tolist(), q.tolist())
+    assert iq.dtype == np.complex64
+    np.testing.assert_array_equal(iq, (i + 1j * q).astype(np.complex64))
+
+
+@pytest.mark.parametrize(
+    ("i", "q", "error", "field"),
+    [
+        ([1.0, 2.0], [1.0], InvalidFormat, "q"),
+        (["a", 2.0], [1.0, 2.0], InvalidFormat, "i"),
+        ([[1.0, 2.0]], [[1.0, 2.0]], InvalidFormat, "i"),
+        ([1.0, 2.0], [1.0, None], InvalidFormat, "q"),
+        ([True, False], [1.0, 2.0], InvalidFormat, "i"),
+        ([[1.0], [1.0, 2.0]], [1.0, 2.0], InvalidFormat, "i"),
+        ([1.0, float("nan")], [1.0, 2.0], InvalidSamples, "i"),
+        ([1.0, 2.0], [float("inf"), 2.0], InvalidSamples, "q"),
+    ],
+)
+def test_iq_lists_errors_name_the_field(i, q, error, field):
+    with pytest.raises(error) as err:
+        from_iq_lists(i, q)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("datatype", sorted(SIGMF_DATATYPES))
+def test_sigmf_round_trip(tmp_path, datatype):
+    x = random_iq(4000)
+    meta_path = write_sigmf(tmp_path / "rec", x, 2.4e6, 433.92e6, datatype)
+    assert meta_path.name == "rec.sigmf-meta"
+    expected = decode(encode(x, SIGMF_DATATYPES[datatype]), SIGMF_DATATYPES[datatype])
+    for path in (meta_path, tmp_path / "rec.sigmf-data", tmp_path / "rec"):
+        rec = read_sigmf(path)
+        assert rec.datatype == datatype
+        assert rec.sample_rate == 2.4e6 and rec.center_freq == 433.92e6
+        assert rec.samples.dtype == np.complex64
+        np.testing.assert_array_equal(rec.samples, expected)
+
+
+def test_sigmf_archive_and_missing_frequency(tmp_path):
+    x = random_iq(100)
+    path = write_sigmf(tmp_path / "rec.sigmf", x, 1e6)
+    rec = read_sigmf(path)
+    assert rec.center_freq is None and rec.sample_rate == 1e6
+    np.testing.assert_array_equal(rec.samples, x)
+
+
+@pytest.mark.parametrize("datatype", sorted(SIGMF_DATATYPES))
+def test_reads_sigmf_written_by_the_sigmf_package(tmp_path, datatype):
+    """Data written by numpy, metadata by sigmf itself; our scaling must equal decode()'s."""
+    fmt = SIGMF_DATATYPES[datatype]
+    if fmt == "cf32":
+        components = RNG.standard_normal(2 * 300).astype("<f4")
+    else:
+        components = random_components(INTEGER_FORMATS[fmt][0], 300)
+    data_path = tmp_path / "ext.sigmf-data"
+    components.tofile(data_path)
+    meta = SigMFFile(
+        data_file=data_path,
+        global_info={
+            sigmf.DATATYPE_KEY: datatype,
+            sigmf.SAMPLE_RATE_KEY: 48000.0,
+            sigmf.DESCRIPTION_KEY: "written by the sigmf package",
+        },
+    )
+    meta.add_capture(0, metadata={sigmf.FREQUENCY_KEY: 1.0e9})
+    meta.add_annotation(0, 300, metadata={sigmf.LABEL_KEY: "noise"})
+    meta.tofile(tmp_path / "ext")
+    rec = read_sigmf(tmp_path / "ext.sigmf-meta")
+    assert (rec.sample_rate, rec.center_freq, rec.datatype) == (48000.0, 1.0e9, datatype)
+    np.testing.assert_array_equal(rec.samples, decode(components.tobytes(), fmt))
+
+
+def rewrite_meta(path, **global_fields):
+    meta = json.loads(path.read_text())
+    meta["global"].update(global_fields)
+    meta["global"].pop("core:sha512", None)
+    path.write_text(json.dumps(meta))
+
+
+def test_sigmf_unsupported_datatype(tmp_path):
+    meta_path = write_sigmf(tmp_path / "rec", random_iq(64), 1e6, datatype="ci16_le")
+    rewrite_meta(meta_path, **{"core:datatype": "ri16_le"})
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(meta_path)
+    assert err.value.field == "datatype"
+    assert "ri16_le" in err.value.message and "cf32_le" in err.value.message
+
+
+def test_sigmf_multichannel_refused(tmp_path):
+    meta_path = write_sigmf(tmp_path / "rec", random_iq(64), 1e6)
+    rewrite_meta(meta_path, **{"core:num_channels": 2})
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(meta_path)
+    assert err.value.field == "num_channels"
+
+
+def test_sigmf_write_refuses_unknown_datatype(tmp_path):
+    with pytest.raises(InvalidFormat) as err:
+        write_sigmf(tmp_path / "rec", random_iq(8), 1e6, datatype="cf64_le")
+    assert err.value.field == "datatype"
+
+
+def test_sigmf_missing_file(tmp_path):
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(tmp_path / "absent.sigmf-meta")
+    assert err.value.field == "sigmf"

@@ -1,0 +1,50 @@
+import json
+
+import numpy as np
+import pytest
+
+from preprocessing.features import FeatureConfig, feature_frames
+from preprocessing.formats import encode, write_sigmf
+from service.cli import main
+
+
+def random_iq(n):
+    rng = np.random.default_rng(n)
+    return (0.3 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+
+
+def run_json(capsys, *argv):
+    assert main(["spectra", *map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_sigmf_recording(tmp_path, capsys):
+    write_sigmf(tmp_path / "rec", random_iq(5000), 1e6, 915e6, "ci16_le")
+    out = run_json(capsys, tmp_path / "rec.sigmf-meta")
+    assert out["datatype"] == "ci16_le" and out["sample_rate"] == 1e6
+    assert out["shape"] == [1, feature_frames(5000, FeatureConfig()), 768]
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [(".cu8", "cu8"), (".cs16", "ci16"), (".dat", "ci8")])
+def test_raw_file_format_from_extension_or_flag(tmp_path, capsys, suffix, fmt):
+    path = tmp_path / f"rec{suffix}"
+    path.write_bytes(encode(random_iq(3000), fmt))
+    flags = ["--format", fmt] if suffix == ".dat" else []
+    out = run_json(capsys, path, "--nfft", 128, "--hop", 64, *flags)
+    assert out["datatype"] == fmt
+    assert out["shape"] == [1, feature_frames(3000, FeatureConfig(nfft=128, hop=64)), 384]
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "message"),
+    [
+        ("rec.dat", [], "--format"),
+        ("rec.cf32", ["--hop", "300"], "hop"),
+        ("rec.cf32", ["--nfft", "8192"], "samples"),
+    ],
+)
+def test_errors_exit_2_with_a_message(tmp_path, capsys, name, argv, message):
+    path = tmp_path / name
+    path.write_bytes(encode(random_iq(1000), "cf32"))
+    assert main(["spectra", str(path), *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,97 @@
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from preprocessing.errors import InvalidParameter
+from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.spectra import frames_of, n_frames
+from preprocessing.stream import StreamFramer, StreamingFeatures
+
+
+def random_stream(seed, n, dtype=torch.complex64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dtype=dtype, generator=g)
+
+
+def split(x, cuts):
+    """Chunks of x between sorted cut points (repeats give empty chunks)."""
+    edges = [0, *sorted(cuts), x.shape[0]]
+    return [x[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@st.composite
+def framed_streams(draw):
+    nfft = draw(st.integers(1, 64))
+    hop = draw(st.integers(1, nfft))
+    n = draw(st.integers(0, 600))
+    cuts = draw(st.lists(st.integers(0, n), max_size=12))
+    return nfft, hop, n, cuts, draw(st.integers(0, 2**31))
+
+
+@settings(max_examples=150, deadline=None)
+@given(framed_streams())
+def test_chunked_frames_equal_one_shot(case):
+    nfft, hop, n, cuts, seed = case
+    x = random_stream(seed, n)
+    framer = StreamFramer(nfft, hop)
+    pieces = []
+    for chunk in split(x, cuts):
+        frames = framer.push(chunk)
+        assert frames.shape[1:] == (nfft,)
+        assert framer.buffered < nfft
+        pieces.append(frames)
+    got = torch.cat(pieces)
+    expected = frames_of(x, nfft, hop) if n >= nfft else torch.empty(0, nfft)
+    assert got.shape[0] == n_frames(n, nfft, hop) == framer.frames_emitted
+    assert torch.equal(got, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 3000), max_size=8), st.integers(0, 2**31))
+def test_streaming_features_equal_one_shot(cuts, seed):
+    cfg = FeatureConfig(nfft=128, hop=48)
+    x = random_stream(seed, 3000)
+    stream = StreamingFeatures(cfg)
+    got = torch.cat([stream.push(chunk) for chunk in split(x, cuts)])
+    torch.testing.assert_close(got, compute_features(x[None], cfg)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_empty_and_short_chunks():
+    framer = StreamFramer(16, 8)
+    assert framer.push(torch.empty(0, dtype=torch.complex64)).shape == (0, 16)
+    assert framer.push(random_stream(1, 15)).shape == (0, 16)
+    assert framer.buffered == 15
+    assert framer.push(random_stream(2, 1)).shape == (1, 16)
+    assert framer.buffered == 8  # the second frame starts at sample 8
+
+
+def test_tail_does_not_keep_the_chunk_alive():
+    framer = StreamFramer(64, 32)
+    framer.push(random_stream(3, 100_000))
+    assert framer.buffered < 64
+    assert framer._tail.untyped_storage().nbytes() < 64 * 8
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        torch.randn(10),
+        torch.randn(2, 10, dtype=torch.complex64),
+        torch.randn(10, dtype=torch.complex128),  # the stream started as complex64
+    ],
+)
+def test_bad_chunks(chunk):
+    framer = StreamFramer(8, 4)
+    framer.push(torch.randn(3, dtype=torch.complex64))
+    with pytest.raises(InvalidParameter) as err:
+        framer.push(chunk)
+    assert err.value.field == "chunk"
+
+
+def test_framer_validates_sizes():
+    with pytest.raises(InvalidParameter) as err:
+        StreamFramer(8, 9)
+    assert err.value.field == "hop"
