@@ -50,6 +50,6 @@ def synthesize_linear(label: str, period: int, draws: Draws) -> Synthesis:
         taper = draws.uniform("pulse_taper_beta", 0.0, 4.0)
         pulse = truncated_rrc_spectrum(period, sps, rolloff, span, taper)
     else:
-        pulse = rrc_spectrum(bins / sps, rolloff)
+        pulse = rrc_spectrum(bins * (sps / period), rolloff)
     spectrum = fft.fft(symbols)[bins % n_symbols] * pulse * delay_response(timing * sps, period)
     return Synthesis(fft.ifft(spectrum), bandwidth=(1 + rolloff) / sps)
