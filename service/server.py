@@ -34,8 +34,7 @@ GRACEFUL_SHUTDOWN_S = 30
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Start the HTTP service. Each setting is an environment variable or a flag; "
-        "the flag wins."
+        "Start the HTTP service. Each setting is an environment variable or a flag; the flag wins."
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     env_only = []

@@ -179,4 +179,3 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         Exception,
     ):
         app.add_exception_handler(exc_class, handle)
-

@@ -17,9 +17,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     async def live() -> Response:
         return JSONResponse({"status": engine.state}, status_code=200 if engine.live else 503)
 
-    @router.get(
-        "/healthz/ready", summary="Readiness: model loaded, warmed up and not draining"
-    )
+    @router.get("/healthz/ready", summary="Readiness: model loaded, warmed up and not draining")
     async def ready() -> Response:
         return JSONResponse({"status": engine.state}, status_code=200 if engine.ready else 503)
 

@@ -62,9 +62,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         return body
     wbits = WBITS.get(encoding)
     if wbits is None:
-        raise UnsupportedMediaType(
-            f"{encoding!r}; use gzip, deflate or none", "Content-Encoding"
-        )
+        raise UnsupportedMediaType(f"{encoding!r}; use gzip, deflate or none", "Content-Encoding")
     inflater = zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(body, max_bytes + 1)

@@ -52,7 +52,7 @@ def from_json_frames(frames: Sequence[Frame], max_frames: int) -> list[np.ndarra
             try:
                 out.append(formats.from_iq_lists(frame.i, frame.q))
             except InputError as exc:
-                raise refield(exc, f"frames.{k}") from None
+                raise refield(exc, f"frames.{k}.{exc.field}") from None
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
@@ -30,11 +31,12 @@ JSON = "application/json"
 BINARY = "application/octet-stream"
 BINARY_ONLY_PARAMS = ("format", "sample_rate", "center_freq", "top_k", "frame_samples")
 
+SCHEMA_REF = "#/components/schemas/{model}"
 CLASSIFY_BODY_DOC = {
     "requestBody": {
         "required": True,
         "content": {
-            JSON: {"schema": ClassifyRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            JSON: {"schema": ClassifyRequest.model_json_schema(ref_template=SCHEMA_REF)},
             BINARY: {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -53,11 +55,13 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
     )
     async def classify(
         request: Request,
-        format: SampleFormat | None = Query(None, description="binary body: sample format"),
-        sample_rate: float | None = Query(None, gt=0, allow_inf_nan=False),
-        center_freq: float | None = Query(None, allow_inf_nan=False),
-        top_k: int = Query(3, ge=1),
-        frame_samples: int | None = Query(None, ge=1, description="binary body: frame length"),
+        format: Annotated[SampleFormat | None, Query(description="binary: sample format")] = None,
+        sample_rate: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+        center_freq: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        top_k: Annotated[int, Query(ge=1)] = 3,
+        frame_samples: Annotated[
+            int | None, Query(ge=1, description="binary: frame length")
+        ] = None,
     ) -> Response:
         started = time.perf_counter()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

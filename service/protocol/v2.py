@@ -3,16 +3,16 @@ works unchanged.
 
 The model, named `rfcls`, takes one input and gives two outputs:
 
-| tensor | datatype | shape | meaning |
-| --- | --- | --- | --- |
-| `IQ` (input) | FP32, INT16, INT8 or UINT8 (cf32, ci16, ci8, cu8 samples) | [N, S, 2] or [N, 2S] | N frames of S interleaved I/Q samples |
-| `PROBABILITIES` | FP32 | [N, C] | class probabilities, in the order of GET /v1/model's `classes` |
-| `LABEL` | BYTES | [N] | the most probable class of each frame |
+    IQ             input   FP32, INT16, INT8 or UINT8   [N, S, 2] or [N, 2S]
+                   N frames of S interleaved I/Q samples (as cf32, ci16, ci8, cu8: same scaling)
+    PROBABILITIES  output  FP32    [N, C]   class probabilities, in GET /v1/model's class order
+    LABEL          output  BYTES   [N]      the most probable class of each frame
 
 Extensions: binary_tensor_data (inputs and outputs; `binary_data_output` / per-output
 `binary_data`), classification (`classification: k` on PROBABILITIES gives BYTES [N, k] of
 "probability:index:label"). Request parameter `timeout` (microseconds, as in Triton) can shorten
-the time a request may wait in the queue. Frames of different lengths go in separate requests (a tensor is rectangular).
+the time a request may wait in the queue. A tensor is rectangular: frames of different lengths go
+in separate requests.
 """
 
 from __future__ import annotations
@@ -168,7 +168,9 @@ def iq_frames(
     return list(iq.reshape(n_frames, n_samples))
 
 
-def requested_outputs(request: InferenceRequest, n_classes: int) -> list[tuple[RequestOutput, bool]]:
+def requested_outputs(
+    request: InferenceRequest, n_classes: int
+) -> list[tuple[RequestOutput, bool]]:
     """The outputs to send, each with whether it goes as binary data."""
     binary_default = request.parameters.get("binary_data_output", False) is True
     outputs = request.outputs or [RequestOutput(name=PROBABILITIES), RequestOutput(name=LABEL)]
@@ -206,7 +208,9 @@ def output_tensor(
         return OutputTensor(PROBABILITIES, "FP32", list(probabilities.shape), probabilities)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]  # [N, k]
     entries = [
-        f"{row[c]:f}:{c}:{classes[c]}".encode() for row, ranked in zip(probabilities, order) for c in ranked
+        f"{row[c]:f}:{c}:{classes[c]}".encode()
+        for row, ranked in zip(probabilities, order, strict=True)
+        for c in ranked
     ]
     return OutputTensor(PROBABILITIES, "BYTES", [n, int(top)], np.array(entries, dtype=object))
 
@@ -227,4 +231,3 @@ def timing_parameters(prediction: Prediction, started: float) -> dict[str, float
         "inference_ms": 1000 * prediction.inference_s,
         "total_ms": 1000 * (time.perf_counter() - started),
     }
-

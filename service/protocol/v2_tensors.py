@@ -95,9 +95,8 @@ def tensor_bytes(tensor: RequestInput, raw: bytes | None) -> bytes:
     """The tensor's elements as contiguous little-endian bytes of its datatype."""
     dtype = NUMPY_DTYPES.get(tensor.datatype)
     if dtype is None:
-        raise BadRequest(
-            f"{tensor.datatype!r} is not one of {', '.join(NUMPY_DTYPES)}", f"{tensor.name}.datatype"
-        )
+        valid = ", ".join(NUMPY_DTYPES)
+        raise BadRequest(f"{tensor.datatype!r} is not one of {valid}", f"{tensor.name}.datatype")
     if any(d < 0 for d in tensor.shape):
         raise BadRequest(f"negative dimension in {tensor.shape}", f"{tensor.name}.shape")
     count = math.prod(tensor.shape)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from live_servers import ServerProcess, build_tiny_bundle
+
+# Small limits so the limit tests need only small bodies.
+MAIN_LIMITS = {
+    "RFCLS_MAX_BODY_BYTES": str(2**20),
+    "RFCLS_MAX_SAMPLES": "65536",
+    "RFCLS_MAX_FRAMES_PER_REQUEST": "16",
+    "RFCLS_MAX_BATCH": "8",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-mha")
+
+
+@pytest.fixture(scope="session")
+def server(tiny_bundle: Path) -> Iterator[ServerProcess]:
+    with ServerProcess({"RFCLS_MODEL_DIR": str(tiny_bundle), **MAIN_LIMITS}) as running:
+        yield running

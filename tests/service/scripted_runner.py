@@ -1,0 +1,50 @@
+"""A stand-in for the model's runner that tests can script: hold it, poison it, starve it."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from service.engine import BatchOutput, OutOfMemory
+
+
+def frame(n: int, tag: float = 0.0) -> np.ndarray:
+    """A frame whose first sample carries `tag`, so a runner's answer can be traced back."""
+    iq = np.zeros(n, dtype=np.complex64)
+    iq[0] = tag
+    return iq
+
+
+class ScriptedRunner:
+    """Answers each frame with its tag in column 0 and records the tags of every batch it
+    computes; can be held at its door, fail on a poisoned tag (or always), or run out of memory
+    above a batch size."""
+
+    def __init__(self, n_classes: int = 5):
+        self.n_classes = n_classes
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Semaphore(0)
+        self.batches: list[list[float]] = []
+        self.poison: set[float] = set()
+        self.broken = False
+        self.max_frames_in_memory: int | None = None
+
+    def reset(self) -> None:
+        """Forget the calls so far (the warm-up's); only while the runner is idle."""
+        self.entered = threading.Semaphore(0)
+        self.batches.clear()
+
+    def run(self, frames):
+        self.entered.release()
+        assert self.gate.wait(10), "runner held too long"
+        if self.max_frames_in_memory is not None and len(frames) > self.max_frames_in_memory:
+            raise OutOfMemory(f"{len(frames)} frames do not fit")
+        tags = [float(f[0].real) for f in frames]
+        if self.broken or self.poison.intersection(tags):
+            raise RuntimeError("injected fault")
+        self.batches.append(tags)
+        probabilities = np.zeros((len(frames), self.n_classes), dtype=np.float32)
+        probabilities[:, 0] = tags
+        return BatchOutput(probabilities, preprocess_s=0.001, inference_s=0.002)

@@ -1,0 +1,280 @@
+"""The engine on its own, with scripted runners in place of the model: batching by length bucket
+and max batch, the wait for more frames, queue bounds, deadlines, cancellation, fault isolation,
+out-of-memory splitting, warm-up and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from scripted_runner import ScriptedRunner, frame
+
+from service.engine import (
+    BatchFailed,
+    DeadlineExceeded,
+    Engine,
+    NotReady,
+    QueueFull,
+    length_bucket,
+    warmup_batch_sizes,
+)
+from service.metrics import ServiceMetrics
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def make_engine(runner, **overrides) -> Engine:
+    options = {
+        "max_batch": 4,
+        "max_wait_s": 0.0,
+        "max_queue": 8,
+        "deadline_s": 5.0,
+        "warmup_samples": 64,
+    }
+    options.update(overrides)
+    metrics = ServiceMetrics(
+        backend="mha",
+        model_version="test",
+        device="cpu",
+        budget_s=0.03,
+        max_batch=options["max_batch"],
+        routes=["/v1/classify"],
+    )
+    return Engine(runner, metrics, **options)
+
+
+def started(engine: Engine, runner: ScriptedRunner) -> Engine:
+    engine.start()
+    deadline = time.monotonic() + 10
+    while not engine.ready:
+        assert time.monotonic() < deadline, "engine never became ready"
+        time.sleep(0.005)
+    runner.reset()
+    return engine
+
+
+def hold_worker(runner: ScriptedRunner, engine: Engine) -> asyncio.Future:
+    """Occupy the worker with a one-frame request held inside the runner; returns its task."""
+    runner.gate.clear()
+    task = asyncio.ensure_future(engine.predict([frame(64, -1.0)]))
+    return task
+
+
+async def wait_entered(runner: ScriptedRunner) -> None:
+    assert await asyncio.to_thread(runner.entered.acquire, True, 5), "runner never called"
+
+
+def test_helpers():
+    assert [length_bucket(n) for n in (1, 2, 3, 4, 5, 1024, 1025)] == [0, 1, 2, 2, 3, 10, 11]
+    assert warmup_batch_sizes(1) == [1]
+    assert warmup_batch_sizes(8) == [1, 2, 4, 8]
+    assert warmup_batch_sizes(12) == [1, 2, 4, 8, 12]
+
+
+def test_warm_up_runs_every_batch_size_before_ready():
+    sizes = []
+
+    class Recorder(ScriptedRunner):
+        def run(self, frames):
+            sizes.append((len(frames), len(frames[0])))
+            return super().run(frames)
+
+    engine = make_engine(Recorder(), max_batch=6, warmup_samples=300)
+    assert not engine.ready and engine.state == "warming_up"
+    with pytest.raises(NotReady):
+        engine.submit([frame(64)], lambda _: None)
+    engine.start()
+    deadline = time.monotonic() + 5
+    while not engine.ready:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert sizes == [(1, 300), (2, 300), (4, 300), (6, 300)]
+    engine.stop()
+
+
+def test_failed_warm_up_leaves_the_engine_not_live():
+    runner = ScriptedRunner()
+    runner.broken = True
+    engine = make_engine(runner)
+    engine.start()
+    engine._thread.join(5)
+    assert not engine.live and not engine.ready and engine.state == "failed"
+    with pytest.raises(NotReady):
+        engine.submit([frame(64)], lambda _: None)
+
+
+async def test_frames_are_batched_by_length_bucket_and_max_batch():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_batch=3), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    # queued while the worker is busy: 5 short frames (two requests) and 2 long ones
+    short_a = asyncio.ensure_future(engine.predict([frame(100, t) for t in (1, 2, 3)]))
+    long_ = asyncio.ensure_future(engine.predict([frame(1000, t) for t in (10, 11)]))
+    short_b = asyncio.ensure_future(engine.predict([frame(120, t) for t in (4, 5)]))
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    results = await asyncio.gather(held, short_a, long_, short_b)
+    # the oldest frame's bucket goes first, up to max_batch; other lengths wait their turn
+    assert runner.batches == [[-1.0], [1.0, 2.0, 3.0], [10.0, 11.0], [4.0, 5.0]]
+    assert [list(r.probabilities[:, 0]) for r in results[1:]] == [[1, 2, 3], [10, 11], [4, 5]]
+    engine.stop()
+
+
+async def test_a_large_request_spans_batches_and_keeps_its_order():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_batch=4), runner)
+    tags = list(range(1, 11))
+    result = await engine.predict([frame(256, t) for t in tags])
+    assert [len(b) for b in runner.batches] == [4, 4, 2]
+    assert list(result.probabilities[:, 0]) == tags
+    assert result.inference_s == pytest.approx(3 * 0.002)
+    engine.stop()
+
+
+async def test_the_batcher_waits_for_more_frames_up_to_max_wait():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_wait_s=0.2), runner)
+    first = asyncio.ensure_future(engine.predict([frame(256, 1)]))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(engine.predict([frame(256, 2)]))
+    await asyncio.gather(first, second)
+    assert runner.batches == [[1.0, 2.0]]
+    engine.stop()
+
+
+async def test_a_full_queue_refuses_at_once():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_queue=2, max_batch=1), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    queued = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in (1, 2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(QueueFull):
+        await engine.predict([frame(64, 3)])
+    runner.gate.set()
+    await asyncio.gather(held, *queued)
+    assert runner.batches == [[-1.0], [1.0], [2.0]]
+    engine.stop()
+
+
+async def test_a_request_past_its_deadline_is_dropped_not_computed():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, deadline_s=0.05), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    late = asyncio.ensure_future(engine.predict([frame(64, 7)]))
+    await asyncio.sleep(0.1)
+    runner.gate.set()
+    await held
+    with pytest.raises(DeadlineExceeded):
+        await late
+    fresh = await engine.predict([frame(64, 8)])
+    assert list(fresh.probabilities[:, 0]) == [8]
+    assert runner.batches == [[-1.0], [8.0]]  # 7 never reached the model
+    engine.stop()
+
+
+async def test_a_shorter_deadline_per_request_applies():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, deadline_s=5.0), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    late = asyncio.ensure_future(engine.predict([frame(64, 7)], deadline_s=0.02))
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    await held
+    with pytest.raises(DeadlineExceeded):
+        await late
+    engine.stop()
+
+
+async def test_a_cancelled_request_is_not_computed():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    gone = asyncio.ensure_future(engine.predict([frame(64, 5)]))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await held
+    await engine.predict([frame(64, 6)])
+    assert runner.batches == [[-1.0], [6.0]]
+    engine.stop()
+
+
+async def test_a_failing_batch_fails_only_its_requests():
+    runner = ScriptedRunner()
+    runner.poison = {1.0}
+    engine = started(make_engine(runner, max_batch=2), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    # tags 1 and 2 share the failing batch; 3 (another length) and 4 are in other batches
+    doomed = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in (1, 2)]
+    others = [
+        asyncio.ensure_future(engine.predict([frame(4096, 3)])),
+        asyncio.ensure_future(engine.predict([frame(64, 4)])),
+    ]
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    for task in doomed:
+        with pytest.raises(BatchFailed):
+            await task
+    assert [list((await t).probabilities[:, 0]) for t in (held, *others)] == [[-1], [3], [4]]
+    assert runner.batches == [[-1.0], [3.0], [4.0]]
+    engine.stop()
+
+
+async def test_a_request_spanning_a_failed_batch_fails_whole():
+    runner = ScriptedRunner()
+    runner.poison = {3.0}
+    engine = started(make_engine(runner, max_batch=2), runner)
+    with pytest.raises(BatchFailed):
+        await engine.predict([frame(64, t) for t in (1, 2, 3, 4)])
+    assert runner.batches == [[1.0, 2.0]]
+    assert list((await engine.predict([frame(64, 9)])).probabilities[:, 0]) == [9]
+    engine.stop()
+
+
+async def test_out_of_memory_is_retried_in_halves():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_batch=8), runner)
+    runner.max_frames_in_memory = 3
+    tags = list(range(1, 9))
+    result = await engine.predict([frame(64, t) for t in tags])
+    assert list(result.probabilities[:, 0]) == tags
+    assert runner.batches == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]
+    runner.max_frames_in_memory = 0  # even one frame fails: that is a failed batch
+    with pytest.raises(BatchFailed):
+        await engine.predict([frame(64, 1)])
+    engine.stop()
+
+
+async def test_stop_answers_everything_queued_then_refuses():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_batch=1), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    queued = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in (1, 2, 3)]
+    await asyncio.sleep(0.01)
+    engine.begin_drain()
+    assert not engine.ready and engine.state == "draining"
+    # draining only turns readiness off: requests already on their way are still taken
+    queued.append(asyncio.ensure_future(engine.predict([frame(64, 4)])))
+    await asyncio.sleep(0.01)
+    stopper = asyncio.ensure_future(asyncio.to_thread(engine.stop))
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await stopper
+    assert [list((await t).probabilities[:, 0]) for t in queued] == [[1], [2], [3], [4]]
+    await held
+    with pytest.raises(NotReady):
+        await engine.predict([frame(64, 5)])

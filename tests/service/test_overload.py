@@ -1,0 +1,209 @@
+"""Overload, deadlines, faults, API key and CORS over real HTTP: uvicorn in a thread serving the
+real app, with a scripted runner in place of the model so the tests decide when the model is busy
+or failing."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from live_servers import TINY_CLASSES, ThreadServer, metric
+from scripted_runner import ScriptedRunner
+
+from preprocessing.features import FeatureConfig
+from preprocessing.formats import encode
+from service.app import build_app, build_context
+from service.context import ModelCard
+from service.settings import Settings
+
+BINARY = {"Content-Type": "application/octet-stream"}
+CARD = ModelCard(
+    version="scripted-1",
+    backend="mha",
+    norm="rmsnorm",
+    classes=TINY_CLASSES,
+    model_config={},
+    feature_config=FeatureConfig(nfft=64, hop=32),
+    device="cpu",
+    path=Path("/nonexistent"),
+)
+
+
+def serve(runner: ScriptedRunner, wait_ready: bool = True, **settings) -> ThreadServer:
+    ctx = build_context(Settings(**settings), CARD, runner)
+    return ThreadServer(build_app(ctx), wait_ready=wait_ready)
+
+
+def tagged(tag: float, n: int = 256) -> bytes:
+    iq = np.full(n, 0.01, dtype=np.complex64)
+    iq[0] = tag
+    return encode(iq, "cf32")
+
+
+def classify(url: str, tag: float, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/classify?format=cf32",
+        content=tagged(tag),
+        headers={**BINARY, **(headers or {})},
+        timeout=30,
+    )
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def metrics_of(url: str) -> str:
+    return httpx.get(f"{url}/metrics").text
+
+
+def test_full_queue_is_503_with_retry_after():
+    runner = ScriptedRunner()
+    settings = {"max_queue": 1, "max_batch": 1, "deadline_ms": 10_000}
+    with serve(runner, **settings) as s, ThreadPoolExecutor(2) as pool:
+        runner.reset()
+        runner.gate.clear()
+        busy = pool.submit(classify, s.url, 1.0)
+        assert runner.entered.acquire(timeout=5)
+        queued = pool.submit(classify, s.url, 2.0)
+        wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
+        refused = classify(s.url, 3.0)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"]["code"] == "queue_full"
+        runner.gate.set()
+        assert busy.result().status_code == 200 and queued.result().status_code == 200
+        text = metrics_of(s.url)
+        assert metric(text, "rfcls_rejections_total", reason="queue_full") == 1
+        route = {"route": "/v1/classify", "backend": "mha"}
+        assert metric(text, "rfcls_requests_total", outcome="rejected", **route) == 1
+        assert metric(text, "rfcls_requests_total", outcome="ok", **route) == 2
+    assert runner.batches == [[1.0], [2.0]]
+
+
+def test_deadline_passed_in_queue_is_504_and_never_computed():
+    runner = ScriptedRunner()
+    with serve(runner, max_batch=1, deadline_ms=50) as s, ThreadPoolExecutor(2) as pool:
+        runner.reset()
+        runner.gate.clear()
+        busy = pool.submit(classify, s.url, 1.0)
+        assert runner.entered.acquire(timeout=5)
+        late = pool.submit(classify, s.url, 2.0)
+        wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
+        time.sleep(0.1)
+        runner.gate.set()
+        assert busy.result().status_code == 200
+        r = late.result()
+        assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
+        assert classify(s.url, 3.0).status_code == 200
+        text = metrics_of(s.url)
+        assert metric(text, "rfcls_rejections_total", reason="deadline") == 1
+        timeouts = {"route": "/v1/classify", "backend": "mha", "outcome": "timeout"}
+        assert metric(text, "rfcls_requests_total", **timeouts) == 1
+    assert 2.0 not in [t for batch in runner.batches for t in batch]
+
+
+def test_a_model_fault_is_a_generic_500_and_the_next_request_succeeds():
+    runner = ScriptedRunner()
+    runner.poison = {7.0}
+    with serve(runner) as s:
+        r = classify(s.url, 7.0)
+        assert r.status_code == 500
+        assert r.json() == {
+            "error": {
+                "code": "internal",
+                "message": "internal error; the request was not classified",
+                "field": None,
+            }
+        }
+        assert "injected" not in r.text and "Traceback" not in r.text
+        ok = classify(s.url, 1.0)
+        assert ok.status_code == 200 and ok.json()["frames"][0]["label"] == TINY_CLASSES[0]
+        v2 = httpx.post(
+            f"{s.url}/v2/models/rfcls/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "IQ",
+                        "shape": [1, 64, 2],
+                        "datatype": "FP32",
+                        "data": [7.0] + [0.0] * 127,
+                    }
+                ]
+            },
+        )
+        assert v2.status_code == 500 and v2.json() == {
+            "error": "internal error; the request was not classified"
+        }
+        errors = {"route": "/v2/models/{name}/infer", "backend": "mha", "outcome": "error"}
+        assert metric(metrics_of(s.url), "rfcls_requests_total", **errors) == 1
+
+
+def test_not_ready_while_warming_up():
+    runner = ScriptedRunner()
+    runner.gate.clear()  # warm-up blocks inside the runner
+    with serve(runner, wait_ready=False) as s:
+        wait_for(lambda: httpx.get(f"{s.url}/healthz/live").status_code == 200)
+        ready = httpx.get(f"{s.url}/healthz/ready")
+        assert ready.status_code == 503 and ready.json() == {"status": "warming_up"}
+        assert httpx.get(f"{s.url}/v2/health/ready").status_code == 400
+        r = classify(s.url, 1.0)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        assert r.headers["Retry-After"] == "1"
+        runner.gate.set()
+        wait_for(lambda: httpx.get(f"{s.url}/healthz/ready").status_code == 200)
+        assert classify(s.url, 1.0).status_code == 200
+
+
+def test_api_key():
+    runner = ScriptedRunner()
+    with serve(runner, api_key="s3cret") as s:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = classify(s.url, 1.0, headers)
+            assert r.status_code == 401, headers
+            assert r.json()["error"]["field"] == "Authorization"
+            assert r.headers["WWW-Authenticate"] == "Bearer"
+        assert classify(s.url, 1.0, {"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{s.url}/v1/model").status_code == 401
+        assert (
+            httpx.get(f"{s.url}/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code
+            == 200
+        )
+        assert httpx.get(f"{s.url}/v2/models/rfcls").status_code == 401
+        v2 = httpx.post(f"{s.url}/v2/models/rfcls/infer", json={})
+        assert v2.status_code == 401 and set(v2.json()) == {"error"}
+        # probes and metrics stay open
+        for path in (
+            "/healthz/live",
+            "/healthz/ready",
+            "/metrics",
+            "/v2/health/ready",
+            "/v2/models/rfcls/ready",
+        ):
+            assert httpx.get(f"{s.url}{path}").status_code == 200, path
+        assert metric(metrics_of(s.url), "rfcls_rejections_total", reason="unauthorized") == 6
+
+
+def test_cors_is_off_unless_origins_are_set():
+    preflight = {
+        "Origin": "https://console.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    with serve(ScriptedRunner()) as s:
+        r = httpx.options(f"{s.url}/v1/classify", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+    with serve(ScriptedRunner(), cors_origins="https://console.example") as s:
+        r = httpx.options(f"{s.url}/v1/classify", headers=preflight)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://console.example"
+        r = httpx.options(
+            f"{s.url}/v1/classify", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert r.status_code == 400

@@ -1,0 +1,349 @@
+"""POST /v1/classify, GET /v1/model and the probes, against a real `rfcls serve` subprocess.
+
+The served probabilities are checked against the model run directly in this process on the same
+decoded samples, one frame at a time: that covers decoding, batching (mixed lengths are padded and
+masked in the service), row order and the softmax."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from live_servers import TINY_CLASSES, metric
+
+from preprocessing.features import compute_features
+from preprocessing.formats import FORMATS, decode, encode
+from rfmodel.bundle import load_bundle
+from service.protocol.v1_schemas import SampleFormat
+
+RNG = np.random.default_rng(20240611)
+
+
+def noisy_tone(n: int, amplitude: float = 0.4) -> np.ndarray:
+    t = np.arange(n)
+    tone = np.exp(2j * np.pi * RNG.uniform(-0.4, 0.4) * t)
+    noise = RNG.standard_normal(n) + 1j * RNG.standard_normal(n)
+    return (amplitude * (0.7 * tone + 0.2 * noise)).astype(np.complex64)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bundle):
+    """Probabilities the model gives each frame on its own (no batching, no padding)."""
+    bundle = load_bundle(tiny_bundle)
+
+    def probabilities(frames: list[np.ndarray]) -> np.ndarray:
+        rows = []
+        with torch.inference_mode():
+            for iq in frames:
+                x = compute_features(
+                    torch.from_numpy(np.ascontiguousarray(iq))[None], bundle.feature_config
+                )
+                rows.append(torch.softmax(bundle.model(x).double(), dim=-1)[0].numpy())
+        return np.stack(rows)
+
+    return probabilities
+
+
+def check_answer(answer: dict, expected: np.ndarray, top_k: int = 3) -> None:
+    assert answer["backend"] == "mha"
+    assert answer["model_version"].startswith("mha-rmsnorm-")
+    assert len(answer["frames"]) == len(expected)
+    for result, probs in zip(answer["frames"], expected, strict=True):
+        ranked = [(c["label"], c["probability"]) for c in result["top_k"]]
+        assert len(ranked) == top_k
+        best = int(np.argmax(probs))
+        assert result["label"] == TINY_CLASSES[best] == ranked[0][0]
+        assert result["probability"] == pytest.approx(probs[best], abs=1e-5)
+        for label, p in ranked:
+            assert p == pytest.approx(probs[TINY_CLASSES.index(label)], abs=1e-5)
+        assert [p for _, p in ranked] == sorted((p for _, p in ranked), reverse=True)
+    timings = answer["timings_ms"]
+    assert timings["total"] >= timings["inference"] > 0
+    assert timings["preprocess"] > 0 and timings["queue"] >= 0
+
+
+def test_sample_formats_match_preprocessing():
+    assert set(SampleFormat.__args__) == set(FORMATS)
+
+
+def test_json_base64_every_format_in_one_request(server, reference):
+    # different lengths in one request: the service pads and masks them in one batch
+    lengths = {"cf32": 4096, "ci16": 3000, "ci8": 1500, "cu8": 700}
+    frames, decoded = [], []
+    for fmt, n in lengths.items():
+        raw = encode(noisy_tone(n), fmt)
+        frames.append({"data": base64.b64encode(raw).decode(), "format": fmt})
+        decoded.append(decode(raw, fmt))
+    r = httpx.post(f"{server.url}/v1/classify", json={"frames": frames, "top_k": 3})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    check_answer(answer, reference(decoded))
+    assert [f["n_samples"] for f in answer["frames"]] == list(lengths.values())
+
+
+def test_json_iq_lists_and_metadata_echo(server, reference):
+    iq = noisy_tone(1024)
+    body = {
+        "frames": [{"i": iq.real.tolist(), "q": iq.imag.tolist()}],
+        "sample_rate": 2.4e6,
+        "center_freq": 433.92e6,
+        "top_k": 5,
+    }
+    r = httpx.post(f"{server.url}/v1/classify", json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    check_answer(answer, reference([iq]), top_k=5)
+    assert answer["sample_rate"] == 2.4e6 and answer["center_freq"] == 433.92e6
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_binary_every_format_cut_into_frames(server, reference, fmt):
+    raw = encode(noisy_tone(2 * 1024 + 600), fmt)
+    r = httpx.post(
+        f"{server.url}/v1/classify",
+        params={"format": fmt, "frame_samples": 1024, "top_k": 2},
+        content=raw,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    iq = decode(raw, fmt)
+    pieces = [iq[:1024], iq[1024:2048], iq[2048:]]  # the last frame holds the remainder
+    answer = r.json()
+    check_answer(answer, reference(pieces), top_k=2)
+    assert [f["n_samples"] for f in answer["frames"]] == [1024, 1024, 600]
+
+
+def test_binary_whole_body_is_one_frame(server, reference):
+    iq = noisy_tone(5000)
+    r = httpx.post(
+        f"{server.url}/v1/classify?format=cf32",
+        content=encode(iq, "cf32"),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    check_answer(r.json(), reference([iq]))
+
+
+GOOD_B64 = base64.b64encode(encode(noisy_tone(512), "cf32")).decode()
+NAN_CF32 = np.full(512, np.nan + 0j, dtype=np.complex64).tobytes()
+BINARY = {"Content-Type": "application/octet-stream"}
+
+
+def binary(params: str, body: bytes) -> dict:
+    return {"url": f"/v1/classify?{params}", "content": body, "headers": BINARY}
+
+
+def json_body(body: object) -> dict:
+    return {"url": "/v1/classify", "json": body}
+
+
+BAD_REQUESTS = {
+    "unknown format (JSON)": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf64"}]}),
+        422,
+        "frames.0.format",
+    ),
+    "unknown format (binary)": (binary("format=cf64", b"\0" * 4096), 422, "format"),
+    "format missing (binary)": (binary("", b"\0" * 4096), 422, "format"),
+    "odd byte count (binary)": (binary("format=cf32", b"\0" * 4097), 400, "body"),
+    "odd byte count (JSON)": (
+        json_body(
+            {"frames": [{"data": base64.b64encode(b"\0" * 4097).decode(), "format": "ci16"}]}
+        ),
+        400,
+        "frames.0.data",
+    ),
+    "not base64": (
+        json_body({"frames": [{"data": "%%%%", "format": "cf32"}]}),
+        400,
+        "frames.0.data",
+    ),
+    "NaN (binary)": (binary("format=cf32", NAN_CF32), 400, "body"),
+    "NaN (JSON lists)": (
+        {
+            "url": "/v1/classify",
+            "content": '{"frames": [{"i": ['
+            + ",".join(["NaN"] * 512)
+            + '], "q": ['
+            + ",".join(["0"] * 512)
+            + "]}]}",
+            "headers": {"Content-Type": "application/json"},
+        },
+        400,
+        "frames.0.i",
+    ),
+    "empty body (binary)": (binary("format=cf32", b""), 400, "body"),
+    "empty body (JSON)": (
+        {"url": "/v1/classify", "content": b"", "headers": {"Content-Type": "application/json"}},
+        400,
+        "body",
+    ),
+    "no frames": (json_body({"frames": []}), 422, "frames"),
+    "too few samples": (binary("format=cf32", encode(noisy_tone(10), "cf32")), 400, "frames.0"),
+    "too many samples in a frame": (
+        binary("format=ci8", encode(noisy_tone(65537), "ci8")),
+        413,
+        "frames.0",
+    ),
+    "too many frames": (
+        binary("format=ci8&frame_samples=64", encode(noisy_tone(17 * 64), "ci8")),
+        413,
+        "frames",
+    ),
+    "wrong content type": (
+        {"url": "/v1/classify", "content": b"hello", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "Content-Type",
+    ),
+    "malformed JSON": (
+        {
+            "url": "/v1/classify",
+            "content": b'{"frames": [',
+            "headers": {"Content-Type": "application/json"},
+        },
+        400,
+        "body",
+    ),
+    "both encodings in a frame": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32", "i": [0.0], "q": [0.0]}]}),
+        422,
+        "frames.0",
+    ),
+    "i and q differ in length": (
+        json_body({"frames": [{"i": [0.0] * 100, "q": [0.0] * 99}]}),
+        422,
+        "frames.0",
+    ),
+    "unknown field": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "x": 1}),
+        422,
+        "x",
+    ),
+    "top_k above the class count": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "top_k": 6}),
+        422,
+        "top_k",
+    ),
+    "top_k zero (binary)": (
+        binary("format=cf32&top_k=0", encode(noisy_tone(512), "cf32")),
+        422,
+        "top_k",
+    ),
+    "negative sample rate": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "sample_rate": -1}),
+        422,
+        "sample_rate",
+    ),
+    "binary parameters on a JSON body": (
+        {
+            "url": "/v1/classify?format=cf32",
+            "json": {"frames": [{"data": GOOD_B64, "format": "cf32"}]},
+        },
+        400,
+        "format",
+    ),
+    "oversized body (Content-Length)": (binary("format=cf32", b"\0" * (2**20 + 8)), 413, "body"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(server, case):
+    request, status, field = BAD_REQUESTS[case]
+    with httpx.Client(base_url=server.url) as client:
+        r = client.post(**request)
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        assert set(error) == {"code", "message", "field"}
+        assert error["field"] == field
+        assert error["message"] and "Traceback" not in r.text and ".py" not in r.text
+        good = client.post("/v1/classify", json={"frames": [{"data": GOOD_B64, "format": "cf32"}]})
+        assert good.status_code == 200
+
+
+def test_oversized_chunked_body_is_refused_while_streaming(server):
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 65536  # 2.5 MiB in all, without a Content-Length
+
+    r = httpx.post(f"{server.url}/v1/classify?format=cf32", content=chunks(), headers=BINARY)
+    assert r.status_code == 413
+    assert r.json()["error"]["field"] == "body"
+    assert httpx.get(f"{server.url}/healthz/ready").status_code == 200
+
+
+def test_unknown_route_is_a_json_404(server):
+    r = httpx.get(f"{server.url}/v1/nothing")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "http_error"
+
+
+def test_model_description(server, tiny_bundle):
+    r = httpx.get(f"{server.url}/v1/model")
+    assert r.status_code == 200
+    model = r.json()
+    assert model["classes"] == list(TINY_CLASSES)
+    assert model["backend"] == "mha" and model["norm"] == "rmsnorm"
+    assert model["device"] == "cpu"
+    assert model["features"]["nfft"] == 64 and model["features"]["hop"] == 32
+    assert model["model"]["n_classes"] == len(TINY_CLASSES)
+    assert model["latency_budget_ms"] == 30.0
+    assert model["limits"]["max_samples"] == 65536
+    assert model["limits"]["min_samples"] == 64
+    assert model["version"] == load_bundle(tiny_bundle).version
+
+
+def test_probes(server):
+    assert httpx.get(f"{server.url}/healthz/live").json() == {"status": "ready"}
+    ready = httpx.get(f"{server.url}/healthz/ready")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+
+
+def test_metrics_count_requests(server):
+    route = {"route": "/v1/classify", "backend": "mha"}
+    before = httpx.get(f"{server.url}/metrics").text
+    body = {"frames": [{"data": GOOD_B64, "format": "cf32"}] * 3}
+    for _ in range(2):
+        assert httpx.post(f"{server.url}/v1/classify", json=body).status_code == 200
+    assert httpx.post(f"{server.url}/v1/classify", json={"frames": []}).status_code == 422
+    after = httpx.get(f"{server.url}/metrics").text
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("rfcls_requests_total", outcome="ok", **route) == 2
+    assert delta("rfcls_requests_total", outcome="client_error", **route) == 1
+    assert delta("rfcls_request_duration_seconds_count", outcome="ok", **route) == 2
+    assert delta("rfcls_frames_total", backend="mha") == 6
+    assert delta("rfcls_rejections_total", reason="invalid") == 1
+    assert delta("rfcls_stage_duration_seconds_count", stage="queue", backend="mha") == 2
+    assert delta("rfcls_batch_size_sum", backend="mha") == 6
+    assert metric(after, "rfcls_latency_budget_seconds") == 0.03
+    assert (
+        0
+        < metric(after, "rfcls_latency_p50_seconds", backend="mha")
+        <= metric(after, "rfcls_latency_p99_seconds", backend="mha")
+    )
+    assert metric(after, "rfcls_inflight_requests") == 0
+    assert metric(after, "rfcls_queue_depth") == 0
+    info = {
+        "backend": "mha",
+        "device": "cpu",
+        "model_version": httpx.get(f"{server.url}/v1/model").json()["version"],
+    }
+    assert metric(after, "rfcls_model_info", **info) == 1
+    assert 'le="0.03"' in after
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_accepts_the_metrics(server):
+    httpx.post(f"{server.url}/v1/classify", json={"frames": [{"data": GOOD_B64, "format": "cf32"}]})
+    text = httpx.get(f"{server.url}/metrics").text
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
