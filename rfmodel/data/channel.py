@@ -8,6 +8,7 @@ SNR), IQ imbalance, a DC offset and an overall gain.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,14 +92,21 @@ def fading(signal: np.ndarray, draws: Draws) -> np.ndarray:
     return signal * gain
 
 
-def frequency_offset(signal: np.ndarray, draws: Draws) -> np.ndarray:
+def frequency_offset(signal: np.ndarray, draws: Draws, gain: float = 1.0) -> np.ndarray:
+    """Carrier offset and phase (and a real gain), returned as complex64."""
     cfo = draws.uniform("cfo", -0.1, 0.1)  # cycles/sample
     phase = draws.uniform("phase", 0.0, 2 * np.pi)
-    return signal * phasor(cfo, len(signal), phase)
+    rotation = phasor(cfo, len(signal), phase)
+    rotation *= gain
+    rotation *= signal
+    return rotation.astype(np.complex64)
 
 
 def awgn(n: int, variance: float, rng: np.random.Generator) -> np.ndarray:
-    return rng.standard_normal((n, 2)).view(np.complex128)[:, 0] * np.sqrt(variance / 2)
+    # float32 draws: the recording is complex64 anyway, and they cost less
+    noise = rng.standard_normal(2 * n, dtype=np.float32).view(np.complex64)
+    noise *= np.float32(np.sqrt(variance / 2))
+    return noise
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,11 @@ class Receiver:
         if self.iq_gain == 1.0 and self.iq_skew == 0.0:
             return x
         i, q = x.real, x.imag
-        return i + 1j * (self.iq_gain * (np.cos(self.iq_skew) * q - np.sin(self.iq_skew) * i))
+        out = np.empty_like(x)
+        out.real = i
+        # Python floats keep single-precision input single
+        out.imag = self.iq_gain * (math.cos(self.iq_skew) * q - math.sin(self.iq_skew) * i)
+        return out
 
 
 def draw_receiver(draws: Draws) -> Receiver:

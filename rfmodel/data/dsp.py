@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import fft
+from scipy.signal import windows
 
 _PHASOR_BLOCK = 64
 
@@ -78,7 +79,7 @@ def truncated_rrc_spectrum(
     half = int(rate * span_symbols * samples_per_symbol / 2)
     half = min(half, rate * n // 2 - 1)
     taps = np.arange(-half, half + 1)
-    window = np.kaiser(2 * half + 1, taper_beta)
+    window = windows.kaiser(2 * half + 1, taper_beta)
     pulse = rrc_pulse(taps / (rate * samples_per_symbol), rolloff) * window
     circular = np.zeros(rate * n)
     circular[: half + 1] = pulse[half:]

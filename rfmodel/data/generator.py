@@ -45,6 +45,10 @@ class Example:
     clean: np.ndarray | None = None  # complex64 [n_samples]: iq without the noise (keep_clean)
 
 
+def _power(x: np.ndarray) -> float:
+    return float(np.vdot(x, x).real) / len(x)
+
+
 def _synthesize(label: str, n_samples: int, draws: Draws) -> Synthesis:
     period = fft.next_fast_len(n_samples)
     if label in LINEAR_CLASSES:
@@ -93,15 +97,15 @@ def generate_example(
     draws = Draws(rng, overrides)
 
     if label == NOISE:
-        signal = np.zeros(n_samples, dtype=np.complex128)
+        signal = np.zeros(n_samples, dtype=np.complex64)
         snr_db = math.nan
         noise_variance = 1.0
     else:
         synthesis = _synthesize(label, n_samples, draws)
         draws.record("bandwidth", synthesis.bandwidth)
         signal = fading(multipath(synthesis.signal, draws), draws)[:n_samples]
-        signal /= np.sqrt(np.mean(np.abs(signal) ** 2))
-        signal = frequency_offset(signal, draws)
+        # unit power from here on; single precision suffices (the recording is complex64)
+        signal = frequency_offset(signal, draws, gain=1 / np.sqrt(_power(signal)))
         if snr_db is None:
             snr_db = float(rng.uniform(*SNR_RANGE))
         noise_variance = 10 ** (-snr_db / 10) / synthesis.bandwidth
@@ -109,14 +113,14 @@ def generate_example(
     draws.check_all_used(label)
 
     received = receiver.iq_imbalance(signal + awgn(n_samples, noise_variance, rng))
-    dc = receiver.dc_relative * np.sqrt(np.mean(np.abs(received) ** 2))
+    dc = np.complex64(receiver.dc_relative * np.sqrt(_power(received)))
     received += dc
-    scale = 10 ** (receiver.level_db / 20) / np.sqrt(np.mean(np.abs(received) ** 2))
+    scale = np.float32(10 ** (receiver.level_db / 20) / np.sqrt(_power(received)))
     clean = None
     if keep_clean:
-        clean = ((receiver.iq_imbalance(signal) + dc) * scale).astype(np.complex64)
+        clean = (receiver.iq_imbalance(signal) + dc) * scale
     return Example(
-        iq=(received * scale).astype(np.complex64),
+        iq=received * scale,
         label=label,
         snr_db=float(snr_db),
         params=draws.params,
