@@ -1,0 +1,208 @@
+"""`rfcls evaluate`: accuracy of trained models on the held-out evaluation set.
+
+Every model is scored on the same `make_eval_set(seed, ...)` recordings (default seed EVAL_SEED,
+which neither the training stream nor its validation set uses; see rfmodel.train). Writes
+OUT/metrics.json (all models), each model's own metrics.json into its directory, an accuracy-vs-SNR
+chart with one line per model, and a confusion-matrix heat map per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from preprocessing.features import FeatureConfig, compute_features
+from rfmodel.bundle import BundleError, load_bundle, write_metrics
+from rfmodel.data import CLASSES, make_eval_set
+
+EVAL_SEED = 2_000_029
+SUMMARY_HIGH_SNR_DB = 10.0  # the product goal's "high SNR": accuracy at SNR >= this
+SUMMARY_LOW_SNR_DB = 0.0  # and at exactly this in-band SNR
+
+
+class EvaluateError(Exception):
+    """An evaluation that cannot run as asked."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR")
+    parser.add_argument(
+        "--n-per-class",
+        type=int,
+        default=400,
+        help="examples per class; a class's examples cycle through the SNRs",
+    )
+    parser.add_argument("--samples", type=int, default=4096, help="samples per recording")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument(
+        "--snr",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="comma-separated in-band SNRs in dB, e.g. --snr=-10,0,10 (default: make_eval_set's)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    feature_cfg: FeatureConfig,
+    iq: np.ndarray,
+    device: torch.device,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Predicted class index per recording of iq [N, S] complex64 (float32, no autocast: what the
+    service computes)."""
+    predicted = []
+    for i in range(0, len(iq), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(iq[i : i + batch_size])).to(device)
+        logits = model(compute_features(batch, feature_cfg))  # [b, C]
+        predicted.append(logits.argmax(-1).cpu())
+    return torch.cat(predicted).numpy()
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """counts[true, predicted]."""
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes**2).reshape(
+        n_classes, n_classes
+    )
+
+
+def accuracy_of(hit: np.ndarray) -> float | None:
+    return float(hit.mean()) if hit.size else None
+
+
+def score(
+    labels: np.ndarray, snr: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]
+) -> dict[str, Any]:
+    """Accuracy overall, per SNR, per class, the confusion matrix and the product-goal summary.
+
+    Pure noise has no SNR (the generator records it as non-finite), so the per-SNR numbers cover
+    the signal classes and noise is scored in per_class and the overall accuracy.
+    """
+    hit = labels == predicted
+    counts = confusion_matrix(labels, predicted, len(classes))
+    has_snr = np.isfinite(snr)
+    snr_values = np.unique(snr[has_snr])
+    per_snr = {
+        f"{value:g}": {
+            "accuracy": accuracy_of(hit[snr == value]),
+            "count": int((snr == value).sum()),
+        }
+        for value in snr_values
+    }
+    column_totals = counts.sum(axis=0)
+    per_class = {
+        name: {
+            "accuracy": accuracy_of(hit[labels == c]),
+            "count": int(counts[c].sum()),
+            "precision": float(counts[c, c] / column_totals[c]) if column_totals[c] else None,
+        }
+        for c, name in enumerate(classes)
+    }
+    return {
+        "n_examples": int(labels.size),
+        "accuracy": accuracy_of(hit),
+        "summary": {
+            "accuracy_overall": accuracy_of(hit),
+            f"accuracy_snr_ge_{SUMMARY_HIGH_SNR_DB:g}db": accuracy_of(
+                hit[has_snr & (snr >= SUMMARY_HIGH_SNR_DB)]
+            ),
+            f"accuracy_snr_{SUMMARY_LOW_SNR_DB:g}db": accuracy_of(hit[snr == SUMMARY_LOW_SNR_DB]),
+        },
+        "accuracy_by_snr": per_snr,
+        "per_class": per_class,
+        "confusion_matrix": {"classes": list(classes), "counts": counts.tolist()},
+    }
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise EvaluateError("device: cuda was asked for but torch sees no CUDA device")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def display_names(paths: list[Path]) -> list[str]:
+    """Directory names, with the parent where two would read the same."""
+    names = [p.resolve().name for p in paths]
+    return [
+        f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n
+        for p, n in zip(paths, names, strict=True)
+    ]
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from rfmodel.plots import plot_accuracy_vs_snr, plot_confusion
+
+    device = pick_device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False  # deterministic, full-precision scores
+    names = display_names(args.model_dirs)
+    bundles = [load_bundle(path, device=device) for path in args.model_dirs]
+    for bundle in bundles:
+        if bundle.classes != tuple(CLASSES):
+            raise EvaluateError(
+                f"classes: model {bundle.path} was trained on {list(bundle.classes)}, "
+                f"the evaluation set has {list(CLASSES)}"
+            )
+    eval_kwargs = {} if args.snr is None else {"snr_values": args.snr}
+    iq, labels, snr = make_eval_set(args.seed, args.n_per_class, args.samples, **eval_kwargs)
+    eval_set = {
+        "seed": args.seed,
+        "n_per_class": args.n_per_class,
+        "n_samples": args.samples,
+        "snr_values": sorted({float(v) for v in snr[np.isfinite(snr)]}),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for bundle, name in zip(bundles, names, strict=True):
+        predicted = predict(bundle.model, bundle.feature_config, iq, device, args.batch_size)
+        metrics = {
+            "model": {
+                "path": str(bundle.path),
+                "version": bundle.version,
+                "backend": bundle.model_config.attn_backend,
+                "norm": bundle.model_config.norm,
+            },
+            "eval_set": eval_set,
+            **score(labels, snr, predicted, bundle.classes),
+        }
+        write_metrics(bundle.path, metrics)
+        plot_confusion(metrics, name, args.out / f"confusion_{name.replace('/', '_')}.png")
+        results[name] = metrics
+    plot_accuracy_vs_snr(results, args.out / "accuracy_vs_snr.png")
+    (args.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    keys = list(next(iter(results.values()))["summary"])
+    width = max(len(n) for n in results)
+    lines = [f"{'model':<{width}}  " + "  ".join(keys)]
+    for name, metrics in results.items():
+        cells = [fmt_accuracy(metrics["summary"][k]).rjust(len(k)) for k in keys]
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def fmt_accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        results = evaluate(args)
+    except (EvaluateError, BundleError) as exc:
+        print(f"rfcls evaluate: {exc}")
+        return 2
+    print(summary_table(results))
+    print(f"wrote {args.out / 'metrics.json'} and plots in {args.out}")
+    return 0

@@ -1,0 +1,570 @@
+"""`rfcls train`: train classifiers on the synthetic stream.
+
+Several models train in lockstep (`--backends mha,gqa --norms rmsnorm,layernorm`: every backend with
+every norm): each batch is generated once and fed to every model, each with its own optimizer,
+schedule and seed-derived initialisation. Data generation is the bottleneck on a GPU box, and
+identical batches make the comparison between backends fairer.
+
+Features are computed on the training device from the raw IQ batch with the service's own
+`compute_features`, so CPU workers only generate IQ. Under torchrun (WORLD_SIZE > 1) each model is
+wrapped in DistributedDataParallel, each rank draws its own sub-stream and rank 0 writes checkpoints
+and bundles.
+
+Seeds: `--seed S` drives the training stream (`SyntheticStream(S)`, whose examples are keyed in a
+domain of their own, so they never coincide with an evaluation set's whatever S is) and the model
+initialisations (`derived_seed(S, INIT_KEY, name)`). Validation during training uses
+`make_eval_set(VALIDATION_SEED)`; `rfcls evaluate` defaults to `make_eval_set(EVAL_SEED)`, another
+seed, so the held-out numbers come from recordings that neither training nor model selection saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from preprocessing.errors import InputError
+from preprocessing.features import FeatureConfig, compute_features
+from rfmodel.bundle import save_bundle, weight_family
+from rfmodel.classifier import RFClassifier
+from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
+from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.evaluate import predict
+from rfmodel.train_stream import (
+    DEFAULT_LENGTHS,
+    INIT_KEY,
+    LengthMix,
+    LengthMixError,
+    derived_seed,
+    training_loader,
+)
+
+VALIDATION_SEED = 1_000_003
+VALIDATION_SAMPLES = 4096
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train_log.jsonl"
+CHECKPOINT_FORMAT = 1
+MIN_LR_RATIO = 0.05  # cosine decays to this fraction of --lr, not to zero
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Config fields the command sets itself (from the feature config, class list, --backends, --norms).
+DERIVED_MODEL_FIELDS = ("n_features", "n_classes", "attn_backend", "norm")
+
+
+class TrainError(Exception):
+    """A training run that cannot start or resume as asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory")
+    parser.add_argument(
+        "--backends",
+        "--backend",
+        default="mha",
+        help=f"comma-separated attention backends, one model each ({', '.join(BACKENDS)})",
+    )
+    parser.add_argument(
+        "--norms", "--norm", default="rmsnorm", help=f"comma-separated norms ({', '.join(NORMS)})"
+    )
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=128, help="examples per step and rank")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of --steps")
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lengths",
+        default=DEFAULT_LENGTHS,
+        help="recording lengths and weights, LENGTH[:WEIGHT],... (default %(default)s)",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="DataLoader processes generating IQ (0: in the training process)",
+    )
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=500, help="validation interval, steps")
+    parser.add_argument("--val-per-class", type=int, default=16, help="validation set size")
+    parser.add_argument("--checkpoint-every", type=int, default=1000)
+    parser.add_argument(
+        "--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT_FILE}"
+    )
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop after this step with a checkpoint (split a run over jobs; --resume goes on)",
+    )
+    model = parser.add_argument_group("model (default: ModelConfig's)")
+    add_dataclass_options(model, ModelConfig, exclude=DERIVED_MODEL_FIELDS)
+    features = parser.add_argument_group("features (default: FeatureConfig's)")
+    add_dataclass_options(features, FeatureConfig, exclude=())
+
+
+def add_dataclass_options(group: Any, cls: type, exclude: tuple[str, ...]) -> None:
+    """One `--field-name` option per scalar field of `cls`, default None (= the dataclass's own)."""
+    for f in dataclasses.fields(cls):
+        kind = scalar_type(f)
+        if f.name in exclude or kind is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__)
+
+
+def scalar_type(f: dataclasses.Field) -> type | None:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if isinstance(default, bool | int | float | str):
+        return type(default)
+    annotation = str(f.type)
+    for kind in (bool, int, float, str):
+        if annotation.startswith(kind.__name__) and annotation.removeprefix(kind.__name__) in (
+            "",
+            " | None",
+        ):
+            return kind
+    return None
+
+
+def dataclass_overrides(args: argparse.Namespace, cls: type, exclude: tuple[str, ...]) -> dict:
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def split_names(text: str, valid: tuple[str, ...], field: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise TrainError(
+            f"{field}: {text!r} has unknown names {unknown}; valid: {', '.join(valid)}"
+        )
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class Member:
+    """One model of the lockstep group."""
+
+    name: str  # "<weight family>-<norm>": its output directory
+    model: RFClassifier
+    module: nn.Module  # `model`, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(choice: str, ranks: Ranks) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise TrainError("device: cuda was asked for but torch sees no CUDA device")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", ranks.local_rank)
+
+
+def warmup_cosine(warmup: int, total: int):
+    """LR factor for a step: linear warm-up to 1, then cosine decay to MIN_LR_RATIO at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def warmup_steps(args: argparse.Namespace) -> int:
+    return args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 20)
+
+
+def build_member(
+    cfg: ModelConfig, args: argparse.Namespace, device: torch.device, ranks: Ranks
+) -> Member:
+    name = f"{weight_family(cfg.attn_backend)}-{cfg.norm}"
+    # the init depends on the model's name only, so a model's weights do not depend on which
+    # others train beside it
+    torch.manual_seed(derived_seed(args.seed, INIT_KEY, zlib.crc32(name.encode())))
+    model = RFClassifier(cfg).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # gains and biases
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps(args), args.steps)
+    )
+    module: nn.Module = model
+    if ranks.world_size > 1:
+        module = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return Member(name, model, module, optimizer, scheduler)
+
+
+def run_identity(args: argparse.Namespace, names: list[str], feature_cfg: FeatureConfig) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoint (--steps may change)."""
+    return {
+        "members": names,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "lengths": str(LengthMix.parse(args.lengths)),
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "warmup_steps": args.warmup_steps,
+        "clip": args.clip,
+        "model": dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS),
+        "features": feature_cfg.to_dict(),
+        "world_size": Ranks.from_env().world_size,
+    }
+
+
+def save_checkpoint(path: Path, members: list[Member], step: int, identity: dict, wall_s: float):
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "identity": identity,
+        "wall_s": wall_s,
+        "members": {
+            m.name: {
+                "model": m.model.state_dict(),
+                "optimizer": m.optimizer.state_dict(),
+                "scheduler": m.scheduler.state_dict(),
+            }
+            for m in members
+        },
+        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng_states()},
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def cuda_rng_states() -> list[torch.Tensor]:
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+def load_checkpoint(path: Path, members: list[Member], identity: dict) -> tuple[int, float]:
+    if not path.is_file():
+        raise TrainError(f"resume: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(
+            f"resume: {path} has format {state.get('format')}, not {CHECKPOINT_FORMAT}"
+        )
+    for key, value in identity.items():
+        if state["identity"].get(key) != value:
+            raise TrainError(
+                f"resume: {key} is {value!r} but the checkpoint was written with "
+                f"{state['identity'].get(key)!r}"
+            )
+    for m in members:
+        saved = state["members"][m.name]
+        m.model.load_state_dict(saved["model"])
+        m.optimizer.load_state_dict(saved["optimizer"])
+        m.scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["step"]), float(state["wall_s"])
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+class RunLog:
+    """Progress bar on rank 0 and one JSON line per logged event in OUT/train_log.jsonl."""
+
+    def __init__(self, out: Path, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=start, unit="step", disable=not enabled)
+        self.file = (out / LOG_FILE).open("a") if enabled else None
+
+    def event(self, record: dict[str, Any], message: str | None = None) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if message:
+            self.bar.write(message)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file:
+            self.file.close()
+
+
+def validate(
+    members: list[Member], feature_cfg: FeatureConfig, val: tuple, device: torch.device
+) -> dict[str, float]:
+    iq, labels, _snr = val
+    accuracy = {}
+    for m in members:
+        m.model.eval()
+        predicted = predict(m.model, feature_cfg, iq, device)
+        m.model.train()
+        accuracy[m.name] = float((predicted == labels).mean())
+    return accuracy
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return train(args)
+    except (TrainError, ConfigError, InputError, LengthMixError) as exc:
+        print(f"rfcls train: {exc}")
+        return 2
+
+
+def train(args: argparse.Namespace) -> int:
+    ranks = Ranks.from_env()
+    if ranks.world_size > 1:
+        torch.distributed.init_process_group(
+            "nccl" if args.device != "cpu" and torch.cuda.is_available() else "gloo"
+        )
+    try:
+        return train_ranks(args, ranks)
+    finally:
+        if ranks.world_size > 1:
+            torch.distributed.destroy_process_group()
+
+
+def model_configs(args: argparse.Namespace, feature_cfg: FeatureConfig) -> list[ModelConfig]:
+    """Every --backends entry with every --norms entry, sized by the model options."""
+    overrides = dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS)
+    return [
+        ModelConfig(
+            n_features=feature_cfg.n_features,
+            n_classes=len(CLASSES),
+            attn_backend=backend,
+            norm=norm,
+            **overrides,
+        )
+        for backend in split_names(args.backends, BACKENDS, "backends")
+        for norm in split_names(args.norms, NORMS, "norms")
+    ]
+
+
+def train_step(
+    m: Member, x: torch.Tensor, labels: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on features x [B, T, F]; returns (loss, correct count), not synced."""
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=x.device.type == "cuda"):
+        logits = m.module(x)  # [B, C]
+    loss = F.cross_entropy(logits.float(), labels)
+    m.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(m.model.parameters(), clip)
+    m.optimizer.step()
+    m.scheduler.step()
+    return loss.detach(), (logits.argmax(-1) == labels).sum()
+
+
+class Meter:
+    """Loss and accuracy per model since the last report, kept on the device so that reading them
+    (a sync) happens once per report rather than once per step."""
+
+    def __init__(self, names: list[str], examples_per_step: int, device: torch.device) -> None:
+        self.names, self.examples_per_step = names, examples_per_step
+        self.loss = torch.zeros(len(names), device=device)
+        self.correct = torch.zeros(len(names), device=device)
+        self.steps, self.since = 0, time.perf_counter()
+
+    def add(self, index: int, loss: torch.Tensor, correct: torch.Tensor) -> None:
+        self.loss[index] += loss
+        self.correct[index] += correct
+
+    def report(self, step: int, lr: float, world_size: int) -> dict[str, Any]:
+        now = time.perf_counter()
+        loss = (self.loss / self.steps).tolist()
+        accuracy = (self.correct / (self.steps * self.examples_per_step)).tolist()
+        record = {
+            "event": "train",
+            "step": step,
+            "loss": dict(zip(self.names, loss, strict=True)),
+            "accuracy": dict(zip(self.names, accuracy, strict=True)),
+            "lr": lr,
+            "examples_per_s": self.steps * self.examples_per_step * world_size / (now - self.since),
+        }
+        self.loss.zero_()
+        self.correct.zero_()
+        self.steps, self.since = 0, now
+        return record
+
+
+def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
+    device = pick_device(args.device, ranks)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    feature_cfg = FeatureConfig(**dataclass_overrides(args, FeatureConfig, ()))
+    lengths = LengthMix.parse(args.lengths)
+    members = [build_member(cfg, args, device, ranks) for cfg in model_configs(args, feature_cfg)]
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise TrainError(f"backends: {args.backends!r} trains the same weights twice ({names})")
+    # dropout's random stream, shared by the group
+    torch.manual_seed(derived_seed(args.seed, INIT_KEY, ranks.rank))
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(args, names, feature_cfg)
+    start, wall_before = 0, 0.0
+    if args.resume:
+        start, wall_before = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+
+    loader = training_loader(
+        args.seed,
+        args.batch_size,
+        lengths,
+        start,
+        ranks.rank,
+        ranks.world_size,
+        args.workers,
+        pin_memory=device.type == "cuda",
+    )
+    val = None
+    if args.val_per_class and ranks.main:
+        val = make_eval_set(VALIDATION_SEED, args.val_per_class, VALIDATION_SAMPLES)
+    last_val: dict[str, float] = {}
+    log = RunLog(out, args.steps, start, enabled=ranks.main)
+    log.event({"event": "start", "step": start, "args": vars_json(args), "members": names})
+
+    meter = Meter(names, args.batch_size, device)
+    t_start = time.perf_counter()
+    step = start
+    for step, (iq, labels, _snr) in zip(range(start + 1, end + 1), loader, strict=False):
+        iq = iq.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        x = compute_features(iq, feature_cfg)  # [B, T, F] float32, outside autocast: FFTs in fp32
+        for i, m in enumerate(members):
+            meter.add(i, *train_step(m, x, labels, args.clip))
+        meter.steps += 1
+        log.bar.update(1)
+
+        if step % args.log_every == 0 or step == end:
+            record = meter.report(step, members[0].scheduler.get_last_lr()[0], ranks.world_size)
+            log.bar.set_postfix_str(progress_text(record))
+            log.event(record)
+        if val is not None and (step % args.eval_every == 0 or step == end):
+            last_val = validate(members, feature_cfg, val, device)
+            text = " ".join(f"{n} {a:.3f}" for n, a in last_val.items())
+            log.event(
+                {"event": "validation", "step": step, "accuracy": last_val},
+                f"validation accuracy at step {step}: {text}",
+            )
+        if ranks.main and (step % args.checkpoint_every == 0 or step == end):
+            wall = wall_before + time.perf_counter() - t_start
+            save_checkpoint(out / CHECKPOINT_FILE, members, step, identity, wall)
+
+    wall = wall_before + time.perf_counter() - t_start
+    log.close()
+    if step < args.steps:
+        if ranks.main:
+            print(f"stopped at step {step} of {args.steps}; continue with --resume")
+        return 0
+    if ranks.main:
+        record = training_record(args, ranks, lengths, names, wall, device, step)
+        for m in members:
+            record["validation_accuracy"] = last_val.get(m.name)
+            path = save_bundle(out / m.name, m.model, feature_cfg, CLASSES, training=record)
+            print(f"wrote {path}")
+    return 0
+
+
+def progress_text(record: dict[str, Any]) -> str:
+    per_model = " ".join(
+        f"{name.split('-')[0]} {loss:.3f}/{record['accuracy'][name]:.0%}"
+        for name, loss in record["loss"].items()
+    )
+    return f"loss/acc {per_model} lr {record['lr']:.2e} {record['examples_per_s']:,.0f} ex/s"
+
+
+def training_record(args, ranks, lengths, names, wall, device, steps) -> dict[str, Any]:
+    return {
+        "steps": steps,
+        "batch_size": args.batch_size * ranks.world_size,
+        "batch_size_per_rank": args.batch_size,
+        "world_size": ranks.world_size,
+        "examples": steps * args.batch_size * ranks.world_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "warmup_steps": warmup_steps(args),
+        "clip": args.clip,
+        "seed": args.seed,
+        "lengths": str(lengths),
+        "validation": {"seed": VALIDATION_SEED, "n_per_class": args.val_per_class},
+        "trained_with": names,
+        "wall_time_s": round(wall, 2),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def vars_json(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k[0] != "_"}

@@ -1,0 +1,100 @@
+"""Where training batches come from: the synthetic stream in batch mode, behind a DataLoader.
+
+The stream's batch at global index k is a pure function of (seed, k), and rank r of W reads
+k = r, r + W, ...; so a run resumes at step s by starting the stream at s * W (no generator state to
+save), DataLoader workers build batches in parallel and hand them back in index order, and every
+model trained in lockstep sees the same batches. Each batch has one recording length, drawn from a
+weighted mix, so it stacks into one [B, N] tensor and its features into [B, T, F] with no padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from rfmodel.data import SyntheticStream
+
+INIT_KEY = 0x696E_6900  # spawn-key tag of model-init seeds ("ini"), apart from the data's domains
+
+# mostly the service's typical 4,096-sample request, some longer ones so that pooling sees long
+# sequences too; the long ones cost generation time in proportion to their length
+DEFAULT_LENGTHS = "4096:0.9,16384:0.08,65536:0.02"
+
+
+class LengthMixError(ValueError):
+    """A --lengths value that does not parse."""
+
+
+@dataclass(frozen=True)
+class LengthMix:
+    """Recording lengths and their relative frequencies, e.g. `4096:0.9,65536:0.1`."""
+
+    lengths: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> LengthMix:
+        lengths, weights = [], []
+        for entry in text.split(","):
+            length_text, _, weight_text = entry.strip().partition(":")
+            try:
+                length = int(length_text)
+                weight = float(weight_text) if weight_text else 1.0
+            except ValueError as exc:
+                raise LengthMixError(
+                    f"lengths: {entry!r} is not LENGTH or LENGTH:WEIGHT (e.g. 4096:0.9)"
+                ) from exc
+            if length <= 0 or not np.isfinite(weight) or weight <= 0:
+                raise LengthMixError(f"lengths: {entry!r} needs a positive length and weight")
+            lengths.append(length)
+            weights.append(weight)
+        if len(set(lengths)) != len(lengths):
+            raise LengthMixError(f"lengths: {text!r} names a length twice")
+        total = sum(weights)
+        return cls(tuple(lengths), tuple(w / total for w in weights))
+
+    def __str__(self) -> str:
+        return ",".join(f"{n}:{w:g}" for n, w in zip(self.lengths, self.weights, strict=True))
+
+
+def derived_seed(seed: int, *key: int) -> int:
+    """A 64-bit seed for `key` under the run's `seed` (stable across machines and versions)."""
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint64)[0])
+
+
+def training_loader(
+    seed: int,
+    batch_size: int,
+    lengths: LengthMix,
+    start_step: int,
+    rank: int,
+    world_size: int,
+    workers: int,
+    pin_memory: bool,
+) -> DataLoader:
+    """Batches (iq [B, N] complex64, labels [B] int64, snr_db [B] float32) for steps start_step + 1,
+    start_step + 2, ... of this rank, built by `workers` processes (0: in this process)."""
+    stream = SyntheticStream(
+        seed,
+        lengths=lengths.lengths,
+        length_weights=lengths.weights,
+        batch_size=batch_size,
+        start=start_step * world_size,
+        rank=rank,
+        world_size=world_size,
+    )
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        # the loader seeds its workers from this generator; the default would draw from torch's
+        # global RNG, which dropout uses and a resumed run restores
+        generator=torch.Generator().manual_seed(0),
+        # fork is the cheapest start; the workers only run numpy and never touch CUDA
+        multiprocessing_context="fork" if workers else None,
+    )

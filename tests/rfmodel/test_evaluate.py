@@ -1,0 +1,117 @@
+"""`rfcls evaluate`: metrics against an independent count, and the files it writes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from preprocessing.features import FeatureConfig
+from rfmodel.bundle import save_bundle
+from rfmodel.classifier import RFClassifier
+from rfmodel.config import ModelConfig
+from rfmodel.data import CLASSES
+from rfmodel.evaluate import score
+from service.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_matches_an_explicit_count():
+    rng = np.random.default_rng(0)
+    classes = ("a", "b", "c")
+    labels = rng.integers(0, 3, 300)
+    predicted = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 3, 300))
+    snr = rng.choice([-5.0, 0.0, 10.0, 20.0], 300)
+    snr[labels == 0] = np.nan  # class 0 plays noise: no SNR
+    metrics = score(labels, snr, predicted, classes)
+
+    counts = np.zeros((3, 3), int)
+    for t, p in zip(labels, predicted, strict=True):
+        counts[t, p] += 1
+    assert metrics["confusion_matrix"]["counts"] == counts.tolist()
+    assert metrics["accuracy"] == pytest.approx(np.trace(counts) / 300)
+    for c, name in enumerate(classes):
+        row = metrics["per_class"][name]
+        assert row["count"] == int((labels == c).sum())
+        assert row["accuracy"] == pytest.approx(counts[c, c] / counts[c].sum())
+        assert row["precision"] == pytest.approx(counts[c, c] / counts[:, c].sum())
+    signal = labels != 0
+    for value in (-5.0, 0.0, 10.0, 20.0):
+        chosen = signal & (snr == value)
+        got = metrics["accuracy_by_snr"][f"{value:g}"]
+        assert got["count"] == chosen.sum()
+        assert got["accuracy"] == pytest.approx((labels == predicted)[chosen].mean())
+    high = signal & (snr >= 10)
+    summary = metrics["summary"]
+    assert summary["accuracy_snr_ge_10db"] == pytest.approx((labels == predicted)[high].mean())
+    assert summary["accuracy_snr_0db"] == metrics["accuracy_by_snr"]["0"]["accuracy"]
+    assert summary["accuracy_overall"] == metrics["accuracy"]
+
+
+@pytest.fixture
+def tiny_bundles(tmp_path):
+    features = FeatureConfig(nfft=32, hop=32)
+    paths = []
+    for seed, backend in enumerate(("mha", "latte")):
+        torch.manual_seed(seed)
+        cfg = ModelConfig(
+            n_features=features.n_features,
+            n_classes=len(CLASSES),
+            d_model=16,
+            n_layers=1,
+            n_heads=2,
+            n_latents=4,
+            attn_backend=backend,
+        )
+        path = tmp_path / "models" / f"{backend}-rmsnorm"
+        paths.append(save_bundle(path, RFClassifier(cfg), features, CLASSES))
+    return paths
+
+
+def test_evaluate_writes_metrics_and_plots(tmp_path, tiny_bundles):
+    out = tmp_path / "eval"
+    snr = (-10.0, 0.0, 10.0, 20.0)
+    argv = ["evaluate", *map(str, tiny_bundles), "--n-per-class", "8", "--samples", "1024"]
+    argv += [
+        "--snr=" + ",".join(map(str, snr)),
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    assert set(results) == {"mha-rmsnorm", "latte-rmsnorm"}
+    n_examples = 8 * len(CLASSES)
+    for path in tiny_bundles:
+        metrics = results[path.name]
+        assert json.loads((path / "metrics.json").read_text()) == metrics
+        assert metrics["n_examples"] == n_examples
+        assert metrics["eval_set"]["seed"] == 7 and metrics["eval_set"]["snr_values"] == list(snr)
+        counts = np.array(metrics["confusion_matrix"]["counts"])
+        assert counts.shape == (len(CLASSES), len(CLASSES)) and counts.sum() == n_examples
+        assert metrics["confusion_matrix"]["classes"] == list(CLASSES)
+        assert all(v["count"] == 8 for v in metrics["per_class"].values())
+        # each signal class's 8 examples cycle through the 4 SNRs; noise has none
+        assert [v["count"] for v in metrics["accuracy_by_snr"].values()] == [2 * 13] * 4
+        assert 0 <= metrics["accuracy"] <= 1
+        assert set(metrics["summary"]) == {
+            "accuracy_overall",
+            "accuracy_snr_ge_10db",
+            "accuracy_snr_0db",
+        }
+        assert all(0 <= v <= 1 for v in metrics["summary"].values())
+        assert (out / f"confusion_{path.name}.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "accuracy_vs_snr.png").read_bytes()[:8] == PNG_MAGIC
+
+    # deterministic: a second run gives the same numbers
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text()) == results
+
+
+def test_evaluate_reports_a_missing_model_dir(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "eval")]) == 2
+    assert "config.json" in capsys.readouterr().out

@@ -1,0 +1,144 @@
+"""`rfcls train` on CPU with a tiny model: it learns, resumes exactly, trains several models in
+lockstep and writes loadable bundles."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from preprocessing.features import FeatureConfig
+from rfmodel.bundle import load_bundle
+from rfmodel.config import ModelConfig
+from rfmodel.data import CLASSES
+from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO, warmup_cosine
+from service.cli import main
+
+# every size small, so a step takes milliseconds on CPU
+TINY = [
+    *("--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--n-kv-heads", "1"),
+    *("--mlp-ratio", "2", "--n-latents", "4", "--kv-lora-rank", "8", "--qk-rope-head-dim", "4"),
+    *("--qk-nope-head-dim", "4", "--v-head-dim", "8", "--nfft", "32", "--hop", "32"),
+    *("--lengths", "512", "--batch-size", "28", "--workers", "0", "--device", "cpu"),
+    *("--val-per-class", "0", "--log-every", "5", "--lr", "3e-3"),
+]
+
+
+def train(out, *extra) -> int:
+    return main(["train", "--out", str(out), *TINY, *extra])
+
+
+def log_events(out, event):
+    lines = (out / LOG_FILE).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def test_warmup_then_cosine_to_the_floor():
+    factor = warmup_cosine(warmup=10, total=110)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5)
+    assert factor(110) == pytest.approx(MIN_LR_RATIO)
+    after_warmup = [factor(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(after_warmup))
+
+
+def test_tiny_model_learns(tmp_path):
+    faster = ("--d-model", "32", "--lr", "1e-2", "--warmup-steps", "5", "--log-every", "10")
+    validation = ("--val-per-class", "2", "--eval-every", "40")
+    assert train(tmp_path, "--steps", "40", *faster, *validation) == 0
+    losses = [r["loss"]["mha-rmsnorm"] for r in log_events(tmp_path, "train")]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert losses[-1] < math.log(len(CLASSES)), losses  # below a uniform guess
+    (validation,) = log_events(tmp_path, "validation")
+    record = load_bundle(tmp_path / "mha-rmsnorm").training
+    assert record["steps"] == 40 and record["batch_size"] == 28 and record["seed"] == 0
+    assert record["validation_accuracy"] == validation["accuracy"]["mha-rmsnorm"]
+    assert record["wall_time_s"] > 0 and record["device"] == "cpu"
+
+
+def test_resumed_run_ends_on_the_same_weights(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ("--steps", "16", "--backends", "mha,latte", "--dropout", "0.1")
+    assert train(straight, *common) == 0
+    # interrupted at step 7 (batches built by two worker processes), then resumed in-process
+    assert train(split, *common, "--stop-at", "7", "--workers", "2") == 0
+    assert not (split / "mha-rmsnorm").exists()
+    assert torch.load(split / CHECKPOINT_FILE, weights_only=True)["step"] == 7
+    assert train(split, *common, "--resume") == 0
+    for name in ("mha-rmsnorm", "latte-rmsnorm"):
+        a = load_file(straight / name / "model.safetensors")
+        b = load_file(split / name / "model.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    a_opt = torch.load(straight / CHECKPOINT_FILE, weights_only=True)["members"]
+    b_opt = torch.load(split / CHECKPOINT_FILE, weights_only=True)["members"]
+    for name in a_opt:
+        for (ka, va), (kb, vb) in zip(
+            a_opt[name]["optimizer"]["state"].items(),
+            b_opt[name]["optimizer"]["state"].items(),
+            strict=True,
+        ):
+            assert ka == kb and all(torch.equal(va[s], vb[s]) for s in va)
+
+
+def test_resume_refuses_a_changed_run(tmp_path, capsys):
+    assert train(tmp_path, "--steps", "4", "--stop-at", "2") == 0
+    assert train(tmp_path, "--steps", "4", "--resume", "--batch-size", "14") == 2
+    assert "batch_size" in capsys.readouterr().out
+    assert train(tmp_path / "empty", "--steps", "4", "--resume") == 2
+
+
+def test_lockstep_writes_one_loadable_bundle_per_backend(tmp_path):
+    backends = ["mha", "gqa", "latent", "mla", "latte"]
+    assert train(tmp_path, "--steps", "3", "--backends", ",".join(backends)) == 0
+    for backend in backends:
+        raw = json.loads((tmp_path / f"{backend}-rmsnorm" / "config.json").read_text())
+        bundle = load_bundle(tmp_path / f"{backend}-rmsnorm")
+        assert bundle.model_config == ModelConfig.from_dict(raw["model"])
+        assert bundle.model_config.attn_backend == backend
+        assert bundle.model_config.d_model == 16 and bundle.model_config.n_latents == 4
+        assert bundle.feature_config == FeatureConfig(nfft=32, hop=32)
+        assert bundle.classes == tuple(CLASSES)
+        assert bundle.training["trained_with"] == [f"{b}-rmsnorm" for b in backends]
+        x = torch.randn(2, 31, bundle.model_config.n_features)
+        assert bundle.model(x).shape == (2, len(CLASSES))
+
+
+def test_a_model_trains_the_same_alone_or_in_a_group(tmp_path):
+    assert train(tmp_path / "alone", "--steps", "3", "--norms", "layernorm") == 0
+    group = ("--backends", "gqa,mha", "--norms", "rmsnorm,layernorm")
+    assert train(tmp_path / "group", "--steps", "3", *group) == 0
+    assert len(list((tmp_path / "group").glob("*/model.safetensors"))) == 4
+    a = load_file(tmp_path / "alone" / "mha-layernorm" / "model.safetensors")
+    b = load_file(tmp_path / "group" / "mha-layernorm" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        (("--backends", "mha,flash"), "backends"),
+        (("--backends", "mha,bogus"), "backends"),
+        (("--norms", "batchnorm"), "norms"),
+        (("--lengths", "4096:-1"), "lengths"),
+        (("--n-heads", "3"), "n_heads"),
+        (("--nfft", "0"), "nfft"),
+    ],
+)
+def test_bad_options_fail_naming_the_field(tmp_path, capsys, option, field):
+    assert train(tmp_path, "--steps", "1", *option) == 2
+    assert field in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_mixed_precision_run_learns(tmp_path):
+    gpu = [a if a != "cpu" else "cuda" for a in TINY]
+    assert main(["train", "--out", str(tmp_path), *gpu, "--steps", "40", "--workers", "2"]) == 0
+    losses = [r["loss"]["mha-rmsnorm"] for r in log_events(tmp_path, "train")]
+    assert losses[0] > losses[-1] + 0.3, losses
+    assert load_bundle(tmp_path / "mha-rmsnorm").training["device"].startswith("cuda")
