@@ -35,6 +35,7 @@ from preprocessing.spectra import (
     check_window,
     frame_power,
     frames_of,
+    map_frame_blocks,
     n_frames,
     rms_normalize,
     to_db,
@@ -115,12 +116,18 @@ class FeatureConfig:
 
 def frame_features(frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     """[..., T, nfft] complex frames -> [..., T, F] float32 features."""
-    unit = rms_normalize(frames)
-    stacked = torch.stack([TRANSFORMS[name](unit) for name in cfg.transforms], dim=-2)
-    power = frame_power(stacked, cfg.window, unit_energy=True)  # [..., T, K, nfft]
-    if cfg.db:
-        power = to_db(power, cfg.floor_db)
-    return power.flatten(-2).to(torch.float32)
+
+    def features_of(block: torch.Tensor) -> torch.Tensor:
+        unit = rms_normalize(block)
+        stacked = torch.stack([TRANSFORMS[name](unit) for name in cfg.transforms], dim=-2)
+        power = frame_power(stacked, cfg.window, unit_energy=True)  # [..., t, K, nfft]
+        if cfg.db:
+            power = to_db(power, cfg.floor_db)
+        return power.flatten(-2).to(torch.float32)
+
+    # per frame: the unit frame, K transforms, their stack and its windowed copy, all complex
+    per_frame = (1 + 3 * len(cfg.transforms)) * cfg.nfft * frames.element_size()
+    return map_frame_blocks(frames, features_of, cfg.n_features, torch.float32, per_frame)
 
 
 def compute_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Callable
 
 import numpy as np
 import scipy.signal
@@ -24,6 +25,7 @@ import torch
 from preprocessing.errors import InvalidParameter, TooFewSamples
 
 MAX_NFFT = 1 << 16
+BLOCK_BYTES = 1 << 22  # working set of one block of frames on CPU (see map_frame_blocks)
 NORMALIZATIONS = (None, "frame_rms")
 
 
@@ -88,7 +90,9 @@ def frames_of(x: torch.Tensor, nfft: int, hop: int) -> torch.Tensor:
 def window_tensor(
     name: str, nfft: int, device: torch.device, dtype: torch.dtype, unit_energy: bool
 ) -> torch.Tensor:
-    """[nfft, 1] real window, ready to multiply the (re, im) pairs of torch.view_as_real frames.
+    """[nfft, 2] real window, each value twice, to multiply the (re, im) pairs of
+    torch.view_as_real frames; contiguous, because broadcasting a [nfft, 1] window over the pairs
+    runs 8x slower on CPU.
 
     For even nfft it also carries (-1)^n: modulating by e^{i pi n} moves the spectrum by nfft/2
     bins, which is exactly fftshift, at no cost beyond the multiply we do anyway."""
@@ -97,19 +101,19 @@ def window_tensor(
         w /= math.sqrt(float(np.sum(w * w)))
     if nfft % 2 == 0:
         w[1::2] *= -1.0
-    return torch.tensor(w, dtype=dtype, device=device).unsqueeze(-1)
+    return torch.tensor(np.repeat(w[:, None], 2, axis=1), dtype=dtype, device=device)
 
 
 def frame_power(frames: torch.Tensor, window: str, unit_energy: bool = False) -> torch.Tensor:
     """[..., nfft] complex frames -> [..., nfft] real |FFT(w * frame)|^2, DC in the centre bin."""
     nfft = frames.shape[-1]
-    real_dtype = frames.real.dtype
-    w = window_tensor(window, nfft, frames.device, real_dtype, unit_energy)
-    # real-by-real multiply on the (re, im) view: a real window times a complex tensor would be
-    # promoted to a complex multiply, 2-3x slower on CPU
+    w = window_tensor(window, nfft, frames.device, frames.real.dtype, unit_energy)
+    # a real-by-real multiply on the (re, im) pairs: a real window times a complex tensor would
+    # be promoted to a complex multiply
     windowed = torch.view_as_complex(torch.view_as_real(frames) * w)
-    spectrum = torch.fft.fft(windowed, out=windowed)
-    power = torch.view_as_real(spectrum).square_().sum(-1)
+    pairs = torch.view_as_real(torch.fft.fft(windowed)).square_()
+    # re^2 + im^2 as one add of two strided views: .sum(-1) over the size-2 dim is 5x slower
+    power = pairs[..., 0] + pairs[..., 1]
     if nfft % 2:
         # odd nfft: the (-1)^n trick does not apply
         power = torch.fft.fftshift(power, dim=-1)
@@ -118,16 +122,43 @@ def frame_power(frames: torch.Tensor, window: str, unit_energy: bool = False) ->
 
 def rms_normalize(frames: torch.Tensor) -> torch.Tensor:
     """Divide each [..., nfft] complex frame by its RMS; all-zero frames stay zero."""
-    mean_power = torch.view_as_real(frames).square().sum((-1, -2)).div_(frames.shape[-1])
+    pairs = torch.view_as_real(frames)  # [..., nfft, 2]
+    mean_power = pairs.square().sum((-1, -2)).div_(frames.shape[-1])
     # clamping at the smallest normal keeps 0/0 out; a silent frame yields an all-floor spectrum
     scale = mean_power.clamp_min_(torch.finfo(mean_power.dtype).tiny).rsqrt_()
-    return frames * scale.unsqueeze(-1)
+    return torch.view_as_complex(pairs * scale[..., None, None])
+
+
+def map_frame_blocks(
+    frames: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    width: int,
+    dtype: torch.dtype,
+    bytes_per_frame: int,
+) -> torch.Tensor:
+    """[..., T, nfft] frames -> [..., T, width], applying fn to one block of frames at a time.
+
+    On CPU this bounds the memory that fn's intermediates take (several times the input for
+    features) and keeps them in cache: BLOCK_BYTES = 4 MiB measured fastest on the 2-core EPYC
+    dev box (1 MiB L2 per core, 32 MiB L3), 1.2x faster than whole inputs for features and never
+    slower for spectra. On CUDA one block: there launches, not caches, are what costs."""
+    lead, (t_total, nfft) = frames.shape[:-2], frames.shape[-2:]
+    if frames.device.type != "cpu":
+        return fn(frames)
+    flat = frames.reshape(-1, t_total, nfft)  # a view for frames_of's output
+    out = torch.empty(flat.shape[0], t_total, width, dtype=dtype)
+    block = max(1, BLOCK_BYTES // bytes_per_frame)
+    for row in range(flat.shape[0]):
+        for start in range(0, t_total, block):
+            out[row, start : start + block] = fn(flat[row, start : start + block])
+    return out.reshape(*lead, t_total, width)
 
 
 def to_db(power: torch.Tensor, floor_db: float) -> torch.Tensor:
-    """10 log10(power), with power below floor_db raised to it (keeps log10(0) out)."""
+    """10 log10(power), with power below floor_db raised to it (keeps log10(0) out). In place:
+    power is overwritten and returned."""
     floor = 10.0 ** (floor_db / 10.0)
-    return power.clamp_min(floor).log10_().mul_(10.0)
+    return power.clamp_min_(floor).log10_().mul_(10.0)
 
 
 def check_floor_db(floor_db: object) -> float:
@@ -167,8 +198,13 @@ def power_spectra(
     floor_db = check_floor_db(floor_db)
     if normalize not in NORMALIZATIONS:
         raise InvalidParameter("normalize", f"must be one of {NORMALIZATIONS}, got {normalize!r}")
+    unit = normalize == "frame_rms"
+
+    def spectra_of(frames: torch.Tensor) -> torch.Tensor:
+        power = frame_power(rms_normalize(frames) if unit else frames, window, unit_energy=unit)
+        return to_db(power, floor_db) if db else power
+
     frames = frames_of(x, nfft, hop)
-    if normalize == "frame_rms":
-        frames = rms_normalize(frames)
-    power = frame_power(frames, window, unit_energy=normalize == "frame_rms")
-    return to_db(power, floor_db) if db else power
+    # per frame: the windowed copy and its (re, im) squares, each nfft complex values
+    per_frame = 2 * nfft * frames.element_size()
+    return map_frame_blocks(frames, spectra_of, nfft, frames.real.dtype, per_frame)

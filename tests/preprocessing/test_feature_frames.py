@@ -5,6 +5,7 @@ import pytest
 import scipy.signal
 import torch
 
+from preprocessing import spectra
 from preprocessing.errors import InvalidParameter, InvalidSamples, TooFewSamples, TooManySamples
 from preprocessing.features import (
     FeatureConfig,
@@ -223,3 +224,11 @@ def test_validate_samples(as_tensor):
         with pytest.raises(InvalidSamples) as err:
             validate_samples(make(300, bad), cfg, max_samples=1000)
         assert err.value.field == "samples"
+
+
+def test_blockwise_evaluation_equals_one_block(monkeypatch):
+    cfg = FeatureConfig(nfft=64, hop=40)
+    x = torch.from_numpy(random_complex(np.random.default_rng(13), (3, 3000), np.complex64))
+    whole = compute_features(x, cfg)
+    monkeypatch.setattr(spectra, "BLOCK_BYTES", 5000)
+    torch.testing.assert_close(compute_features(x, cfg), whole, rtol=1e-6, atol=1e-4)

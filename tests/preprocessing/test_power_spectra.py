@@ -3,6 +3,7 @@ import pytest
 import scipy.signal
 import torch
 
+from preprocessing import spectra
 from preprocessing.errors import InvalidParameter, TooFewSamples
 from preprocessing.spectra import frames_of, n_frames, power_spectra, window_tensor
 
@@ -167,3 +168,12 @@ def test_too_few_samples():
     with pytest.raises(TooFewSamples) as err:
         power_spectra(torch.randn(1, 63, dtype=torch.complex64), 64, 32)
     assert err.value.field == "samples" and "nfft=64" in err.value.message
+
+
+def test_blockwise_evaluation_equals_one_block(monkeypatch):
+    """Small inputs fit one block; force many (ragged) blocks and compare."""
+    x = torch.from_numpy(random_complex(np.random.default_rng(12), (2, 3, 2000)))
+    whole = power_spectra(x, 64, 24, db=True, normalize="frame_rms")
+    monkeypatch.setattr(spectra, "BLOCK_BYTES", 7 * 2 * 64 * 16)  # 7 frames per block
+    blocked = power_spectra(x, 64, 24, db=True, normalize="frame_rms")
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-10)

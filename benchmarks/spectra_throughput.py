@@ -1,0 +1,207 @@
+"""Throughput of preprocessing.spectra.power_spectra against scipy.signal.ShortTimeFFT on the same
+input in the same run, and of compute_features with the default FeatureConfig.
+
+    python -m benchmarks.spectra_throughput                  # CPU, 1 and 2 threads
+    python -m benchmarks.spectra_throughput --device cuda    # writes docs/benchmarks/spectra-cuda.*
+
+Mega-samples/s counts input IQ samples consumed (batch * samples per row) per second; each figure
+is the median over --repeats timed calls after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.fft
+import scipy.signal
+import torch
+
+from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.spectra import n_frames, power_spectra
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.spectra_throughput", description=__doc__)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--threads", default="1,2", help="torch/scipy CPU threads to try, comma-separated"
+    )
+    p.add_argument("--batch", type=int, default=8, help="recordings per call")
+    p.add_argument("--samples", type=int, default=1 << 18, help="IQ samples per recording")
+    p.add_argument("--nfft", type=int, default=256)
+    p.add_argument("--hop", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per measurement")
+    p.add_argument("--no-scipy", action="store_true", help="skip the scipy reference")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output path without suffix (default: docs/benchmarks/spectra-DEVICE)",
+    )
+    return p.parse_args(argv)
+
+
+def cpu_model() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in lscpu.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def scipy_spectrogram(x: np.ndarray, nfft: int, hop: int) -> Callable[[], np.ndarray]:
+    """Same frames as power_spectra (see tests/preprocessing/test_power_spectra.py)."""
+    window = scipy.signal.get_window("hann", nfft, fftbins=True).astype(np.float32)
+    stft = scipy.signal.ShortTimeFFT(window, hop, fs=1.0, fft_mode="centered")
+    p1 = n_frames(x.shape[-1], nfft, hop)
+    return lambda: stft.spectrogram(x, p0=0, p1=p1, k_offset=nfft // 2)
+
+
+def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    gen = torch.Generator().manual_seed(0)
+    x_cpu = torch.randn(args.batch, args.samples, dtype=torch.complex64, generator=gen)
+    x = x_cpu.to(device)
+    n_in = args.batch * args.samples
+    cfg = FeatureConfig(nfft=args.nfft, hop=args.hop)
+    cases: dict[str, Callable[[], object]] = {
+        "power_spectra": lambda: power_spectra(x, args.nfft, args.hop),
+        "power_spectra frame_rms dB": lambda: power_spectra(
+            x, args.nfft, args.hop, db=True, normalize="frame_rms"
+        ),
+        "compute_features (x, x2, x4; dB)": lambda: compute_features(x, cfg),
+    }
+    if device.type == "cpu" and not args.no_scipy:
+        scipy_case = scipy_spectrogram(x_cpu.numpy(), args.nfft, args.hop)
+        cases["scipy ShortTimeFFT.spectrogram"] = scipy_case
+        ours = power_spectra(x_cpu, args.nfft, args.hop).double().numpy()
+        ref = np.swapaxes(scipy_case(), -1, -2)
+        agreement = float(np.abs(ours - ref).sum() / np.abs(ref).sum())
+    else:
+        agreement = None
+    thread_counts = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [None]
+    results = []
+    for threads in thread_counts:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        # scipy.fft's thread count for the scipy case; torch ignores it
+        with scipy.fft.set_workers(threads or 1):
+            for name, fn in cases.items():
+                seconds = median_seconds(fn, args.repeats, sync)
+                results.append(
+                    {
+                        "name": name,
+                        "threads": threads,
+                        "median_ms": round(seconds * 1e3, 3),
+                        "msps": round(n_in / seconds / 1e6, 1),
+                        "repeats": args.repeats,
+                    }
+                )
+                print(
+                    f"{name:36} threads={threads} {results[-1]['msps']:8.1f} MS/s", file=sys.stderr
+                )
+    return {
+        "command": command,
+        "device": str(device),
+        "hardware": {
+            "cpu_model": cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)),
+            "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "scipy": scipy.__version__,
+            "numpy": np.__version__,
+        },
+        "input": {
+            "batch": args.batch,
+            "samples_per_recording": args.samples,
+            "dtype": "complex64",
+            "nfft": args.nfft,
+            "hop": args.hop,
+            "window": "hann",
+            "frames_per_recording": n_frames(args.samples, args.nfft, args.hop),
+        },
+        "scipy_relative_l1_difference": agreement,
+        "results": results,
+    }
+
+
+def markdown(report: dict) -> str:
+    hw, inp = report["hardware"], report["input"]
+    lines = [
+        f"# Spectra throughput ({report['device']})",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"- CPU: {hw['cpu_model']}, {hw['usable_cpus']} usable of {hw['logical_cpus']} logical CPUs"
+        f"; load average at the end {hw['load_average_at_end']}",
+    ]
+    if hw["gpu"]:
+        lines.append(f"- GPU: {hw['gpu']} (input already on the device; no transfers timed)")
+    lines += [
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        f"- input: {inp['batch']} x {inp['samples_per_recording']} {inp['dtype']} samples, "
+        f"nfft {inp['nfft']}, hop {inp['hop']}, {inp['window']} window, "
+        f"{inp['frames_per_recording']} frames per recording",
+        "- MS/s = input mega-samples per second; median of "
+        f"{report['results'][0]['repeats']} timed calls after a warm-up call",
+    ]
+    if report["scipy_relative_l1_difference"] is not None:
+        lines.append(
+            "- power_spectra vs scipy on this input: relative L1 difference "
+            f"{report['scipy_relative_l1_difference']:.1e}"
+        )
+    lines += ["", "| what | threads | median ms | MS/s |", "| --- | ---: | ---: | ---: |"]
+    for r in report["results"]:
+        threads = "-" if r["threads"] is None else r["threads"]
+        lines.append(f"| {r['name']} | {threads} | {r['median_ms']} | {r['msps']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    report = run_benchmarks(args, "python -m benchmarks.spectra_throughput " + shlex.join(argv))
+    out = args.out or DOCS / f"spectra-{torch.device(args.device).type}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
