@@ -65,16 +65,21 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+def median_seconds(
+    fn: Callable[[], object], repeats: int, sync: Callable[[], None]
+) -> tuple[float, float]:
+    """Median wall and process-CPU seconds per call. CPU time is reported beside wall time
+    because the dev box is shared: other processes stretch wall time, not our CPU time."""
     fn()
     sync()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def scipy_spectrogram(x: np.ndarray, nfft: int, hop: int) -> Callable[[], np.ndarray]:
@@ -86,6 +91,7 @@ def scipy_spectrogram(x: np.ndarray, nfft: int, hop: int) -> Callable[[], np.nda
 
 
 def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     gen = torch.Generator().manual_seed(0)
@@ -110,25 +116,29 @@ def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
         agreement = None
     thread_counts = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [None]
     results = []
-    for threads in thread_counts:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        # scipy.fft's thread count for the scipy case; torch ignores it
-        with scipy.fft.set_workers(threads or 1):
-            for name, fn in cases.items():
-                seconds = median_seconds(fn, args.repeats, sync)
-                results.append(
-                    {
-                        "name": name,
-                        "threads": threads,
-                        "median_ms": round(seconds * 1e3, 3),
-                        "msps": round(n_in / seconds / 1e6, 1),
-                        "repeats": args.repeats,
-                    }
-                )
-                print(
-                    f"{name:36} threads={threads} {results[-1]['msps']:8.1f} MS/s", file=sys.stderr
-                )
+    threads_before = torch.get_num_threads()
+    try:
+        for threads in thread_counts:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            # scipy.fft's thread count for the scipy case; torch ignores it
+            with scipy.fft.set_workers(threads or 1):
+                for name, fn in cases.items():
+                    seconds, cpu_seconds = median_seconds(fn, args.repeats, sync)
+                    results.append(
+                        {
+                            "name": name,
+                            "threads": threads,
+                            "median_ms": round(seconds * 1e3, 3),
+                            "msps": round(n_in / seconds / 1e6, 1),
+                            "median_cpu_ms": round(cpu_seconds * 1e3, 3),
+                            "repeats": args.repeats,
+                        }
+                    )
+                    msps = results[-1]["msps"]
+                    print(f"{name:36} threads={threads} {msps:8.1f} MS/s", file=sys.stderr)
+    finally:
+        torch.set_num_threads(threads_before)
     return {
         "command": command,
         "device": str(device),
@@ -136,6 +146,7 @@ def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
             "cpu_model": cpu_model(),
             "logical_cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)),
+            "load_average_at_start": load_at_start,
             "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         },
@@ -167,7 +178,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`",
         "",
         f"- CPU: {hw['cpu_model']}, {hw['usable_cpus']} usable of {hw['logical_cpus']} logical CPUs"
-        f"; load average at the end {hw['load_average_at_end']}",
+        f"; load average (1, 5, 15 min) {hw['load_average_at_start']} at the start, "
+        f"{hw['load_average_at_end']} at the end",
     ]
     if hw["gpu"]:
         lines.append(f"- GPU: {hw['gpu']} (input already on the device; no transfers timed)")
@@ -184,10 +196,18 @@ def markdown(report: dict) -> str:
             "- power_spectra vs scipy on this input: relative L1 difference "
             f"{report['scipy_relative_l1_difference']:.1e}"
         )
-    lines += ["", "| what | threads | median ms | MS/s |", "| --- | ---: | ---: | ---: |"]
+    lines += [
+        "- CPU ms: process CPU time per call (all threads), beside wall time because other work",
+        "  on the machine stretches wall time only",
+        "",
+        "| what | threads | median wall ms | MS/s | median CPU ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in report["results"]:
         threads = "-" if r["threads"] is None else r["threads"]
-        lines.append(f"| {r['name']} | {threads} | {r['median_ms']} | {r['msps']} |")
+        lines.append(
+            f"| {r['name']} | {threads} | {r['median_ms']} | {r['msps']} | {r['median_cpu_ms']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
