@@ -1,0 +1,51 @@
+"""Data-parallel training under torchrun: two CPU processes over gloo."""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from preprocessing.features import FeatureConfig, compute_features
+from rfmodel import train
+from rfmodel.bundle import load_bundle
+from rfmodel.train_stream import LengthMix, training_loader
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    *("--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--mlp-ratio", "2"),
+    *("--nfft", "32", "--hop", "32", "--lengths", "512", "--batch-size", "14"),
+    *("--workers", "0", "--device", "cpu", "--val-per-class", "0", "--steps", "3"),
+]
+
+
+def test_two_ranks_train_as_one_process_on_both_sub_streams(tmp_path):
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*launch, "-m", "service", "train", "--out", str(out), *TINY]
+    subprocess.run(command, cwd=REPO, env=env, check=True, timeout=240, capture_output=True)
+    bundle = load_bundle(out / "mha-rmsnorm")
+    assert bundle.training["world_size"] == 2 and bundle.training["batch_size"] == 28
+
+    # DDP averages the two ranks' gradients, which is the gradient of the mean loss over both
+    # ranks' batches: one process stepping on their concatenation must reach the same weights
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "single"), *TINY])
+    features = FeatureConfig(nfft=32, hop=32)
+    (cfg,) = train.model_configs(args, features)
+    member = train.build_member(cfg, args, torch.device("cpu"), train.Ranks())
+    rank_batches = [
+        iter(training_loader(0, 14, LengthMix.parse("512"), 0, rank, 2, 0, pin_memory=False))
+        for rank in (0, 1)
+    ]
+    for _ in range(3):
+        (iq0, labels0, _), (iq1, labels1, _) = (next(b) for b in rank_batches)
+        x = compute_features(torch.cat([iq0, iq1]), features)
+        train.train_step(member, x, torch.cat([labels0, labels1]), args.clip)
+    trained = bundle.model.state_dict()
+    for name, value in member.model.state_dict().items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-7, msg=name)
