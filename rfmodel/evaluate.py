@@ -18,6 +18,7 @@ import torch
 
 from preprocessing.features import FeatureConfig, compute_features
 from rfmodel.bundle import BundleError, load_bundle, write_metrics
+from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
 from rfmodel.data import CLASSES, make_eval_set
 
 EVAL_SEED = 2_000_029
@@ -33,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR")
     parser.add_argument(
         "--n-per-class",
-        type=int,
+        type=positive_int,
         default=400,
         help="examples per class; a class's examples cycle through the SNRs",
     )
-    parser.add_argument("--samples", type=int, default=4096, help="samples per recording")
+    parser.add_argument("--samples", type=positive_int, default=4096, help="samples per recording")
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument(
         "--snr",
@@ -46,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated in-band SNRs in dB, e.g. --snr=-10,0,10 (default: make_eval_set's)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/eval"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
 
 
 @torch.no_grad()
@@ -123,14 +124,6 @@ def score(
     }
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise EvaluateError("device: cuda was asked for but torch sees no CUDA device")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def display_names(paths: list[Path]) -> list[str]:
     """Directory names, with the parent where two would read the same."""
     names = [p.resolve().name for p in paths]
@@ -200,7 +193,7 @@ def fmt_accuracy(value: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         results = evaluate(args)
-    except (EvaluateError, BundleError) as exc:
+    except (EvaluateError, BundleError, DeviceError) as exc:
         print(f"rfcls evaluate: {exc}")
         return 2
     print(summary_table(results))

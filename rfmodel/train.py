@@ -41,6 +41,13 @@ from preprocessing.errors import InputError
 from preprocessing.features import FeatureConfig, compute_features
 from rfmodel.bundle import save_bundle, weight_family
 from rfmodel.classifier import RFClassifier
+from rfmodel.cli_args import (
+    DEVICE_CHOICES,
+    DeviceError,
+    non_negative_int,
+    pick_device,
+    positive_int,
+)
 from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
 from rfmodel.data import CLASSES, make_eval_set
 from rfmodel.evaluate import predict
@@ -84,8 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--norms", "--norm", default="rmsnorm", help=f"comma-separated norms ({', '.join(NORMS)})"
     )
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=128, help="examples per step and rank")
+    parser.add_argument("--steps", type=positive_int, default=2000)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=128, help="examples per step and rank"
+    )
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of --steps")
@@ -96,23 +105,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_LENGTHS,
         help="recording lengths and weights, LENGTH[:WEIGHT],... (default %(default)s)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=max(1, (os.cpu_count() or 2) - 1),
         help="DataLoader processes generating IQ (0: in the training process)",
     )
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--eval-every", type=int, default=500, help="validation interval, steps")
-    parser.add_argument("--val-per-class", type=int, default=16, help="validation set size")
-    parser.add_argument("--checkpoint-every", type=int, default=1000)
+    parser.add_argument("--log-every", type=positive_int, default=50)
+    parser.add_argument(
+        "--eval-every", type=positive_int, default=500, help="validation interval, steps"
+    )
+    parser.add_argument(
+        "--val-per-class", type=non_negative_int, default=16, help="validation set size"
+    )
+    parser.add_argument("--checkpoint-every", type=positive_int, default=1000)
     parser.add_argument(
         "--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT_FILE}"
     )
     parser.add_argument(
         "--stop-at",
-        type=int,
+        type=positive_int,
         default=None,
         help="stop after this step with a checkpoint (split a run over jobs; --resume goes on)",
     )
@@ -193,14 +206,6 @@ class Ranks:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def pick_device(choice: str, ranks: Ranks) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise TrainError("device: cuda was asked for but torch sees no CUDA device")
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", ranks.local_rank)
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -374,7 +379,7 @@ def validate(
 def run(args: argparse.Namespace) -> int:
     try:
         return train(args)
-    except (TrainError, ConfigError, InputError, LengthMixError) as exc:
+    except (TrainError, ConfigError, InputError, LengthMixError, DeviceError) as exc:
         print(f"rfcls train: {exc}")
         return 2
 
@@ -456,7 +461,7 @@ class Meter:
 
 
 def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
-    device = pick_device(args.device, ranks)
+    device = pick_device(args.device, ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -1,0 +1,38 @@
+"""Option types shared by `rfcls train` and `rfcls evaluate`: counts and the --device choice."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+class DeviceError(ValueError):
+    """A --device that this machine cannot give."""
+
+
+def pick_device(choice: str, index: int = 0) -> torch.device:
+    """`auto`: CUDA device `index` where torch sees one, else the CPU."""
+    if choice not in DEVICE_CHOICES:
+        raise DeviceError(f"device: {choice!r} is not one of {', '.join(DEVICE_CHOICES)}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device: cuda was asked for but torch sees no CUDA device")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", index)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
