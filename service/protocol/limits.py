@@ -15,7 +15,8 @@ WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 class BodyLimitMiddleware:
     """Raises PayloadTooLarge from `receive`, i.e. inside the handler that reads the body, so the
-    error takes the same path (errors.py) as every other refusal."""
+    error takes the same path (errors.py) as every other refusal. (FastAPI's own max_body_size
+    answers a too-large Content-Length in plain text, not in the protocol's JSON error.)"""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app

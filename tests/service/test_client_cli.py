@@ -1,0 +1,101 @@
+"""`rfcls classify` against a running service: SigMF and raw files, frames, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from live_servers import ROOT
+
+from preprocessing.formats import decode, encode, read_sigmf, write_sigmf
+
+RNG = np.random.default_rng(11)
+
+
+def rfcls_classify(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RFCLS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service", "classify", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def rows(stdout: str) -> list[list[str]]:
+    lines = [line for line in stdout.splitlines() if not line.startswith("#")]
+    assert lines[0].split("\t")[:4] == ["frame", "start", "label", "probability"]
+    return [line.split("\t") for line in lines[1:]]
+
+
+def server_labels(url: str, iq: np.ndarray, frame_samples: int) -> list[str]:
+    r = httpx.post(
+        f"{url}/v1/classify?format=cf32&frame_samples={frame_samples}",
+        content=encode(iq, "cf32"),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    return [f["label"] for f in r.json()["frames"]]
+
+
+def noise(n: int) -> np.ndarray:
+    return (0.3 * (RNG.standard_normal(n) + 1j * RNG.standard_normal(n))).astype(np.complex64)
+
+
+def test_sigmf_recording(server, tmp_path):
+    iq = noise(3 * 4096 + 1000)  # the 1000-sample tail is a frame of its own
+    meta = write_sigmf(tmp_path / "capture", iq, 1e6, 915e6, datatype="ci16_le")
+    result = rfcls_classify(
+        str(meta), "--url", server.url, "--frame-samples", "4096", "--top-k", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    assert [r[0] for r in table] == ["0", "1", "2", "3"]
+    assert [int(r[1]) for r in table] == [0, 4096, 8192, 12288]
+    expected = server_labels(server.url, read_sigmf(meta).samples, 4096)
+    assert [r[2] for r in table] == expected
+    assert all(0 < float(r[3]) <= 1 and ":" in r[4] for r in table)
+
+
+def test_raw_file_drops_a_tail_shorter_than_one_fft(server, tmp_path):
+    raw = encode(noise(5 * 1024 + 10), "ci8")  # 10 samples < nfft 64: left out
+    path = tmp_path / "capture.ci8"
+    path.write_bytes(raw)
+    result = rfcls_classify(
+        str(path), "--url", server.url, "--format", "ci8", "--frame-samples", "1024"
+    )
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    assert len(table) == 5
+    assert [r[2] for r in table] == server_labels(server.url, decode(raw, "ci8")[: 5 * 1024], 1024)
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "message"),
+    [
+        ("odd", 2, "not a whole number of cf32 samples"),
+        ("unreachable", 1, "cannot reach"),
+        ("too_large", 1, "the service refused: HTTP 413"),
+    ],
+)
+def test_errors(server, tmp_path, setup, code, message):
+    path = tmp_path / "capture.cf32"
+    url = server.url
+    args = []
+    if setup == "odd":
+        path.write_bytes(b"\0" * 13)
+    else:
+        path.write_bytes(encode(noise(70_000), "cf32"))
+        if setup == "unreachable":
+            url = "http://127.0.0.1:9"
+        else:
+            args = ["--frame-samples", "70000"]  # above the server's RFCLS_MAX_SAMPLES
+    result = rfcls_classify(str(path), "--url", url, *args)
+    assert result.returncode == code
+    assert message in result.stderr and "Traceback" not in result.stderr

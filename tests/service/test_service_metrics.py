@@ -1,0 +1,99 @@
+"""service/metrics.py: bucket edges from the budget, the sliding-window quantiles, the counters."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from live_servers import metric
+from prometheus_client import generate_latest
+
+from service.metrics import LatencyWindow, ServiceMetrics, batch_buckets, budget_buckets
+
+ROUTE = "/v1/classify"
+
+
+def make(budget_s: float = 0.03, window: int = 100) -> ServiceMetrics:
+    return ServiceMetrics(
+        backend="gqa",
+        model_version="v7",
+        device="cpu",
+        budget_s=budget_s,
+        max_batch=16,
+        routes=[ROUTE],
+        window=window,
+    )
+
+
+@pytest.mark.parametrize("budget_s", [0.03, 0.007, 1 / 3, 0.25])
+def test_buckets_have_an_edge_exactly_at_the_budget_and_are_dense_around_it(budget_s):
+    edges = budget_buckets(budget_s)
+    assert budget_s in edges
+    assert edges == sorted(set(edges))
+    assert sum(0.79 * budget_s <= e <= 1.21 * budget_s for e in edges) >= 8  # 0.8 to 1.2
+
+
+def test_batch_buckets():
+    assert batch_buckets(16) == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert batch_buckets(12) == [1.0, 2.0, 4.0, 8.0, 12.0]
+
+
+def linear_quantile(values: list[float], q: float) -> float:
+    """The textbook definition (numpy's default 'linear'), written out."""
+    xs = sorted(values)
+    h = (len(xs) - 1) * q
+    lo, hi = math.floor(h), math.ceil(h)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def test_window_quantiles_cover_only_the_latest_requests():
+    rng = np.random.default_rng(4)
+    window = LatencyWindow("mha", size=200)
+    assert all(math.isnan(v) for v in window.quantiles())
+    old = rng.uniform(1.0, 2.0, 300).tolist()  # pushed out by the newer ones
+    new = rng.lognormal(-4.0, 0.5, 200).tolist()
+    for v in old + new:
+        window.add(v)
+    p50, p99 = window.quantiles()
+    assert p50 == pytest.approx(linear_quantile(new, 0.5), rel=1e-12)
+    assert p99 == pytest.approx(linear_quantile(new, 0.99), rel=1e-12)
+
+
+def test_requests_feed_counters_histogram_and_window():
+    m = make()
+    m.observe_request(ROUTE, "ok", 0.010)
+    m.observe_request(ROUTE, "ok", 0.030)  # exactly the budget: not over it
+    m.observe_request(ROUTE, "ok", 0.045)
+    m.observe_request(ROUTE, "client_error", 0.001)  # not in the latency window
+    text = generate_latest(m.registry).decode()
+    labels = {"route": ROUTE, "backend": "gqa"}
+    assert metric(text, "rfcls_requests_total", outcome="ok", **labels) == 3
+    assert metric(text, "rfcls_requests_over_budget_total", **labels) == 1
+    bucket = {"le": "0.03", "outcome": "ok", **labels}
+    assert metric(text, "rfcls_request_duration_seconds_bucket", **bucket) == 2
+    assert metric(text, "rfcls_latency_p50_seconds", backend="gqa") == pytest.approx(0.030)
+    assert metric(text, "rfcls_model_info", backend="gqa", device="cpu", model_version="v7") == 1
+    assert metric(text, "rfcls_latency_budget_seconds") == 0.03
+    # every outcome and rejection reason exists before it first happens
+    assert metric(text, "rfcls_requests_total", outcome="timeout", **labels) == 0
+    assert metric(text, "rfcls_rejections_total", reason="unauthorized") == 0
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_accepts_a_populated_registry():
+    m = make()
+    m.observe_request(ROUTE, "ok", 0.02)
+    m.observe_stage("queue", 0.0001)
+    m.observe_batch(5)
+    m.reject("queue_full")
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=generate_latest(m.registry).decode(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,97 @@
+"""Settings: RFCLS_* variables and `rfcls serve` flags, one source of truth, clear refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from live_servers import ROOT, build_tiny_bundle
+
+from service.settings import Settings, SettingsError, env_name, load_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("RFCLS_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RFCLS_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "service", "serve", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_defaults(clean_env):
+    s = load_settings()
+    assert (s.attn_backend, s.norm, s.device, s.host, s.port) == (
+        "mha",
+        "rmsnorm",
+        "auto",
+        "127.0.0.1",
+        8000,
+    )
+    assert s.latency_budget_ms == 30 and s.effective_deadline_ms == 120
+    assert s.api_key is None and s.cors_origin_list == []
+
+
+def test_environment_and_flags(clean_env):
+    clean_env.setenv("RFCLS_ATTN_BACKEND", "latte")
+    clean_env.setenv("RFCLS_LATENCY_BUDGET_MS", "20")
+    clean_env.setenv("RFCLS_CORS_ORIGINS", "https://a.example, https://b.example")
+    clean_env.setenv("RFCLS_LOG_LEVEL", "WARNING")
+    s = load_settings(port=9001)
+    assert s.attn_backend == "latte" and s.port == 9001 and s.log_level == "warning"
+    assert s.effective_deadline_ms == 80
+    assert s.cors_origin_list == ["https://a.example", "https://b.example"]
+    assert load_settings(attn_backend="gqa").attn_backend == "gqa"  # a flag wins
+
+
+def test_invalid_values_name_the_variable_and_the_valid_values(clean_env):
+    clean_env.setenv("RFCLS_ATTN_BACKEND", "transformer")
+    clean_env.setenv("RFCLS_MAX_BATCH", "0")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    lines = str(err.value).splitlines()
+    assert lines[0] == (
+        "RFCLS_ATTN_BACKEND='transformer' is not valid; "
+        "valid values: 'mha', 'flash', 'gqa', 'latent', 'mla' or 'latte'"
+    )
+    assert lines[1].startswith("RFCLS_MAX_BATCH='0' is not valid")
+    with pytest.raises(SettingsError) as err:
+        load_settings(device="tpu")  # a flag's error names the flag
+    assert "--device='tpu' is not valid; valid values: 'auto', 'cpu' or 'cuda'" in str(err.value)
+
+
+def test_help_lists_every_setting():
+    result = serve("--help")
+    assert result.returncode == 0
+    for name in Settings.model_fields:
+        assert env_name(name) in result.stdout, name
+    assert "--max-wait-ms" in result.stdout and "--api-key" not in result.stdout
+
+
+def test_an_unknown_value_stops_the_start_without_a_traceback():
+    result = serve(env={"RFCLS_ATTN_BACKEND": "foo"})
+    assert result.returncode == 2
+    assert "RFCLS_ATTN_BACKEND='foo' is not valid; valid values: 'mha'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_weights_of_another_backend_stop_the_start(tmp_path):
+    bundle = build_tiny_bundle(tmp_path / "gqa", backend="gqa")
+    result = serve(env={"RFCLS_MODEL_DIR": str(bundle), "RFCLS_ATTN_BACKEND": "mha"})
+    assert result.returncode == 2
+    assert "cannot load the model" in result.stderr and "'gqa'" in result.stderr
+    assert "Traceback" not in result.stderr
