@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     n_features: int = 768  # values per token (one FFT frame); preprocessing's default is 3 * 256
-    n_classes: int = 8
+    n_classes: int = 14  # len(rfmodel.data.CLASSES); training passes it explicitly
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from preprocessing.features import FeatureConfig
 from rfmodel.attention import build_attention
 from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
+from rfmodel.data import CLASSES
 
 
 def test_round_trip_through_json():
@@ -72,3 +74,8 @@ def test_invalid_fields_are_named(overrides, field):
 def test_default_gqa_config_is_valid():
     cfg = ModelConfig(attn_backend="gqa")
     assert cfg.n_heads % cfg.n_kv_heads == 0 and cfg.n_kv_heads < cfg.n_heads
+
+
+def test_default_sizes_match_the_data_and_features():
+    assert ModelConfig().n_classes == len(CLASSES)
+    assert ModelConfig().n_features == FeatureConfig().n_features
