@@ -27,7 +27,8 @@ pip_tools=()
 for tool in "${!pypi_for[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || pip_tools+=("$tool")
 done
-if [ ${#pip_tools[@]} -gt 0 ] && ! python3 -m venv --help >/dev/null 2>&1; then
+# Debian's python3 leaves ensurepip (and so `python3 -m venv`) to the python3-venv package
+if [ ${#pip_tools[@]} -gt 0 ] && ! python3 -c "import ensurepip" >/dev/null 2>&1; then
   apt_need+=(python3-venv)
 fi
 
