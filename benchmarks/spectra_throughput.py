@@ -214,7 +214,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    report = run_benchmarks(args, "python -m benchmarks.spectra_throughput " + shlex.join(argv))
+    command = " ".join(["python -m benchmarks.spectra_throughput", shlex.join(argv)]).strip()
+    report = run_benchmarks(args, command)
     out = args.out or DOCS / f"spectra-{torch.device(args.device).type}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -49,7 +49,7 @@ def check_frame_sizes(nfft: object, hop: object) -> tuple[int, int]:
     return nfft, hop
 
 
-def check_window(name: object, nfft: int = 16) -> str:
+def check_window(name: object, nfft: int) -> str:
     """Return `name` if scipy.signal.get_window knows it as a window needing no parameter."""
     if not isinstance(name, str):
         raise InvalidParameter("window", f"must be a window name (a string), got {name!r}")
