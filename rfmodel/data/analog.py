@@ -34,7 +34,7 @@ def message(draws: Draws, period: int, bandwidth: float) -> np.ndarray:
         amplitudes = rng.uniform(0.3, 1.0, size=n_tones)
         phases = rng.uniform(0, 2 * np.pi, size=n_tones)
         cycles = tone_bins[:, None] * (np.arange(period) / period)
-        x = amplitudes @ np.cos(2 * np.pi * cycles + phases[:, None])
+        x = (amplitudes[:, None] * np.cos(2 * np.pi * cycles + phases[:, None])).sum(axis=0)
     elif kind == "noise":
         tilt = rng.uniform(-1.0, 0.5)
         x = _band_limited_noise(rng, period, top_bin, lambda b: (b / top_bin) ** tilt)
