@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from rfmodel.attention import build_attention
 from rfmodel.config import ModelConfig
 from rfmodel.norms import make_norm
-from rfmodel.rope import Rope
+from rfmodel.rope import Rope, RopeCache
 
 
 class MLP(nn.Module):
@@ -45,6 +45,7 @@ class RFClassifier(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+        self.rope = RopeCache(cfg.rope_dim, cfg.rope_base)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x [B, T, F] features, mask [B, T] bool (True = real token) or None -> logits [B, C]."""
@@ -53,7 +54,7 @@ class RFClassifier(nn.Module):
             # padded frames may hold anything (even NaN); zero them so nothing non-finite can
             # reach a real token through a zero attention weight (0 * NaN = NaN)
             x = x.masked_fill(~mask[..., None], 0.0)
-        rope = Rope.build(x.shape[1], self.cfg.rope_dim, self.cfg.rope_base, x.device, x.dtype)
+        rope = self.rope(x.shape[1], x.device, x.dtype)
         h = self.embed(x)  # [B, T, D]
         for block in self.blocks:
             h = block(h, mask, rope)

@@ -30,3 +30,25 @@ class Rope:
         """x [..., T, dim] -> the same shape, position t rotated by angle t * inv_freq."""
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * self.cos - x2 * self.sin, x1 * self.sin + x2 * self.cos), dim=-1)
+
+
+class RopeCache:
+    """Tables for the longest sequence seen so far, sliced for shorter ones; rebuilt only for a
+    longer sequence or another device or dtype. Building them costs more than a layer's attention
+    at a few hundred tokens."""
+
+    def __init__(self, dim: int, base: float):
+        self.dim = dim
+        self.base = base
+        self._rope: Rope | None = None
+
+    def __call__(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> Rope:
+        rope = self._rope
+        if (
+            rope is None
+            or rope.cos.shape[0] < seq_len
+            or rope.cos.device != device
+            or rope.cos.dtype != dtype
+        ):
+            rope = self._rope = Rope.build(seq_len, self.dim, self.base, device, dtype)
+        return Rope(cos=rope.cos[:seq_len], sin=rope.sin[:seq_len])

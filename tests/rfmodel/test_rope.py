@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rfmodel.rope import Rope
+from rfmodel.rope import Rope, RopeCache
 
 F64 = torch.float64
 CPU = torch.device("cpu")
@@ -51,3 +51,12 @@ def test_long_positions_stay_accurate_in_float32():
     rope = Rope.build(16384, 32, 10000.0, CPU, torch.float32)
     exact = 16383 * 1.0  # inv_freq of pair 0 is 1
     assert rope.cos[16383, 0].item() == pytest.approx(math.cos(exact), abs=1e-6)
+
+
+def test_cache_slices_equal_fresh_tables():
+    cache = RopeCache(16, 10000.0)
+    for seq_len, dtype in ((40, F64), (10, F64), (300, F64), (25, torch.float32)):
+        got = cache(seq_len, CPU, dtype)
+        fresh = Rope.build(seq_len, 16, 10000.0, CPU, dtype)
+        assert got.cos.dtype == dtype
+        assert torch.equal(got.cos, fresh.cos) and torch.equal(got.sin, fresh.sin)
