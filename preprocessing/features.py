@@ -33,20 +33,21 @@ from preprocessing.spectra import (
     check_floor_db,
     check_frame_sizes,
     check_window,
-    frame_power,
     frames_of,
     map_frame_blocks,
     n_frames,
     rms_normalize,
+    shifted_power,
     to_db,
+    window_tensor,
 )
 
-# name -> [..., nfft] complex unit-RMS frames -> same-shape transform
-TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "x": lambda y: y,
-    "x2": lambda y: y * y,
-    "x4": lambda y: (y * y).square_(),
-    "env": lambda y: torch.complex(y.abs().square_(), torch.zeros_like(y.real)),
+# name -> writes the transform of [..., nfft] complex unit-RMS frames into `out` (same shape)
+TRANSFORMS: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
+    "x": lambda y, out: out.copy_(y),
+    "x2": lambda y, out: torch.mul(y, y, out=out),
+    "x4": lambda y, out: torch.mul(y, y, out=out).square_(),
+    "env": lambda y, out: out.copy_(y.abs().square_()),  # real -> complex, imaginary part 0
 }
 
 
@@ -118,15 +119,20 @@ def frame_features(frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     """[..., T, nfft] complex frames -> [..., T, F] float32 features."""
 
     def features_of(block: torch.Tensor) -> torch.Tensor:
-        unit = rms_normalize(block)
-        stacked = torch.stack([TRANSFORMS[name](unit) for name in cfg.transforms], dim=-2)
-        power = frame_power(stacked, cfg.window, unit_energy=True)  # [..., t, K, nfft]
+        unit = rms_normalize(block)  # [..., t, nfft]
+        # each transform is written into its slot, then windowed in place: no stack, no copies
+        stacked = unit.new_empty(*unit.shape[:-1], len(cfg.transforms), cfg.nfft)
+        for k, name in enumerate(cfg.transforms):
+            TRANSFORMS[name](unit, stacked[..., k, :])
+        w = window_tensor(cfg.window, cfg.nfft, unit.device, unit.real.dtype, True)
+        torch.view_as_real(stacked).mul_(w)
+        power = shifted_power(stacked)  # [..., t, K, nfft]
         if cfg.db:
             power = to_db(power, cfg.floor_db)
         return power.flatten(-2).to(torch.float32)
 
-    # per frame: the unit frame, K transforms, their stack and its windowed copy, all complex
-    per_frame = (1 + 3 * len(cfg.transforms)) * cfg.nfft * frames.element_size()
+    # per frame: the unit frame, the K transforms and their spectra, all complex
+    per_frame = (1 + 2 * len(cfg.transforms)) * cfg.nfft * frames.element_size()
     return map_frame_blocks(frames, features_of, cfg.n_features, torch.float32, per_frame)
 
 
