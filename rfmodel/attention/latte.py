@@ -34,14 +34,15 @@ class LatteAttention(MultiHeadAttention):
         super().__init__(cfg)
         self.n_latents = cfg.n_latents
         self.window = cfg.latte_window
-        n_states = self.n_latents + (1 if self.window else 0)
-        # std 1/sqrt(d): logits start at the scale of scaled dot-product attention
+        n_states = self.n_latents + (1 if self.window else 0)  # with a window: + the local state
+        # std 1/sqrt(d): the logits start at the scale of scaled dot-product attention
         std = self.head_dim**-0.5
+        # u_l, what latent l reads: [H, L, d]
         self.latent_queries = nn.Parameter(
             torch.randn(self.n_heads, self.n_latents, self.head_dim) * std
-        )  # u_l
+        )
+        # w_l, which latents a token listens to: [H, L(+1), d]
         self.latent_keys = nn.Parameter(torch.randn(self.n_heads, n_states, self.head_dim) * std)
-        # w_l; with a window the last row is the key of the local state
 
     def attn(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
         k = rope.rotate(k)  # [B, H, T, d]

@@ -8,7 +8,9 @@ Position lives only in the decoupled part: the no-position part must stay rotati
 W_uk can be absorbed.
 
 Two forms of the same function (cfg.mla_absorb):
-- naive: materialise per-head K [B, H, T, nope + rope] and V [B, H, T, v] and attend;
+- naive: materialise per-head K [B, H, T, nope + rope] and V [B, H, T, v] and attend (the
+  reference form; SDPA's fused CPU kernel needs equal K and V widths, so on CPU the scores are
+  materialised too);
 - absorbed: fold W_uk into the query (q_nope_h W_uk_h lives in latent space) and W_uv into the
   output, so attention runs over [c_kv, k_pe] directly: one [B, T, rank + rope] tensor shared by all
   heads, i.e. multi-query attention in the latent space.
@@ -17,9 +19,10 @@ Two forms of the same function (cfg.mla_absorb):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfmodel.attention.base import Mixer, grouped_sdpa, note_kv_state, split_heads
+from rfmodel.attention.base import Mixer, grouped_sdpa, key_mask, note_kv_state, split_heads
 from rfmodel.config import ModelConfig
 from rfmodel.norms import RMSNorm
 from rfmodel.rope import Rope
@@ -59,6 +62,7 @@ class MultiHeadLatentAttention(Mixer):
         return q, kv, kv
 
     def attn(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
+        # k is v: the compressed tensor both keys and values are built from
         c_kv, k_pe = k.split([self.kv_rank, self.rope_dim], dim=-1)
         c_kv = self.kv_norm(c_kv)  # [B, T, rank]
         k_pe = rope.rotate(k_pe)  # [B, T, rope]
@@ -77,7 +81,9 @@ class MultiHeadLatentAttention(Mixer):
             values = torch.einsum("btc,hdc->bhtd", c_kv, w_uv)  # [B, H, T, v]
             note_kv_state(keys, values)
             query = torch.cat((q_nope, q_pe), dim=-1)  # [B, H, T, nope + rope]
-            return grouped_sdpa(query, keys, values, mask, scale=self.scale)
+            return F.scaled_dot_product_attention(
+                query, keys, values, attn_mask=key_mask(mask), scale=self.scale
+            )
         latent = torch.cat((c_kv, k_pe), dim=-1)[:, None]  # [B, 1, T, rank + rope]
         note_kv_state(latent)
         q_latent = torch.einsum("bhtd,hdc->bhtc", q_nope, w_uk)  # [B, H, T, rank]
