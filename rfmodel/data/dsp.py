@@ -103,7 +103,7 @@ def fourier_resample(x: np.ndarray, n_out: int) -> np.ndarray:
     return fft.ifft(out) * (n_out / n_in)
 
 
-def lowpass_periodic(x: np.ndarray, response_of_freq) -> np.ndarray:
+def filter_periodic(x: np.ndarray, response_of_freq) -> np.ndarray:
     """Filter one period of a real sequence by a zero-phase response given as a function of
     frequency (cycles/sample, 0..0.5)."""
     spectrum = fft.rfft(x)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .draws import Draws
-from .dsp import lowpass_periodic, periodic_phase, phasor
+from .dsp import filter_periodic, periodic_phase, phasor
 from .linear import symbols_per_period
 from .synthesis import MAX_BANDWIDTH, MAX_SPS, MIN_SPS, Synthesis
 
@@ -73,6 +73,6 @@ def synthesize_fsk(label: str, period: int, draws: Draws) -> Synthesis:
     if label in ("gfsk", "gmsk"):
         bt = draws.uniform("bt", 0.3, 0.5) if label == "gfsk" else draws.uniform("bt", 0.25, 0.5)
         sigma = np.sqrt(np.log(2)) / (2 * np.pi * bt) * sps  # Gaussian filter std, samples
-        nrz = lowpass_periodic(nrz, lambda f: np.exp(-2 * (np.pi * sigma * f) ** 2))
+        nrz = filter_periodic(nrz, lambda f: np.exp(-2 * (np.pi * sigma * f) ** 2))
     phase = periodic_phase(deviation * nrz) + rng.uniform(0, 2 * np.pi)
     return Synthesis(np.exp(1j * phase), bandwidth)
