@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,6 +114,15 @@ class _Request:
             self.settle(outcome)
 
 
+class Arrival:
+    """A request the HTTP layer is still reading or parsing; see Engine.arriving."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = True
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     request: _Request
@@ -155,6 +165,7 @@ class Engine:
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order
+        self._arriving = 0  # requests being read by the HTTP layer, not yet submitted
         self._draining = False  # readiness off; requests still taken until stop()
         self._stopping = False  # no more requests; the worker ends once the queue is empty
         self._warm = False
@@ -196,8 +207,33 @@ class Engine:
             self._thread.join(timeout)
 
     # ---- submitting (any thread) -----------------------------------------------------------------
+    @contextmanager
+    def arriving(self) -> Iterator[Arrival]:
+        """Wrap the reading and parsing of a request that will be submitted with this arrival.
+        The batcher waits (up to max_wait) for more frames only while some request is arriving,
+        so a lone request is never held back for company that is not coming."""
+        arrival = Arrival()
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield arrival
+        finally:
+            if arrival.pending:  # refused before it was submitted
+                with self._cond:
+                    self._arrived(arrival)
+
+    def _arrived(self, arrival: Arrival) -> None:
+        """Lock held."""
+        arrival.pending = False
+        self._arriving -= 1
+        self._cond.notify()
+
     def submit(
-        self, frames: Sequence[np.ndarray], settle: Settle, deadline_s: float | None = None
+        self,
+        frames: Sequence[np.ndarray],
+        settle: Settle,
+        deadline_s: float | None = None,
+        arrival: Arrival | None = None,
     ) -> _Request:
         """Queue a request; `settle` is called exactly once, on the worker thread, unless the
         request is refused here (QueueFull, NotReady are raised at once). `deadline_s` can only
@@ -208,6 +244,8 @@ class Engine:
         deadline = now + min(self._deadline_s, deadline_s or self._deadline_s)
         request = _Request(frames, now, deadline, settle)
         with self._cond:
+            if arrival is not None and arrival.pending:
+                self._arrived(arrival)
             if not self._warm or self._stopping or not self._thread.is_alive():
                 raise NotReady(f"the service is {self.state.replace('_', ' ')}")
             if len(self._waiting) >= self._max_queue:
@@ -221,7 +259,10 @@ class Engine:
         return request
 
     async def predict(
-        self, frames: Sequence[np.ndarray], deadline_s: float | None = None
+        self,
+        frames: Sequence[np.ndarray],
+        deadline_s: float | None = None,
+        arrival: Arrival | None = None,
     ) -> Prediction:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
@@ -229,7 +270,7 @@ class Engine:
         def settle(outcome: Prediction | EngineError) -> None:
             loop.call_soon_threadsafe(_settle_future, future, outcome)
 
-        request = self.submit(frames, settle, deadline_s)
+        request = self.submit(frames, settle, deadline_s, arrival)
         try:
             return await future
         except asyncio.CancelledError:
@@ -267,12 +308,12 @@ class Engine:
                     return None
                 self._cond.wait()
             head = self._pending[0]
-            # the wait counts from the head's arrival: a request that already queued behind a
+            # the wait counts from when the head was queued: one that already waited behind a
             # running batch waits no longer
             wait_until = head.request.enqueued + self._max_wait_s
             while True:
                 batch = self._same_bucket(head.bucket)
-                if len(batch) >= self._max_batch or self._stopping:
+                if len(batch) >= self._max_batch or self._stopping or not self._arriving:
                     break
                 remaining = wait_until - self._clock()
                 if remaining <= 0:
@@ -364,15 +405,16 @@ class Engine:
         except OutOfMemory:
             if len(frames) == 1:
                 raise
-            half = len(frames) // 2
-            log.warning("out of device memory on %d frames; retrying in halves", len(frames))
-            first = self._run_splitting(frames[:half])
-            second = self._run_splitting(frames[half:])
-            return BatchOutput(
-                probabilities=np.concatenate([first.probabilities, second.probabilities]),
-                preprocess_s=first.preprocess_s + second.preprocess_s,
-                inference_s=first.inference_s + second.inference_s,
-            )
+        # retried outside the except block, so nothing of the failed attempt is still held
+        half = len(frames) // 2
+        log.warning("out of device memory on %d frames; retrying in halves", len(frames))
+        first = self._run_splitting(frames[:half])
+        second = self._run_splitting(frames[half:])
+        return BatchOutput(
+            probabilities=np.concatenate([first.probabilities, second.probabilities]),
+            preprocess_s=first.preprocess_s + second.preprocess_s,
+            inference_s=first.inference_s + second.inference_s,
+        )
 
 
 def _settle_future(future: asyncio.Future, outcome: Prediction | EngineError) -> None:

@@ -38,7 +38,10 @@ class TorchRunner:
         try:
             return self._run(frames)
         except torch.OutOfMemoryError as exc:
-            raise OutOfMemory(str(exc)) from exc
+            message = str(exc)
+        # raised outside the except block: the traceback, and with it the failed attempt's
+        # tensors, is gone before the engine retries with a smaller batch
+        raise OutOfMemory(message)
 
     @torch.inference_mode()
     def _run(self, frames: Sequence[np.ndarray]) -> BatchOutput:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(16, ge=1, le=1024, description="most frames in one model batch")
     max_wait_ms: float = Field(
-        1.0, ge=0, description="longest wait for more frames before running a partial batch (ms)"
+        1.0, ge=0, description="longest wait for requests still arriving to join a batch (ms)"
     )
     max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")
     max_samples: int = Field(262_144, ge=1, description="most IQ samples in one frame")
@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads; default: the usable cores less one"
+    )
     api_key: str | None = Field(
         None, min_length=1, description="if set, require 'Authorization: Bearer <key>'"
     )

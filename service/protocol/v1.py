@@ -64,32 +64,29 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         ] = None,
     ) -> Response:
         started = time.perf_counter()
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await request.body()
-        if content_type == BINARY:
-            if format is None:
-                raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")
-            if not body:
-                raise BadRequest("empty body; send raw IQ samples", "body")
-            iq = samples.decode(body, format, "body")
-            frames = samples.split_frames(iq, frame_samples, settings.max_frames_per_request)
-        elif content_type == JSON:
-            given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
-            if given:
-                raise BadRequest(
-                    "query parameters are for binary bodies; put them in the JSON body", given[0]
+        with ctx.engine.arriving() as arrival:
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await request.body()
+            if content_type == BINARY:
+                if format is None:
+                    raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")
+                frames = binary_frames(body, format, frame_samples, settings.max_frames_per_request)
+            elif content_type == JSON:
+                given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
+                if given:
+                    raise BadRequest("for binary bodies; in JSON it goes in the body", given[0])
+                parsed = ClassifyRequest.model_validate_json(body)
+                frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
+                sample_rate, center_freq = parsed.sample_rate, parsed.center_freq
+                top_k = parsed.top_k
+            else:
+                raise UnsupportedMediaType(
+                    f"{content_type or 'none'}; send {JSON} or {BINARY}", "Content-Type"
                 )
-            parsed = ClassifyRequest.model_validate_json(body)
-            frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
-            sample_rate, center_freq, top_k = parsed.sample_rate, parsed.center_freq, parsed.top_k
-        else:
-            raise UnsupportedMediaType(
-                f"{content_type or 'none'}; send {JSON} or {BINARY}", "Content-Type"
-            )
-        if top_k > len(card.classes):
-            raise InvalidFields(f"at most {len(card.classes)} (the number of classes)", "top_k")
-        samples.check_frames(frames, card.feature_config, settings.max_samples)
-        prediction = await ctx.engine.predict(frames)
+            if top_k > len(card.classes):
+                raise InvalidFields(f"at most {len(card.classes)} (the number of classes)", "top_k")
+            samples.check_frames(frames, card.feature_config, settings.max_samples)
+            prediction = await ctx.engine.predict(frames, arrival=arrival)
         answer = ClassifyResponse(
             frames=frame_results(prediction.probabilities, card.classes, top_k, frames),
             backend=card.backend,
@@ -123,6 +120,14 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         )
 
     return router
+
+
+def binary_frames(
+    body: bytes, fmt: str, frame_samples: int | None, max_frames: int
+) -> list[np.ndarray]:
+    if not body:
+        raise BadRequest("empty body; send raw IQ samples", "body")
+    return samples.split_frames(samples.decode(body, fmt, "body"), frame_samples, max_frames)
 
 
 def frame_results(

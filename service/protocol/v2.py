@@ -111,14 +111,17 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
     async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
         check_model(name, model_version)
         started = time.perf_counter()
-        body = decompress(
-            await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
-        )
-        parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
-        frames = iq_frames(parsed.request, parsed.raw, settings.max_frames_per_request)
-        samples.check_frames(frames, card.feature_config, settings.max_samples)
-        wanted = requested_outputs(parsed.request, len(card.classes))
-        prediction = await engine.predict(frames, timeout_s(parsed.request))
+        with engine.arriving() as arrival:
+            body = decompress(
+                await request.body(),
+                request.headers.get("content-encoding"),
+                settings.max_body_bytes,
+            )
+            parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
+            frames = iq_frames(parsed.request, parsed.raw, settings.max_frames_per_request)
+            samples.check_frames(frames, card.feature_config, settings.max_samples)
+            wanted = requested_outputs(parsed.request, len(card.classes))
+            prediction = await engine.predict(frames, timeout_s(parsed.request), arrival)
         header = {
             "model_name": card.name,
             "model_version": card.version,

@@ -138,14 +138,42 @@ async def test_a_large_request_spans_batches_and_keeps_its_order():
     engine.stop()
 
 
-async def test_the_batcher_waits_for_more_frames_up_to_max_wait():
+async def test_the_batcher_waits_for_a_request_still_arriving_up_to_max_wait():
     runner = ScriptedRunner()
     engine = started(make_engine(runner, max_wait_s=0.2), runner)
-    first = asyncio.ensure_future(engine.predict([frame(256, 1)]))
-    await asyncio.sleep(0.02)
-    second = asyncio.ensure_future(engine.predict([frame(256, 2)]))
-    await asyncio.gather(first, second)
+    with engine.arriving() as arrival:
+        first = asyncio.ensure_future(engine.predict([frame(256, 1)]))
+        await asyncio.sleep(0.02)  # the second is still being read: the first waits for it
+        second = asyncio.ensure_future(engine.predict([frame(256, 2)], arrival=arrival))
+        await asyncio.gather(first, second)
     assert runner.batches == [[1.0, 2.0]]
+    engine.stop()
+
+
+async def test_a_lone_request_does_not_wait_for_company():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_wait_s=5.0), runner)
+    began = time.perf_counter()
+    with engine.arriving() as arrival:
+        await engine.predict([frame(256, 1)], arrival=arrival)
+    assert time.perf_counter() - began < 1.0
+    # nor does one submitted while another request was refused before submitting
+    with engine.arriving():
+        pass  # e.g. its body failed validation
+    began = time.perf_counter()
+    await engine.predict([frame(256, 2)])
+    assert time.perf_counter() - began < 1.0
+    engine.stop()
+
+
+async def test_max_wait_bounds_the_wait_for_a_request_that_does_not_come():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_wait_s=0.1), runner)
+    with engine.arriving():
+        began = time.perf_counter()
+        await engine.predict([frame(256, 1)])
+        waited = time.perf_counter() - began
+    assert 0.1 <= waited < 2.0
     engine.stop()
 
 

@@ -1,0 +1,117 @@
+"""The engine's device side on CUDA: same answers as on the CPU, and a batch that runs out of GPU
+memory is split until it fits (a real OutOfMemoryError, under a per-process memory cap)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from rfmodel.bundle import load_bundle
+from service.engine import Engine, OutOfMemory, Prediction
+from service.inference import TorchRunner
+from service.metrics import ServiceMetrics
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+RNG = np.random.default_rng(8)
+
+
+def frames(*lengths: int) -> list[np.ndarray]:
+    return [
+        (0.3 * (RNG.standard_normal(n) + 1j * RNG.standard_normal(n))).astype(np.complex64)
+        for n in lengths
+    ]
+
+
+def runners(bundle_path) -> tuple[TorchRunner, TorchRunner]:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    on_cpu = load_bundle(bundle_path, device=cpu)
+    on_gpu = load_bundle(bundle_path, device=cuda)
+    return (
+        TorchRunner(on_cpu.model, on_cpu.feature_config, cpu),
+        TorchRunner(on_gpu.model, on_gpu.feature_config, cuda),
+    )
+
+
+def test_cuda_gives_the_cpu_probabilities(tiny_bundle):
+    cpu, gpu = runners(tiny_bundle)
+    batch = frames(4096, 3000, 700, 4096)  # mixed lengths: padded and masked
+    on_gpu = gpu.run(batch)
+    np.testing.assert_allclose(on_gpu.probabilities, cpu.run(batch).probabilities, atol=1e-4)
+    assert on_gpu.preprocess_s > 0 and on_gpu.inference_s > 0
+
+
+class CountingRunner:
+    def __init__(self, runner: TorchRunner):
+        self.runner = runner
+        self.calls: list[tuple[int, bool]] = []  # (frames, ran out of memory)
+
+    def run(self, batch):
+        try:
+            out = self.runner.run(batch)
+        except OutOfMemory:
+            self.calls.append((len(batch), True))
+            raise
+        self.calls.append((len(batch), False))
+        return out
+
+
+def test_a_batch_that_does_not_fit_is_split_until_it_does(tiny_bundle):
+    cpu, gpu = runners(tiny_bundle)
+    big = frames(*[65_536] * 8)  # 2047 tokens each; mha holds [B, H, T, T] scores
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    gpu.run(big[:1])
+    per_frame = torch.cuda.max_memory_allocated() - base
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    # room for about two frames at a time, not four
+    torch.cuda.set_per_process_memory_fraction((base + 2.5 * per_frame) / total)
+    try:
+        counting = CountingRunner(gpu)
+        metrics = ServiceMetrics(
+            backend="mha",
+            model_version="t",
+            device="cuda",
+            budget_s=0.03,
+            max_batch=8,
+            routes=[],
+        )
+        engine = Engine(
+            counting,
+            metrics,
+            max_batch=8,
+            max_wait_s=0.0,
+            max_queue=4,
+            deadline_s=60.0,
+            warmup_samples=256,
+        )
+        engine.start()
+        done = threading.Event()
+        outcome: list[Prediction] = []
+
+        def settle(result):
+            outcome.append(result)
+            done.set()
+
+        while not engine.ready:
+            assert engine.live
+            threading.Event().wait(0.01)
+        counting.calls.clear()
+        engine.submit(big, settle)
+        assert done.wait(120)
+        engine.stop()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert isinstance(outcome[0], Prediction), outcome[0]
+    assert (8, True) in counting.calls and (4, True) in counting.calls
+    assert sum(n for n, failed in counting.calls if not failed) == 8
+    expected = np.concatenate([cpu.run([f]).probabilities for f in big])
+    np.testing.assert_allclose(outcome[0].probabilities, expected, atol=1e-4)
