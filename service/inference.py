@@ -51,7 +51,7 @@ class TorchRunner:
             iq = torch.from_numpy(np.stack(frames)).to(self.device)  # [B, N] complex64
             x, mask = compute_features(iq, self.feature_config), None  # [B, T, F]
         else:
-            tensors = [torch.from_numpy(np.array(f, copy=True)).to(self.device) for f in frames]
+            tensors = [torch.from_numpy(f).to(self.device) for f in frames]
             x, mask = batch_features(tensors, self.feature_config)  # [B, Tmax, F], [B, Tmax]
         self._synchronize()
         t1 = time.perf_counter()

@@ -31,12 +31,12 @@ JSON = "application/json"
 BINARY = "application/octet-stream"
 BINARY_ONLY_PARAMS = ("format", "sample_rate", "center_freq", "top_k", "frame_samples")
 
-SCHEMA_REF = "#/components/schemas/{model}"
 CLASSIFY_BODY_DOC = {
     "requestBody": {
         "required": True,
         "content": {
-            JSON: {"schema": ClassifyRequest.model_json_schema(ref_template=SCHEMA_REF)},
+            # refs stay inside the schema ($defs), which OpenAPI 3.1 allows
+            JSON: {"schema": ClassifyRequest.model_json_schema()},
             BINARY: {"schema": {"type": "string", "format": "binary"}},
         },
     }

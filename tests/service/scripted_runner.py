@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
+from live_servers import TINY_CLASSES
 
+from preprocessing.features import FeatureConfig
+from service.context import ModelCard
 from service.engine import BatchOutput, OutOfMemory
+
+# What a service around a ScriptedRunner says it serves.
+CARD = ModelCard(
+    version="scripted-1",
+    backend="mha",
+    norm="rmsnorm",
+    classes=TINY_CLASSES,
+    model_config={},
+    feature_config=FeatureConfig(nfft=64, hop=32),
+    device="cpu",
+    path=Path("/nonexistent"),
+)
 
 
 def frame(n: int, tag: float = 0.0) -> np.ndarray:

@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 from live_servers import TINY_CLASSES, ThreadServer, metric
-from scripted_runner import ScriptedRunner
+from scripted_runner import CARD, ScriptedRunner
 
-from preprocessing.features import FeatureConfig
 from preprocessing.formats import encode
 from service.app import build_app, build_context
-from service.context import ModelCard
 from service.settings import Settings
 
 BINARY = {"Content-Type": "application/octet-stream"}
-CARD = ModelCard(
-    version="scripted-1",
-    backend="mha",
-    norm="rmsnorm",
-    classes=TINY_CLASSES,
-    model_config={},
-    feature_config=FeatureConfig(nfft=64, hop=32),
-    device="cpu",
-    path=Path("/nonexistent"),
-)
 
 
 def serve(runner: ScriptedRunner, wait_ready: bool = True, **settings) -> ThreadServer:
