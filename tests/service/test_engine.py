@@ -12,6 +12,7 @@ from scripted_runner import ScriptedRunner, frame
 
 from service.engine import (
     BatchFailed,
+    BatchOutput,
     DeadlineExceeded,
     Engine,
     NotReady,
@@ -306,3 +307,20 @@ async def test_stop_answers_everything_queued_then_refuses():
     await held
     with pytest.raises(NotReady):
         await engine.predict([frame(64, 5)])
+
+
+async def test_a_runner_answering_the_wrong_number_of_rows_fails_only_that_batch():
+    class ShortRunner(ScriptedRunner):
+        def run(self, frames):
+            out = super().run(frames)
+            if len(frames) == 1:
+                return out
+            return BatchOutput(out.probabilities[:-1], out.preprocess_s, out.inference_s)
+
+    runner = ShortRunner()
+    engine = started(make_engine(runner), runner)
+    with pytest.raises(BatchFailed):
+        await engine.predict([frame(64, 1), frame(64, 2)])
+    assert engine.live
+    assert list((await engine.predict([frame(64, 3)])).probabilities[:, 0]) == [3]
+    engine.stop()

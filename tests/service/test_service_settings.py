@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from live_servers import ROOT, build_tiny_bundle
 
 from service.settings import Settings, SettingsError, env_name, load_settings
@@ -94,4 +95,12 @@ def test_weights_of_another_backend_stop_the_start(tmp_path):
     result = serve(env={"RFCLS_MODEL_DIR": str(bundle), "RFCLS_ATTN_BACKEND": "mha"})
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr and "'gqa'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_stops_the_start(tiny_bundle):
+    result = serve(env={"RFCLS_MODEL_DIR": str(tiny_bundle), "RFCLS_DEVICE": "cuda"})
+    assert result.returncode == 2
+    assert "RFCLS_DEVICE=cuda, but torch sees no CUDA device" in result.stderr
     assert "Traceback" not in result.stderr
