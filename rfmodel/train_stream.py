@@ -9,6 +9,7 @@ weighted mix, so it stacks into one [B, N] tensor and its features into [B, T, F
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,4 +98,11 @@ def training_loader(
         generator=torch.Generator().manual_seed(0),
         # fork is the cheapest start; the workers only run numpy and never touch CUDA
         multiprocessing_context="fork" if workers else None,
+        worker_init_fn=yield_to_trainer,
     )
+
+
+def yield_to_trainer(worker_id: int) -> None:
+    """Lower a data worker's CPU priority: with as many workers as spare cores, the training
+    process (which launches every GPU kernel) must not wait for a core."""
+    os.nice(5)
