@@ -39,15 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     env_only = []
     for name, field in Settings.model_fields.items():
-        default = "" if field.default is None else f"; default {field.default}"
+        default = "" if field.default in (None, "") else f"; default {field.default}"
         choices = _choices(field.annotation)
         listed = f"; one of {', '.join(choices)}" if choices else ""
-        text = f"{field.description} [{env_name(name)}{default}{listed}]"
         if name in ENV_ONLY:
-            env_only.append(f"  {env_name(name)}: {text}")
+            env_only.append(f"  {env_name(name)}: {field.description}{default}{listed}")
             continue
         parser.add_argument(
-            flag_name(name), dest=name, default=None, metavar=name.upper(), help=text
+            flag_name(name),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description} [{env_name(name)}{default}{listed}]",
         )
     parser.epilog = "environment only:\n" + "\n".join(env_only)
 
