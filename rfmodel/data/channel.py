@@ -15,7 +15,7 @@ import numpy as np
 from scipy import fft
 
 from .draws import Draws
-from .dsp import delay_response, phasor, signed_bins
+from .dsp import phasor, signed_bins
 
 # What `impairments=False` sets: an ideal channel and receiver (noise is set by snr_db alone).
 NO_IMPAIRMENTS = {
@@ -28,6 +28,9 @@ NO_IMPAIRMENTS = {
     "dc_offset_db": None,
     "level_db": 0.0,
 }
+
+
+SINC_REACH = 16  # samples on each side of a multipath tap that its interpolator spans
 
 
 def _rician_gain(rng: np.random.Generator, k_factor_db: float | None) -> complex:
@@ -61,8 +64,15 @@ def multipath(signal: np.ndarray, draws: Draws) -> np.ndarray:
     draws.record("multipath_delays", delays.tolist())
     draws.record("multipath_gains", gains.tolist())
     n = len(signal)
-    response = sum(g * delay_response(d, n) for g, d in zip(gains, delays, strict=True))
-    return fft.ifft(fft.fft(signal) * response)
+    # the channel as a short FIR: a windowed-sinc interpolator per tap at its fractional delay
+    taps = np.arange(-SINC_REACH, math.ceil(delays[-1]) + SINC_REACH + 1)
+    offset = taps[None, :] - delays[:, None]
+    interpolators = np.sinc(offset) * np.where(
+        np.abs(offset) < SINC_REACH + 1, np.cos(np.pi * offset / (2 * SINC_REACH + 2)) ** 2, 0.0
+    )
+    impulse_response = np.zeros(n, dtype=np.complex128)
+    impulse_response[taps % n] = (gains[:, None] * interpolators).sum(axis=0)
+    return fft.ifft(fft.fft(signal) * fft.fft(impulse_response))
 
 
 def fading(signal: np.ndarray, draws: Draws) -> np.ndarray:

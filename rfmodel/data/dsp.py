@@ -6,9 +6,11 @@ resampling then act exactly as multiplications in the DFT domain, with no edge t
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
-from scipy import fft
-from scipy.signal import windows
+from scipy import fft, special
 
 _PHASOR_BLOCK = 64
 
@@ -24,9 +26,22 @@ def phasor(freq: float, n: int, phase: float = 0.0) -> np.ndarray:
     return (outer[:, None] * inner[None, :]).ravel()[:n]
 
 
+@functools.lru_cache(maxsize=64)
 def signed_bins(n: int) -> np.ndarray:
-    """DFT bin indices in signed order: 0, 1, ..., -2, -1 (frequency = bin / n)."""
-    return np.fft.fftfreq(n, 1.0 / n).astype(np.int64)
+    """DFT bin indices in signed order: 0, 1, ..., -2, -1 (frequency = bin / n). Cached (a
+    training stream uses a handful of lengths), hence read-only."""
+    bins = np.fft.fftfreq(n, 1.0 / n).astype(np.int64)
+    bins.flags.writeable = False
+    return bins
+
+
+def hermitian_extend(half_spectrum: np.ndarray, n: int) -> np.ndarray:
+    """The n-point DFT of a real sequence from its first n // 2 + 1 bins."""
+    bins = signed_bins(n)
+    full = half_spectrum[np.abs(bins)]
+    negative = bins < 0
+    full[negative] = np.conj(full[negative])
+    return full
 
 
 def delay_response(delay: float, n: int) -> np.ndarray:
@@ -68,25 +83,30 @@ def rrc_pulse(t_symbols: np.ndarray, rolloff: float) -> np.ndarray:
 
 
 def truncated_rrc_spectrum(
-    n: int, samples_per_symbol: float, rolloff: float, span_symbols: int, taper_beta: float
+    n: int,
+    samples_per_symbol: float,
+    rolloff: float,
+    span_symbols: int,
+    taper_beta: float,
+    delay: float,
 ) -> np.ndarray:
     """Response at the n DFT bins of a period of n samples (signed order) of an RRC pulse truncated
-    to span_symbols and tapered by a Kaiser window: the sidelobes a real, finite filter leaves.
+    to span_symbols, tapered by a Kaiser window (the sidelobes a real, finite filter leaves) and
+    centred `delay` samples after 0.
 
     The pulse is sampled at twice the output rate so that the response up to fs/2 is free of
     aliasing from the truncation sidelobes beyond fs/2 (those would alias in any case)."""
     rate = 2
-    half = int(rate * span_symbols * samples_per_symbol / 2)
-    half = min(half, rate * n // 2 - 1)
-    taps = np.arange(-half, half + 1)
-    window = windows.kaiser(2 * half + 1, taper_beta)
-    pulse = rrc_pulse(taps / (rate * samples_per_symbol), rolloff) * window
+    half_span = min(span_symbols * samples_per_symbol / 2, n / 2 - delay - 1)  # samples
+    grid = np.arange(math.floor(rate * (delay - half_span)), math.ceil(rate * (delay + half_span)))
+    offset = grid / rate - delay  # time from the pulse centre, samples
+    inside = np.abs(offset) <= half_span
+    grid, offset = grid[inside], offset[inside]
+    taper = special.i0(taper_beta * np.sqrt(1 - (offset / half_span) ** 2)) / special.i0(taper_beta)
     circular = np.zeros(rate * n)
-    circular[: half + 1] = pulse[half:]
-    circular[-half:] = pulse[:half]
-    # real and even: the spectrum is real; bins up to n/2 are all the output band needs
-    half_spectrum = fft.rfft(circular).real[: n // 2 + 1]
-    return half_spectrum[np.abs(signed_bins(n))]
+    circular[grid % (rate * n)] = rrc_pulse(offset / samples_per_symbol, rolloff) * taper
+    # bins up to n/2 are all the output band needs
+    return hermitian_extend(fft.rfft(circular)[: n // 2 + 1], n)
 
 
 def fourier_resample(x: np.ndarray, n_out: int) -> np.ndarray:

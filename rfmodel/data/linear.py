@@ -48,8 +48,8 @@ def synthesize_linear(label: str, period: int, draws: Draws) -> Synthesis:
     bins = signed_bins(period)
     if span:
         taper = draws.uniform("pulse_taper_beta", 0.0, 4.0)
-        pulse = truncated_rrc_spectrum(period, sps, rolloff, span, taper)
+        pulse = truncated_rrc_spectrum(period, sps, rolloff, span, taper, delay=timing * sps)
     else:
-        pulse = rrc_spectrum(bins * (sps / period), rolloff)
-    spectrum = fft.fft(symbols)[bins % n_symbols] * pulse * delay_response(timing * sps, period)
+        pulse = rrc_spectrum(bins * (sps / period), rolloff) * delay_response(timing * sps, period)
+    spectrum = fft.fft(symbols)[bins % n_symbols] * pulse
     return Synthesis(fft.ifft(spectrum), bandwidth=(1 + rolloff) / sps)
