@@ -347,7 +347,8 @@ class RunLog:
     def __init__(self, out: Path, total: int, start: int, enabled: bool) -> None:
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=start, unit="step", disable=not enabled)
-        self.file = (out / LOG_FILE).open("a") if enabled else None
+        # a resumed run continues its log; a new run in the same directory starts a new one
+        self.file = (out / LOG_FILE).open("a" if start else "w") if enabled else None
 
     def event(self, record: dict[str, Any], message: str | None = None) -> None:
         if not self.enabled:
