@@ -79,6 +79,8 @@ def test_resumed_run_ends_on_the_same_weights(tmp_path):
     assert not (split / "mha-rmsnorm").exists()
     assert torch.load(split / CHECKPOINT_FILE, weights_only=True)["step"] == 7
     assert train(split, *common, "--resume") == 0
+    assert [r["step"] for r in log_events(split, "start")] == [0, 7]
+    assert [r["step"] for r in log_events(split, "train")] == [5, 7, 10, 15, 16]
     for name in ("mha-rmsnorm", "latte-rmsnorm"):
         a = load_file(straight / name / "model.safetensors")
         b = load_file(split / name / "model.safetensors")
