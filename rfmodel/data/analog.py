@@ -8,7 +8,7 @@ import numpy as np
 from scipy import fft
 
 from .draws import Draws
-from .dsp import periodic_phase
+from .dsp import periodic_phase, phasor, unit_phasor
 from .synthesis import MAX_BANDWIDTH, Synthesis
 
 MESSAGE_KINDS = ("noise", "tones", "speech")
@@ -33,8 +33,10 @@ def message(draws: Draws, period: int, bandwidth: float) -> np.ndarray:
         tone_bins = rng.integers(1, top_bin + 1, size=n_tones)
         amplitudes = rng.uniform(0.3, 1.0, size=n_tones)
         phases = rng.uniform(0, 2 * np.pi, size=n_tones)
-        cycles = tone_bins[:, None] * (np.arange(period) / period)
-        x = (amplitudes[:, None] * np.cos(2 * np.pi * cycles + phases[:, None])).sum(axis=0)
+        x = sum(
+            a * phasor(b / period, period, p).real
+            for a, b, p in zip(amplitudes, tone_bins, phases, strict=True)
+        )
     elif kind == "noise":
         tilt = rng.uniform(-1.0, 0.5)
         x = _band_limited_noise(rng, period, top_bin, lambda b: (b / top_bin) ** tilt)
@@ -71,4 +73,4 @@ def synthesize_fm(period: int, draws: Draws) -> Synthesis:
     draws.record("deviation", deviation)
     x = message(draws, period, message_bandwidth)
     phase = periodic_phase(deviation * x) + draws.rng.uniform(0, 2 * np.pi)
-    return Synthesis(np.exp(1j * phase), bandwidth=2 * (deviation + message_bandwidth))
+    return Synthesis(unit_phasor(phase), bandwidth=2 * (deviation + message_bandwidth))

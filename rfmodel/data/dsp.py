@@ -131,6 +131,16 @@ def filter_periodic(x: np.ndarray, response_of_freq) -> np.ndarray:
     return fft.irfft(spectrum, n=len(x))
 
 
+def unit_phasor(phase: np.ndarray) -> np.ndarray:
+    """exp(j*phase) as complex64, via single-precision cos and sin of the phase wrapped to
+    [0, 2*pi) (error ~3e-7): a third of the cost of numpy's complex128 exp."""
+    wrapped = np.remainder(phase, 2 * np.pi).astype(np.float32)
+    out = np.empty(len(phase), dtype=np.complex64)
+    np.cos(wrapped, out=out.real)
+    np.sin(wrapped, out=out.imag)
+    return out
+
+
 def periodic_phase(freq: np.ndarray) -> np.ndarray:
     """Phase (radians) of a signal with instantaneous frequency freq (cycles/sample), adjusted by
     less than half a DFT bin so that exp(j*phase) is exactly periodic over len(freq) samples."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .draws import Draws
-from .dsp import filter_periodic, periodic_phase, phasor
+from .dsp import filter_periodic, periodic_phase, phasor, unit_phasor
 from .linear import symbols_per_period
 from .synthesis import MAX_BANDWIDTH, MAX_SPS, MIN_SPS, Synthesis
 
@@ -75,4 +75,4 @@ def synthesize_fsk(label: str, period: int, draws: Draws) -> Synthesis:
         sigma = np.sqrt(np.log(2)) / (2 * np.pi * bt) * sps  # Gaussian filter std, samples
         nrz = filter_periodic(nrz, lambda f: np.exp(-2 * (np.pi * sigma * f) ** 2))
     phase = periodic_phase(deviation * nrz) + rng.uniform(0, 2 * np.pi)
-    return Synthesis(np.exp(1j * phase), bandwidth)
+    return Synthesis(unit_phasor(phase), bandwidth)

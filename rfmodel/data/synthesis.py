@@ -7,7 +7,7 @@ import numpy as np
 
 @dataclass
 class Synthesis:
-    signal: np.ndarray  # complex128 [period], one period of a periodic baseband signal at fs = 1
+    signal: np.ndarray  # complex [period], one period of a periodic baseband signal at fs = 1
     bandwidth: float  # nominal occupied bandwidth, cycles/sample: the band the in-band SNR uses
 
 
