@@ -10,6 +10,11 @@ Features are computed on the training device from the raw IQ batch with the serv
 wrapped in DistributedDataParallel, each rank draws its own sub-stream and rank 0 writes checkpoints
 and bundles.
 
+A checkpoint (OUT/checkpoint.pt, written every --checkpoint-every steps and at the end) holds each
+model's weights, optimizer and schedule state, and the step. The data stream and dropout's random
+numbers are functions of (seed, rank, step), so the step is their whole state: `--resume` continues
+to exactly the weights an uninterrupted run reaches (bitwise on CPU).
+
 Seeds: `--seed S` drives the training stream (`SyntheticStream(S)`, whose examples are keyed in a
 domain of their own, so they never coincide with an evaluation set's whatever S is) and the model
 initialisations (`derived_seed(S, INIT_KEY, name)`). Validation during training uses
@@ -53,6 +58,7 @@ from rfmodel.data import CLASSES, make_eval_set
 from rfmodel.evaluate import predict
 from rfmodel.train_stream import (
     DEFAULT_LENGTHS,
+    DROPOUT_KEY,
     INIT_KEY,
     LengthMix,
     LengthMixError,
@@ -117,7 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval-every", type=positive_int, default=500, help="validation interval, steps"
     )
     parser.add_argument(
-        "--val-per-class", type=non_negative_int, default=16, help="validation set size"
+        "--val-per-class",
+        type=non_negative_int,
+        default=16,
+        help="validation examples per class (0: none)",
     )
     parser.add_argument("--checkpoint-every", type=positive_int, default=1000)
     parser.add_argument(
@@ -254,7 +263,9 @@ def build_member(
     return Member(name, model, module, optimizer, scheduler)
 
 
-def run_identity(args: argparse.Namespace, names: list[str], feature_cfg: FeatureConfig) -> dict:
+def run_identity(
+    args: argparse.Namespace, ranks: Ranks, names: list[str], feature_cfg: FeatureConfig
+) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (--steps may change)."""
     return {
         "members": names,
@@ -267,7 +278,7 @@ def run_identity(args: argparse.Namespace, names: list[str], feature_cfg: Featur
         "clip": args.clip,
         "model": dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS),
         "features": feature_cfg.to_dict(),
-        "world_size": Ranks.from_env().world_size,
+        "world_size": ranks.world_size,
     }
 
 
@@ -285,15 +296,10 @@ def save_checkpoint(path: Path, members: list[Member], step: int, identity: dict
             }
             for m in members
         },
-        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng_states()},
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
-
-
-def cuda_rng_states() -> list[torch.Tensor]:
-    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
 
 def load_checkpoint(path: Path, members: list[Member], identity: dict) -> tuple[int, float]:
@@ -315,9 +321,6 @@ def load_checkpoint(path: Path, members: list[Member], identity: dict) -> tuple[
         m.model.load_state_dict(saved["model"])
         m.optimizer.load_state_dict(saved["optimizer"])
         m.scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"]), float(state["wall_s"])
 
 
@@ -439,9 +442,12 @@ class Meter:
         self.correct = torch.zeros(len(names), device=device)
         self.steps, self.since = 0, time.perf_counter()
 
-    def add(self, index: int, loss: torch.Tensor, correct: torch.Tensor) -> None:
-        self.loss[index] += loss
-        self.correct[index] += correct
+    def add(self, losses_and_correct: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """One step's (loss, correct count) per model."""
+        for i, (loss, correct) in enumerate(losses_and_correct):
+            self.loss[i] += loss
+            self.correct[i] += correct
+        self.steps += 1
 
     def report(self, step: int, lr: float, world_size: int) -> dict[str, Any]:
         now = time.perf_counter()
@@ -472,12 +478,10 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise TrainError(f"backends: {args.backends!r} trains the same weights twice ({names})")
-    # dropout's random stream, shared by the group
-    torch.manual_seed(derived_seed(args.seed, INIT_KEY, ranks.rank))
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(args, names, feature_cfg)
+    identity = run_identity(args, ranks, names, feature_cfg)
     start, wall_before = 0, 0.0
     if args.resume:
         start, wall_before = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
@@ -504,12 +508,13 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     t_start = time.perf_counter()
     step = start
     for step, (iq, labels, _snr) in zip(range(start + 1, end + 1), loader, strict=False):
+        # dropout's random stream is a function of (seed, rank, step) like the data, so a
+        # checkpoint needs no RNG state and a resumed run draws what an uninterrupted one does
+        torch.manual_seed(derived_seed(args.seed, DROPOUT_KEY, ranks.rank, step))
         iq = iq.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         x = compute_features(iq, feature_cfg)  # [B, T, F] float32, outside autocast: FFTs in fp32
-        for i, m in enumerate(members):
-            meter.add(i, *train_step(m, x, labels, args.clip))
-        meter.steps += 1
+        meter.add([train_step(m, x, labels, args.clip) for m in members])
         log.bar.update(1)
 
         if step % args.log_every == 0 or step == end:

@@ -13,13 +13,14 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
 from rfmodel.data import SyntheticStream
 
-INIT_KEY = 0x696E_6900  # spawn-key tag of model-init seeds ("ini"), apart from the data's domains
+# spawn-key tags of the model-init and dropout seeds, apart from the data's own domains
+INIT_KEY = 0x696E_6900  # "ini"
+DROPOUT_KEY = 0x6472_6F00  # "dro"
 
 # mostly the service's typical 4,096-sample request (31 tokens), some 16,384-sample ones (127
 # tokens) so that the model sees longer sequences too. Longer recordings cost generation time about
@@ -96,9 +97,6 @@ def training_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
-        # the loader seeds its workers from this generator; the default would draw from torch's
-        # global RNG, which dropout uses and a resumed run restores
-        generator=torch.Generator().manual_seed(0),
         # fork is the cheapest start; the workers only run numpy and never touch CUDA
         multiprocessing_context="fork" if workers else None,
         worker_init_fn=yield_to_trainer,
