@@ -1,5 +1,5 @@
-"""The README's two opening commands are the project's contract with a fresh machine; CI must run the
-test command exactly as written there."""
+"""The README's two opening commands are the project's contract with a fresh machine; CI must run
+the test command exactly as written there."""
 
 import re
 from pathlib import Path
