@@ -1,9 +1,18 @@
-"""SIGTERM while requests are in flight: every request gets its answer, then the server exits."""
+"""SIGTERM while requests are in flight: every request gets its answer, then the server exits.
+
+Which requests are still in flight when the signal lands must not depend on how fast this machine
+is: half of the requests hold back the second half of their body until the server has begun
+shutting down (its listening socket is closed), so they are in flight by construction. The other
+half are sent whole and are queued or computing at the signal, or already answered on a fast
+machine; either way each must get its 200.
+"""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -12,9 +21,18 @@ from live_servers import ServerProcess, metric
 
 from preprocessing.formats import encode
 
-N_REQUESTS = 6
+N_WHOLE = 3
+N_HELD = 3
 FRAMES = 16
 FRAME_SAMPLES = 16_384
+WAIT_S = 30
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
 
 
 def received(url: str) -> float:
@@ -23,38 +41,53 @@ def received(url: str) -> float:
     return metric(text, "rfcls_inflight_requests") + metric(text, "rfcls_requests_total", **ok)
 
 
+def accepting(url: str) -> bool:
+    """False once uvicorn has closed its listening socket, i.e. is shutting down."""
+    try:
+        httpx.get(f"{url}/healthz/live", timeout=1)
+    except httpx.TransportError:  # refused, or connected just before the close and then dropped
+        return False
+    return True
+
+
 def test_sigterm_drains_in_flight_requests(tiny_bundle):
     rng = np.random.default_rng(3)
-    # heavy enough (16 frames of 511 tokens each) that requests are still queued at SIGTERM
+    # heavy enough (16 frames of 511 tokens each) that the whole requests are likely still queued
     n = FRAMES * FRAME_SAMPLES
     body = encode(0.3 * (rng.standard_normal(n) + 1j * rng.standard_normal(n)), "ci8")
+    release = threading.Event()
+
+    def held_body() -> Iterator[bytes]:
+        yield body[: len(body) // 2]
+        assert release.wait(WAIT_S), "the rest of the body was never released"
+        yield body[len(body) // 2 :]
+
     env = {
         "RFCLS_MODEL_DIR": str(tiny_bundle),
         "RFCLS_MAX_BATCH": "4",
         "RFCLS_DEADLINE_MS": "60000",
     }
-    with ServerProcess(env) as server, ThreadPoolExecutor(N_REQUESTS) as pool:
+    with ServerProcess(env) as server, ThreadPoolExecutor(N_WHOLE + N_HELD) as pool:
 
-        def classify() -> tuple[httpx.Response, float]:
-            r = httpx.post(
+        def classify(content) -> httpx.Response:
+            return httpx.post(
                 f"{server.url}/v1/classify?format=ci8&frame_samples={FRAME_SAMPLES}",
-                content=body,
+                content=content,
                 headers={"Content-Type": "application/octet-stream"},
                 timeout=60,
             )
-            return r, time.monotonic()
 
-        futures = [pool.submit(classify) for _ in range(N_REQUESTS)]
-        deadline = time.monotonic() + 30
-        while received(server.url) < N_REQUESTS:  # all received: none is refused at the door
-            assert time.monotonic() < deadline, "the requests never reached the server"
-            time.sleep(0.005)
+        held = [pool.submit(classify, held_body()) for _ in range(N_HELD)]
+        whole = [pool.submit(classify, body) for _ in range(N_WHOLE)]
+        # all received, none refused at the door; the held ones cannot have finished
+        everyone = N_WHOLE + N_HELD
+        wait_for(lambda: received(server.url) == everyone, "the requests never reached the server")
         server.process.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        answers = [f.result() for f in futures]
-        assert [r.status_code for r, _ in answers] == [200] * N_REQUESTS
-        assert all(len(r.json()["frames"]) == FRAMES for r, _ in answers)
-        assert max(t for _, t in answers) > signalled  # some were still being worked on
+        wait_for(lambda: not accepting(server.url), "the server never began shutting down")
+        release.set()
+        answers = [f.result() for f in held + whole]
+        assert [r.status_code for r in answers] == [200] * everyone
+        assert all(len(r.json()["frames"]) == FRAMES for r in answers)
         # uvicorn re-raises the signal once shut down: ended by SIGTERM, not killed
-        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert server.process.wait(timeout=WAIT_S) in (0, -signal.SIGTERM)
         assert "Traceback" not in server.output()
