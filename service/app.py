@@ -41,6 +41,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
         max_wait_s=settings.max_wait_ms / 1000,
         max_queue=settings.max_queue,
         deadline_s=settings.effective_deadline_ms / 1000,
+        max_queue_wait_s=settings.effective_max_queue_wait_ms / 1000,
         warmup_samples=max(card.feature_config.nfft, min(settings.max_samples, WARMUP_SAMPLES)),
     )
     return ServiceContext(settings=settings, card=card, engine=engine, metrics=metrics)

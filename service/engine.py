@@ -134,6 +134,24 @@ def length_bucket(n_samples: int) -> int:
     return max(n_samples - 1, 0).bit_length()
 
 
+class SampleCost:
+    """Seconds of device time per IQ sample, a moving average over recent batches: what the work
+    queued ahead of a new request will take. Full batches dominate under load, which is when the
+    estimate matters."""
+
+    WEIGHT = 0.2  # of the newest batch; about the last ten batches count
+
+    def __init__(self) -> None:
+        self.seconds_per_sample = 0.0
+
+    def observe(self, seconds: float, samples: int) -> None:
+        latest = seconds / max(samples, 1)
+        if self.seconds_per_sample == 0.0:
+            self.seconds_per_sample = latest
+        else:
+            self.seconds_per_sample += self.WEIGHT * (latest - self.seconds_per_sample)
+
+
 def warmup_batch_sizes(max_batch: int) -> list[int]:
     sizes = [1]
     while sizes[-1] < max_batch:
@@ -152,6 +170,7 @@ class Engine:
         max_queue: int,
         deadline_s: float,
         warmup_samples: int,
+        max_queue_wait_s: float | None = None,
     ):
         self._runner = runner
         self._metrics = metrics
@@ -160,6 +179,10 @@ class Engine:
         self._max_queue = max_queue
         self._deadline_s = deadline_s
         self._warmup_samples = warmup_samples
+        self._max_queue_wait_s = max_queue_wait_s
+        self._cost = SampleCost()
+        self._queued_samples = 0  # in the frames of _pending
+        self._running_samples = 0  # in the batch on the device
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order
@@ -248,13 +271,29 @@ class Engine:
                 raise NotReady(f"the service is {self.state.replace('_', ' ')}")
             if len(self._waiting) >= self._max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            self._check_work_ahead()
             self._waiting[request] = None
             self._pending.extend(
                 _Item(request, i, length_bucket(len(f))) for i, f in enumerate(frames)
             )
+            self._queued_samples += sum(len(f) for f in frames)
             self._metrics.queue_depth.set(len(self._waiting))
             self._cond.notify()
         return request
+
+    def _check_work_ahead(self) -> None:
+        """Refuse now rather than admit a request that would wait past the budget: a quick 503 the
+        client can retry elsewhere beats a late answer, and it keeps the queue short enough that
+        the admitted requests stay within the budget. Only the work ahead counts, so a request
+        larger than the budget on its own is still served when the device is free. Lock held."""
+        if self._max_queue_wait_s is None:
+            return
+        ahead_s = (self._queued_samples + self._running_samples) * self._cost.seconds_per_sample
+        if ahead_s > self._max_queue_wait_s:
+            raise QueueFull(
+                f"about {1000 * ahead_s:.0f} ms of work is queued ahead; "
+                f"the limit is {1000 * self._max_queue_wait_s:.0f} ms"
+            )
 
     async def predict(
         self,
@@ -294,7 +333,7 @@ class Engine:
         n = self._warmup_samples
         frame = (0.1 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
         for size in warmup_batch_sizes(self._max_batch):
-            self._run_splitting([frame] * size)
+            self._run_timed([frame] * size)
 
     def _next_batch(self) -> list[_Item] | None:
         with self._cond:
@@ -332,6 +371,8 @@ class Engine:
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
         self._pending = deque(item for item in self._pending if id(item) not in taken)
+        self._running_samples = sum(len(item.request.frames[item.index]) for item in batch)
+        self._queued_samples -= self._running_samples
         for item in batch:
             item.request.untaken -= 1
             if item.request.untaken == 0:
@@ -356,6 +397,7 @@ class Engine:
         """Remove the requests' remaining frames from the queue (lock held)."""
         gone = set(requests)
         self._pending = deque(item for item in self._pending if item.request not in gone)
+        self._queued_samples = sum(len(item.request.frames[item.index]) for item in self._pending)
         for request in requests:
             self._waiting.pop(request, None)
         self._metrics.queue_depth.set(len(self._waiting))
@@ -368,7 +410,7 @@ class Engine:
                 request.started = start
                 self._metrics.observe_stage("queue", start - request.enqueued)
         try:
-            out = self._run_splitting([item.request.frames[item.index] for item in batch])
+            out = self._run_timed([item.request.frames[item.index] for item in batch])
             rows = list(zip(batch, out.probabilities, strict=True))  # a runner bug fails here
         except Exception:
             # the traceback goes to the log, never to the client
@@ -397,6 +439,15 @@ class Engine:
                         inference_s=request.inference_s,
                     )
                 )
+
+    def _run_timed(self, frames: list[np.ndarray]) -> BatchOutput:
+        start = time.perf_counter()
+        try:
+            out = self._run_splitting(frames)
+        finally:
+            self._running_samples = 0
+        self._cost.observe(time.perf_counter() - start, sum(len(f) for f in frames))
+        return out
 
     def _run_splitting(self, frames: list[np.ndarray]) -> BatchOutput:
         try:

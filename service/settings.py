@@ -20,6 +20,9 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # A request still queued after this many budgets means the service is overloaded: the client has
 # long missed its deadline, and computing the answer would only delay the requests behind it.
 DEADLINE_BUDGETS = 4
+# Work queued ahead of an admitted request may take this share of the budget; the rest is for the
+# batch already on the device and the request's own computation.
+QUEUE_WAIT_SHARE = 0.5
 
 
 class Settings(BaseSettings):
@@ -47,6 +50,12 @@ class Settings(BaseSettings):
         gt=0,
         description=f"drop requests queued longer (ms); default {DEADLINE_BUDGETS}x the budget",
     )
+    max_queue_wait_ms: float | None = Field(
+        None,
+        gt=0,
+        description="refuse (503) a request whose queued work ahead would take longer (ms); "
+        f"default {QUEUE_WAIT_SHARE}x the budget",
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
     torch_threads: int | None = Field(
@@ -72,6 +81,12 @@ class Settings(BaseSettings):
             if self.deadline_ms is not None
             else (DEADLINE_BUDGETS * self.latency_budget_ms)
         )
+
+    @property
+    def effective_max_queue_wait_ms(self) -> float:
+        if self.max_queue_wait_ms is not None:
+            return self.max_queue_wait_ms
+        return QUEUE_WAIT_SHARE * self.latency_budget_ms
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from live_servers import ServerProcess, build_tiny_bundle
 
-# Small limits so the limit tests need only small bodies; a long deadline so a busy test machine
-# cannot turn a slow answer into a 504 (deadlines have their own tests).
+# Small limits so the limit tests need only small bodies; a long deadline and queue wait so a busy
+# test machine cannot turn a slow answer into a 504 or a 503 (both have their own tests).
 MAIN_LIMITS = {
     "RFCLS_DEADLINE_MS": "30000",
+    "RFCLS_MAX_QUEUE_WAIT_MS": "30000",
     "RFCLS_MAX_BODY_BYTES": str(2**20),
     "RFCLS_MAX_SAMPLES": "65536",
     "RFCLS_MAX_FRAMES_PER_REQUEST": "16",

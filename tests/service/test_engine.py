@@ -17,6 +17,7 @@ from service.engine import (
     Engine,
     NotReady,
     QueueFull,
+    SampleCost,
     length_bucket,
     warmup_batch_sizes,
 )
@@ -190,6 +191,37 @@ async def test_a_full_queue_refuses_at_once():
     runner.gate.set()
     await asyncio.gather(held, *queued)
     assert runner.batches == [[-1.0], [1.0], [2.0]]
+    engine.stop()
+
+
+def test_sample_cost_follows_recent_batches():
+    cost = SampleCost()
+    cost.observe(1.0, 1000)
+    assert cost.seconds_per_sample == pytest.approx(1e-3)
+    cost.observe(3.0, 1000)
+    assert cost.seconds_per_sample == pytest.approx(1e-3 + SampleCost.WEIGHT * 2e-3)
+
+
+async def test_a_request_behind_too_much_work_is_refused_at_once():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.01), runner)
+    # the warm-up batches were instant: one frame ahead is no reason to refuse
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    queued = asyncio.ensure_future(engine.predict([frame(64, 1)]))
+    await asyncio.sleep(0.3)  # the held batch now costs >= 0.3 s for its 64 samples
+    runner.gate.set()
+    await asyncio.gather(held, queued)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    with pytest.raises(QueueFull, match="queued ahead"):
+        await engine.predict([frame(64, 2)])  # the queue is empty, but the device is busy
+    runner.gate.set()
+    await held
+    # nothing ahead: admitted however slow the device has been
+    served = await engine.predict([frame(64, 3)])
+    assert list(served.probabilities[:, 0]) == [3]
+    assert runner.batches == [[-1.0], [1.0], [-1.0], [3.0]]
     engine.stop()
 
 

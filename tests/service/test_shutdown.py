@@ -66,6 +66,7 @@ def test_sigterm_drains_in_flight_requests(tiny_bundle):
         "RFCLS_MODEL_DIR": str(tiny_bundle),
         "RFCLS_MAX_BATCH": "4",
         "RFCLS_DEADLINE_MS": "60000",
+        "RFCLS_MAX_QUEUE_WAIT_MS": "60000",  # every request is admitted, however busy the box
     }
     with ServerProcess(env) as server, ThreadPoolExecutor(N_WHOLE + N_HELD) as pool:
 
