@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,14 +24,14 @@ import scipy.fft
 import scipy.signal
 import torch
 
+from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.spectra import n_frames, power_spectra
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.spectra_throughput", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument(
         "--threads", default="1,2", help="torch/scipy CPU threads to try, comma-separated"
@@ -51,18 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="output path without suffix (default: docs/benchmarks/spectra-DEVICE)",
     )
-    return p.parse_args(argv)
-
-
-def cpu_model() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in lscpu.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: 3 repeats of 16384-sample recordings"
+    )
 
 
 def median_seconds(
@@ -91,7 +78,7 @@ def scipy_spectrogram(x: np.ndarray, nfft: int, hop: int) -> Callable[[], np.nda
 
 
 def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
-    load_at_start = [round(v, 2) for v in os.getloadavg()]
+    load_at_start = load_average()
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     gen = torch.Generator().manual_seed(0)
@@ -142,20 +129,8 @@ def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
     return {
         "command": command,
         "device": str(device),
-        "hardware": {
-            "cpu_model": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "scipy": scipy.__version__,
-            "numpy": np.__version__,
-        },
+        "hardware": hardware(device, load_at_start),
+        "versions": versions(scipy=scipy.__version__),
         "input": {
             "batch": args.batch,
             "samples_per_recording": args.samples,
@@ -177,9 +152,7 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        f"- CPU: {hw['cpu_model']}, {hw['usable_cpus']} usable of {hw['logical_cpus']} logical CPUs"
-        f"; load average (1, 5, 15 min) {hw['load_average_at_start']} at the start, "
-        f"{hw['load_average_at_end']} at the end",
+        hardware_line(hw),
     ]
     if hw["gpu"]:
         lines.append(f"- GPU: {hw['gpu']} (input already on the device; no transfers timed)")
@@ -211,17 +184,24 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    command = " ".join(["python -m benchmarks.spectra_throughput", shlex.join(argv)]).strip()
-    report = run_benchmarks(args, command)
+def run(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.repeats, args.samples = 3, 1 << 14
+    report = run_benchmarks(args, command_line())
     out = args.out or DOCS / f"spectra-{torch.device(args.device).type}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.spectra_throughput", description=__doc__
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

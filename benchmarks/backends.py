@@ -1,0 +1,313 @@
+"""`rfcls bench backends`: the attention backends compared at 1k to 16k tokens.
+
+Per model size (default, reference), backend and sequence length, in a fresh process per point:
+p50/p99 latency of one request of one recording (features + model) against the latency budget,
+forward-pass throughput in recordings/s at the largest batch that fits, K/V memory (the backend's
+own accounting) and measured peak memory. Then the accuracy of the shipped weights on the fixed
+evaluation set, RMSNorm vs LayerNorm (flash), and for the default model the p99 at the default
+input length and the longest input within the budget. A point that runs out of memory or time is
+reported as such, and the longer lengths of that model are not attempted.
+
+    rfcls bench backends                      # CPU, writes docs/benchmarks/backends-cpu.*
+    rfcls bench backends --device cuda        # writes docs/benchmarks/backends-cuda.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.charts import write_charts
+from benchmarks.environment import command_line, hardware, load_average, versions
+from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, run_isolated
+from benchmarks.models import MODEL_SIZES, bench_config, bench_dtype, shipped_weights
+from benchmarks.point import (
+    BudgetSpec,
+    MatmulSpec,
+    PointSpec,
+    measure_budget,
+    measure_matmul_peak,
+    measure_point,
+)
+from benchmarks.report import markdown
+from rfmodel.bundle import load_bundle
+from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
+from rfmodel.config import BACKENDS
+from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.evaluate import EVAL_SEED, predict, score
+from service.settings import Settings
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+LENGTHS = (1024, 2048, 4096, 8192, 16384)
+QUICK_LENGTHS = (32, 64)
+NORM_ABLATION_BACKEND = "flash"  # the shipped LayerNorm model (mha-layernorm weights run as flash)
+DEFAULT_INPUT_SAMPLES = 4096  # what rfcls evaluate and the training stream use
+BUDGET_MS = Settings.model_fields["latency_budget_ms"].default
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far the sweep goes on this device; all of it lands in the report."""
+
+    max_batch: int
+    point_time_limit_s: float
+    call_limit_s: float
+    latency_repeats: int
+    min_repeats: int
+    timing_budget_s: float
+    memory_limit_mb: int | None
+    budget_search_max_tokens: int
+    budget_search_repeats: int
+    eval_per_class: int
+
+
+DEVICE_LIMITS = {
+    # one thread on a shared 2-core box: the whole sweep in under 15 minutes
+    "cpu": Limits(16, 20.0, 2.0, 30, 5, 2.0, 8192, 16384, 40, 400),
+    "cuda": Limits(4096, 300.0, 10.0, 200, 20, 5.0, None, 16384, 200, 400),
+}
+QUICK_LIMITS = Limits(2, 60.0, 2.0, 5, 3, 0.2, 8192, 64, 5, 2)
+
+
+def csv_of(kind: str, valid: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(v.strip() for v in text.split(",") if v.strip())
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {unknown or text!r}; valid: {', '.join(valid)}"
+            )
+        return names
+
+    return parse
+
+
+def token_counts(text: str) -> tuple[int, ...]:
+    """'1k,2k,4096' -> (1024, 2048, 4096)."""
+    counts = []
+    for item in (v.strip().lower() for v in text.split(",")):
+        try:
+            count = int(item[:-1]) * 1024 if item.endswith("k") else int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not a token count like 4096 or 4k"
+            ) from None
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: a token count must be at least 1")
+        counts.append(count)
+    return tuple(sorted(set(counts)))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="default: cpu")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output path without suffix (default docs/benchmarks/backends-DEVICE)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: 32 and 64 tokens, few repeats"
+    )
+    p.add_argument("--backends", type=csv_of("backend", BACKENDS), default=BACKENDS)
+    p.add_argument("--sizes", type=csv_of("size", tuple(MODEL_SIZES)), default=tuple(MODEL_SIZES))
+    p.add_argument(
+        "--lengths", type=token_counts, help="sequence lengths in tokens (default 1k,2k,4k,8k,16k)"
+    )
+    p.add_argument("--max-batch", type=positive_int, help="largest batch tried (default by device)")
+    p.add_argument(
+        "--point-time-limit",
+        type=float,
+        help="seconds before a point is stopped (default by device)",
+    )
+    p.add_argument(
+        "--memory-limit-mb",
+        type=positive_int,
+        help="CPU only: address space a point may map beyond its own (default 8192)",
+    )
+    p.add_argument("--budget-ms", type=float, default=BUDGET_MS, help="latency budget (ms)")
+
+
+def limits_for(args: argparse.Namespace, device: torch.device) -> Limits:
+    limits = QUICK_LIMITS if args.quick else DEVICE_LIMITS[device.type]
+    changes = {}
+    if args.max_batch is not None:
+        changes["max_batch"] = args.max_batch
+    if args.point_time_limit is not None:
+        if args.point_time_limit <= 0:
+            raise ValueError(f"point-time-limit: must be > 0, got {args.point_time_limit}")
+        changes["point_time_limit_s"] = args.point_time_limit
+    if args.memory_limit_mb is not None:
+        changes["memory_limit_mb"] = args.memory_limit_mb
+    return Limits(**{**asdict(limits), **changes})
+
+
+def models_of(backends: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(backend, norm) pairs: every backend with RMSNorm, plus the LayerNorm ablation."""
+    models = [(b, "rmsnorm") for b in backends]
+    if NORM_ABLATION_BACKEND in backends:
+        models.append((NORM_ABLATION_BACKEND, "layernorm"))
+    return models
+
+
+def model_name(backend: str, norm: str) -> str:
+    return backend if norm == "rmsnorm" else f"{backend}-{norm}"
+
+
+def sweep(
+    args: argparse.Namespace, lengths: tuple[int, ...], limits: Limits, device: torch.device
+) -> list[dict]:
+    points = []
+    for size in args.sizes:
+        for backend, norm in models_of(args.backends):
+            stopped: dict | None = None
+            for tokens in lengths:
+                key = {"size": size, "model": model_name(backend, norm), "backend": backend}
+                key |= {"norm": norm, "tokens": tokens}
+                if stopped is not None:
+                    points.append({**key, "status": stopped["status"], "detail": stopped["detail"]})
+                    continue
+                spec = PointSpec(
+                    size=size,
+                    backend=backend,
+                    norm=norm,
+                    tokens=tokens,
+                    device=str(device),
+                    max_batch=limits.max_batch,
+                    call_limit_s=limits.call_limit_s,
+                    latency_repeats=limits.latency_repeats,
+                    min_repeats=limits.min_repeats,
+                    timing_budget_s=limits.timing_budget_s,
+                    latency_budget_ms=args.budget_ms,
+                )
+                started = time.perf_counter()
+                memory_limit = limits.memory_limit_mb if device.type == "cpu" else None
+                row = run_isolated(measure_point, spec, limits.point_time_limit_s, memory_limit)
+                points.append({**key, **row, "wall_s": round(time.perf_counter() - started, 2)})
+                print(progress_line(points[-1]), file=sys.stderr, flush=True)
+                if row["status"] in (OUT_OF_MEMORY, TIME_LIMIT):
+                    stopped = {
+                        "status": row["status"],
+                        "detail": f"not run: {row['status']} already at {tokens} tokens",
+                    }
+    return points
+
+
+def progress_line(point: dict) -> str:
+    head = f"{point['size']:9} {point['model']:16} {point['tokens']:6} tokens: {point['status']}"
+    if point["status"] != "ok":
+        return f"{head} ({point.get('detail', '')[:120]})"
+    lat = point["latency"]
+    rate = point.get("throughput_per_s")
+    rate_text = "-" if rate is None else f"{rate:.1f}/s at batch {point['batch']}"
+    return f"{head}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, {rate_text}"
+
+
+def budget_search(args: argparse.Namespace, limits: Limits, device: torch.device) -> dict:
+    results = {}
+    for backend in args.backends:
+        spec = BudgetSpec(
+            backend=backend,
+            device=str(device),
+            latency_budget_ms=args.budget_ms,
+            default_samples=DEFAULT_INPUT_SAMPLES,
+            max_tokens=limits.budget_search_max_tokens,
+            repeats=limits.budget_search_repeats,
+        )
+        results[backend] = run_isolated(measure_budget, spec, 10 * limits.point_time_limit_s)
+        print(f"budget search {backend}: {results[backend]}", file=sys.stderr, flush=True)
+    return results
+
+
+def shipped_accuracy(
+    models: list[tuple[str, str]], n_per_class: int, device: torch.device
+) -> dict[str, dict]:
+    """Accuracy of each shipped model on the evaluation set of `rfcls evaluate` (its seed and
+    input length), scored by rfmodel.evaluate's own functions."""
+    results: dict[str, dict] = {}
+    eval_set = None
+    for backend, norm in models:
+        name = model_name(backend, norm)
+        path = shipped_weights(backend, norm)
+        if path is None:
+            results[name] = {"status": "not available (no weights)"}
+            continue
+        if eval_set is None:
+            eval_set = make_eval_set(EVAL_SEED, n_per_class, DEFAULT_INPUT_SAMPLES)
+        iq, labels, snr = eval_set
+        bundle = load_bundle(path, attn_backend=backend, device=device)
+        if bundle.classes != tuple(CLASSES):
+            results[name] = {"status": f"not comparable: {path} has classes {bundle.classes}"}
+            continue
+        metrics = score(
+            labels, snr, predict(bundle.model, bundle.feature_config, iq, device), CLASSES
+        )
+        results[name] = {
+            "status": "ok",
+            "weights": str(path),
+            "version": bundle.version,
+            "n_examples": metrics["n_examples"],
+            "summary": metrics["summary"],
+        }
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        device = pick_device(args.device)
+        limits = limits_for(args, device)
+    except (DeviceError, ValueError) as exc:
+        print(f"rfcls bench backends: {exc}", file=sys.stderr)
+        return 2
+    lengths = args.lengths or (QUICK_LENGTHS if args.quick else LENGTHS)
+    torch.set_num_threads(1)
+    load_at_start = load_average()
+    started = time.perf_counter()
+    points = sweep(args, lengths, limits, device)
+    matmul = (
+        run_isolated(measure_matmul_peak, MatmulSpec(str(device)), limits.point_time_limit_s)
+        if device.type == "cuda"
+        else None
+    )
+    budget = budget_search(args, limits, device)
+    accuracy = shipped_accuracy(models_of(args.backends), limits.eval_per_class, device)
+    report = {
+        "command": command_line(),
+        "device": str(device),
+        "hardware": hardware(device, load_at_start),
+        "versions": versions(),
+        "threads": 1 if device.type == "cpu" else None,
+        "latency_budget_ms": args.budget_ms,
+        "lengths": list(lengths),
+        "limits": asdict(limits),
+        "model_sizes": {
+            size: bench_config(size, "mha").to_dict() | {"dtype": dtype_name(size, device)}
+            for size in args.sizes
+        },
+        "points": points,
+        "matmul_peak": matmul,
+        "budget_search": budget,
+        "accuracy": accuracy,
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    out = args.out or DOCS / f"backends-{device.type}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report["charts"] = [p.name for p in write_charts(report, out)]
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(
+        f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, "
+        f"{len(report['charts'])} charts"
+    )
+    return 0
+
+
+def dtype_name(size: str, device: torch.device) -> str:
+    return str(bench_dtype(size, device)).removeprefix("torch.")

@@ -1,0 +1,248 @@
+"""One point of the backend sweep, run inside its own process (benchmarks.isolation): a model of
+one size, backend and norm at one sequence length, timed for single-request latency, throughput
+at the largest batch that fits, K/V and peak memory, and on a GPU the attention's TFLOP/s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, is_out_of_memory
+from benchmarks.memory import peak_growth_bytes
+from benchmarks.models import FEATURES, bench_config, bench_dtype, samples_for_tokens
+from benchmarks.timing import summarize_ms, time_calls, time_once
+from preprocessing.features import compute_features
+from rfmodel.classifier import RFClassifier
+
+MB = 2**20
+SOFTMAX_BACKENDS = ("mha", "flash", "gqa")  # full T x T softmax: 4*B*H*T^2*d FLOPs per layer
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    size: str
+    backend: str
+    norm: str
+    tokens: int
+    device: str
+    max_batch: int
+    call_limit_s: float  # one forward longer than this ends the point (batch 1) or the batch search
+    latency_repeats: int  # most timed single requests
+    min_repeats: int
+    timing_budget_s: float  # timed calls continue past min_repeats while their sum is below this
+    latency_budget_ms: float
+    threads: int = 1
+    seed: int = 0
+
+
+def build_model(size: str, backend: str, norm: str, device: torch.device) -> RFClassifier:
+    model = RFClassifier(bench_config(size, backend, norm))
+    return model.to(device=device, dtype=bench_dtype(size, device)).eval()
+
+
+def request_fn(model: RFClassifier, tokens: int, device: torch.device) -> Callable[[], object]:
+    """One request of one recording as the service's runner computes it: features from IQ
+    already on the device, then the model."""
+    dtype = model.embed.weight.dtype
+    iq = torch.randn(1, samples_for_tokens(tokens), dtype=torch.complex64, device=device)
+    return lambda: model(compute_features(iq, FEATURES).to(dtype))
+
+
+def measure_point(spec: PointSpec) -> dict:
+    device = torch.device(spec.device)
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    with torch.inference_mode():
+        model = build_model(spec.size, spec.backend, spec.norm, device)
+        request = request_fn(model, spec.tokens, device)
+        first_s = time_once(request, device)
+        if first_s > spec.call_limit_s:
+            return {
+                "status": TIME_LIMIT,
+                "detail": f"one request took {first_s:.2f} s, over the {spec.call_limit_s:g} s "
+                "limit per call",
+            }
+        latency = summarize_ms(
+            time_calls(
+                request,
+                device,
+                spec.latency_repeats,
+                spec.min_repeats,
+                spec.timing_budget_s,
+                warmups=0,
+            )
+        )
+        result = {
+            "latency": latency,
+            "within_budget": latency["p99_ms"] <= spec.latency_budget_ms,
+            "kv_mb_per_recording": model.kv_memory_bytes(1, spec.tokens) / MB,
+            **measure_throughput(model, spec, device),
+        }
+        if device.type == "cuda" and spec.backend in SOFTMAX_BACKENDS:
+            result["attention_tflops"] = attention_tflops(model, spec, result["batch"], device)
+    return result
+
+
+def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.device) -> dict:
+    """Recordings/s of the forward pass (features precomputed) at the largest power-of-two batch
+    up to max_batch whose forward fits in memory and in the per-call time limit."""
+    dtype = model.embed.weight.dtype
+    batches: list[dict] = []
+    best: tuple[int, torch.Tensor, float] | None = None
+    limited_by = f"max batch {spec.max_batch}"
+    batch = 1
+    while batch <= spec.max_batch:
+        outcome = try_batch(model, batch, spec.tokens, device, dtype)
+        batches.append({k: v for k, v in outcome.items() if k != "x"})
+        if outcome["status"] == OUT_OF_MEMORY:
+            limited_by = f"out of memory at batch {batch}"
+            break
+        if outcome["first_call_s"] > spec.call_limit_s:
+            batches[-1]["status"] = TIME_LIMIT
+            limited_by = f"time limit at batch {batch}"
+            break
+        best = (batch, outcome["x"], outcome["peak_mb"])
+        batch *= 2
+    if best is None:
+        return {"batch": None, "batch_limited_by": limited_by, "batches": batches}
+    batch, x, peak_mb = best
+    seconds = time_calls(
+        lambda: model(x), device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s
+    )
+    median_s = summarize_ms(seconds)["p50_ms"] / 1e3
+    return {
+        "batch": batch,
+        "batch_limited_by": limited_by,
+        "throughput_per_s": batch / median_s,
+        "throughput_repeats": len(seconds),
+        "kv_mb": model.kv_memory_bytes(batch, spec.tokens) / MB,
+        "peak_mb": peak_mb,
+        "batches": batches,
+    }
+
+
+def try_batch(
+    model: RFClassifier, batch: int, tokens: int, device: torch.device, dtype: torch.dtype
+) -> dict:
+    """One forward of a random feature batch (timing does not depend on the values): its time
+    and peak memory growth, or the out-of-memory status."""
+    elapsed: list[float] = []
+    try:
+        x = torch.randn(batch, tokens, FEATURES.n_features, device=device, dtype=dtype)
+        peak = peak_growth_bytes(
+            lambda: elapsed.append(time_once(lambda: model(x), device)), device
+        )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        message = str(exc).splitlines()[0][:300]
+    else:
+        return {
+            "batch": batch,
+            "status": "ok",
+            "first_call_s": elapsed[0],
+            "peak_mb": peak / MB,
+            "x": x,
+        }
+    # outside the except block, so the failed attempt's tensors are gone before the next one
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"batch": batch, "status": OUT_OF_MEMORY, "detail": message}
+
+
+def attention_tflops(
+    model: RFClassifier, spec: PointSpec, batch: int, device: torch.device
+) -> float:
+    """Achieved TFLOP/s of the first layer's attention core (scores and weighted sum, RoPE
+    included), counted as 4*B*H*T^2*d for the full softmax backends."""
+    block = model.blocks[0]
+    dtype = model.embed.weight.dtype
+    x = torch.randn(batch, spec.tokens, model.cfg.n_features, device=device, dtype=dtype)
+    q, k, v = block.attn.project(block.attn_norm(model.embed(x)))
+    rope = model.rope(spec.tokens, device, dtype)
+    seconds = time_calls(
+        lambda: block.attn.attn(q, k, v, None, rope),
+        device,
+        spec.latency_repeats,
+        spec.min_repeats,
+        spec.timing_budget_s,
+    )
+    flops = 4 * batch * model.cfg.n_heads * spec.tokens**2 * model.cfg.head_dim
+    return flops / (summarize_ms(seconds)["p50_ms"] / 1e3) / 1e12
+
+
+@dataclass(frozen=True)
+class MatmulSpec:
+    device: str
+    n: int = 8192
+    repeats: int = 20
+
+
+def measure_matmul_peak(spec: MatmulSpec) -> dict:
+    """bf16 n x n matmul TFLOP/s: the yardstick for the attention TFLOP/s (GPU only)."""
+    device = torch.device(spec.device)
+    a = torch.randn(spec.n, spec.n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(spec.n, spec.n, device=device, dtype=torch.bfloat16)
+    seconds = time_calls(lambda: a @ b, device, spec.repeats, spec.repeats, 0.0, warmups=3)
+    median_s = summarize_ms(seconds)["p50_ms"] / 1e3
+    return {"n": spec.n, "tflops": 2 * spec.n**3 / median_s / 1e12, "repeats": len(seconds)}
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    backend: str
+    device: str
+    latency_budget_ms: float
+    default_samples: int
+    max_tokens: int
+    repeats: int
+    refine_steps: int = (
+        3  # bisection steps between the last length within budget and the first over
+    )
+    threads: int = 1
+
+
+def measure_budget(spec: BudgetSpec) -> dict:
+    """Default model: p99 of one request at the default input length, and the longest input (in
+    tokens) whose p99 stays within the budget, found by doubling then bisecting."""
+    device = torch.device(spec.device)
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    tried: dict[int, dict] = {}
+
+    def p99_ms(tokens: int) -> float:
+        seconds = time_calls(
+            request_fn(model, tokens, device), device, spec.repeats, spec.repeats, 0.0, warmups=2
+        )
+        tried[tokens] = summarize_ms(seconds)
+        return tried[tokens]["p99_ms"]
+
+    with torch.inference_mode():
+        model = build_model("default", spec.backend, "rmsnorm", device)
+        default_tokens = 1 + (spec.default_samples - FEATURES.nfft) // FEATURES.hop
+        within, over = None, None
+        tokens = default_tokens
+        while tokens <= spec.max_tokens:
+            if p99_ms(tokens) > spec.latency_budget_ms:
+                over = tokens
+                break
+            within, tokens = tokens, tokens * 2
+        for _ in range(spec.refine_steps if within is not None and over is not None else 0):
+            middle = (within + over) // 2
+            if middle in (within, over):
+                break
+            if p99_ms(middle) <= spec.latency_budget_ms:
+                within = middle
+            else:
+                over = middle
+    return {
+        "default_tokens": default_tokens,
+        "default_samples": spec.default_samples,
+        "default_latency": tried[default_tokens],
+        "longest_tokens_within_budget": within,
+        "longest_samples_within_budget": None if within is None else samples_for_tokens(within),
+        "search_capped": over is None,  # still within budget at max_tokens
+        "tried": {str(t): tried[t] for t in sorted(tried)},
+    }

@@ -1,0 +1,264 @@
+"""The markdown page of a `rfcls bench backends` report: how it was made, then one table per
+question the issue asks (sweep, growth with length, accuracy, norms, CPU budget, GPU TFLOP/s)."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.environment import hardware_line
+
+NOT_RUN = "-"
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return NOT_RUN if value is None else f"{value:,.{digits}f}"
+
+
+def ok_points(report: dict, size: str, model: str) -> list[dict]:
+    return [
+        p
+        for p in report["points"]
+        if p["size"] == size and p["model"] == model and p["status"] == "ok"
+    ]
+
+
+def growth(points: list[dict]) -> dict | None:
+    """Forward time per recording (1 / throughput) at the longest vs the shortest measured length,
+    and the log-log slope between them: ~1 for linear, ~2 for quadratic growth."""
+    timed = [p for p in points if p.get("throughput_per_s")]
+    if len(timed) < 2:
+        return None
+    first, last = timed[0], timed[-1]
+    ratio = first["throughput_per_s"] / last["throughput_per_s"]
+    return {
+        "from_tokens": first["tokens"],
+        "to_tokens": last["tokens"],
+        "time_ratio": ratio,
+        "slope": math.log(ratio) / math.log(last["tokens"] / first["tokens"]),
+    }
+
+
+def model_names(report: dict) -> list[str]:
+    return list(dict.fromkeys(p["model"] for p in report["points"]))
+
+
+def sizes(report: dict) -> list[str]:
+    return list(dict.fromkeys(p["size"] for p in report["points"]))
+
+
+def markdown(report: dict) -> str:
+    hw, limits = report["hardware"], report["limits"]
+    budget = report["latency_budget_ms"]
+    lines = [
+        f"# Attention backends ({report['device']})",
+        "",
+        f"Command: `{report['command']}` ({report['elapsed_s']} s)",
+        "",
+        hardware_line(hw),
+    ]
+    if hw["gpu"]:
+        lines.append(f"- GPU: {hw['gpu']}")
+    lines += [
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        f"- torch threads: {report['threads'] or 'default'}; one fresh process per point",
+        "- model sizes: "
+        + "; ".join(
+            f"{name}: d_model {c['d_model']}, {c['n_heads']} heads, {c['n_layers']} layers, "
+            f"MLP {c['mlp_ratio']}x, {c['dtype']}"
+            for name, c in report["model_sizes"].items()
+        ),
+        "- latency: one request of one recording, IQ already on the device, features + model; "
+        f"p50/p99 over the repeats shown (at least {limits['min_repeats']}, at most "
+        f"{limits['latency_repeats']}, within {limits['timing_budget_s']} s of timed calls), "
+        f"after a warm-up call; budget {budget:g} ms",
+        "- throughput: forward pass only (features precomputed), recordings/s at the largest "
+        f"power-of-two batch up to {limits['max_batch']} whose forward fits in memory and in "
+        f"{limits['call_limit_s']:g} s; median over the repeats shown",
+        "- KV MB: the backend's own K/V (or latent) state, `model.kv_memory_bytes`, at the "
+        "throughput batch and per recording; peak MB: measured growth during one forward at "
+        "the throughput batch (CUDA max_memory_allocated, or the process's peak RSS on CPU)",
+        f"- limits: {limits['point_time_limit_s']:g} s per point, "
+        + (
+            f"{limits['memory_limit_mb']} MB address space above the process's own on CPU; "
+            if report["device"] == "cpu"
+            else ""
+        )
+        + "a model that runs out of memory or time is not run at longer lengths (rows say so)",
+        "",
+    ]
+    for size in sizes(report):
+        lines += sweep_table(report, size)
+    lines += growth_table(report)
+    lines += accuracy_table(report)
+    lines += norm_table(report)
+    lines += budget_table(report)
+    lines += tflops_table(report)
+    if report.get("charts"):
+        lines += ["## Charts", ""] + [f"![{name}]({name})" for name in report["charts"]] + [""]
+    return "\n".join(lines)
+
+
+def sweep_table(report: dict, size: str) -> list[str]:
+    budget = report["latency_budget_ms"]
+    lines = [
+        f"## {size} size",
+        "",
+        "| model | tokens | status | batch | recordings/s | KV MB | KV MB/rec | peak MB "
+        f"| p50 ms | p99 ms | p99 <= {budget:g} ms | repeats (latency/throughput) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for p in report["points"]:
+        if p["size"] != size:
+            continue
+        if p["status"] != "ok":
+            detail = p.get("detail", "").splitlines()[-1] if p.get("detail") else ""
+            lines.append(
+                f"| {p['model']} | {p['tokens']} | **{p['status']}**: {detail} " + "| - " * 9 + "|"
+            )
+            continue
+        lat = p["latency"]
+        batch = NOT_RUN if p["batch"] is None else f"{p['batch']} ({p['batch_limited_by']})"
+        lines.append(
+            f"| {p['model']} | {p['tokens']} | ok | {batch} | {fmt(p.get('throughput_per_s'))} "
+            f"| {fmt(p.get('kv_mb'))} | {fmt(p['kv_mb_per_recording'], 2)} "
+            f"| {fmt(p.get('peak_mb'))} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} "
+            f"| {'yes' if p['within_budget'] else 'no'} "
+            f"| {lat['repeats']}/{p.get('throughput_repeats', NOT_RUN)} |"
+        )
+    return [*lines, ""]
+
+
+def growth_table(report: dict) -> list[str]:
+    lines = [
+        "## Growth with sequence length",
+        "",
+        "Forward time per recording (1 / throughput) at the longest measured length over the "
+        "shortest, and the log-log slope (1 = linear, 2 = quadratic).",
+        "",
+        "| size | model | from | to | time ratio | slope |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for size in sizes(report):
+        for model in model_names(report):
+            g = growth(ok_points(report, size, model))
+            if g is None:
+                lines.append(f"| {size} | {model} | - | - | fewer than 2 lengths measured | - |")
+                continue
+            lines.append(
+                f"| {size} | {model} | {g['from_tokens']} | {g['to_tokens']} "
+                f"| {g['time_ratio']:.1f}x | {g['slope']:.2f} |"
+            )
+    return [*lines, ""]
+
+
+def accuracy_table(report: dict) -> list[str]:
+    lines = [
+        "## Accuracy of the shipped weights (default size)",
+        "",
+        "The `rfcls evaluate` evaluation set (seed, 4096 samples = 31 tokens per recording), "
+        "scored with rfmodel.evaluate's functions; the weights are trained at the default "
+        "input lengths, so accuracy is not measured per sequence length.",
+        "",
+        "| model | accuracy | SNR >= 10 dB | SNR 0 dB | examples | weights |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for model, acc in report["accuracy"].items():
+        if acc["status"] != "ok":
+            lines.append(f"| {model} | {acc['status']} | - | - | - | - |")
+            continue
+        values = list(acc["summary"].values())
+        lines.append(
+            f"| {model} | {fmt(values[0], 4)} | {fmt(values[1], 4)} | {fmt(values[2], 4)} "
+            f"| {acc['n_examples']} | {acc['version']} |"
+        )
+    return [*lines, ""]
+
+
+def norm_table(report: dict) -> list[str]:
+    pairs = [m for m in model_names(report) if m.endswith("-layernorm")]
+    lines = []
+    for ln_model in pairs:
+        rms_model = ln_model.removesuffix("-layernorm")
+        lines += [
+            f"## RMSNorm vs LayerNorm ({rms_model})",
+            "",
+            f"Accuracy: RMSNorm {accuracy_text(report, rms_model)}, "
+            f"LayerNorm {accuracy_text(report, ln_model)}.",
+            "",
+            "| size | tokens | RMSNorm p50 ms | LayerNorm p50 ms | LayerNorm / RMSNorm |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for size in sizes(report):
+            rms = {p["tokens"]: p for p in ok_points(report, size, rms_model)}
+            ln = {p["tokens"]: p for p in ok_points(report, size, ln_model)}
+            for tokens in report["lengths"]:
+                a = rms.get(tokens, {}).get("latency", {}).get("p50_ms")
+                b = ln.get(tokens, {}).get("latency", {}).get("p50_ms")
+                ratio = NOT_RUN if a is None or b is None else f"{b / a:.2f}"
+                lines.append(f"| {size} | {tokens} | {fmt(a, 2)} | {fmt(b, 2)} | {ratio} |")
+        lines.append("")
+    return lines
+
+
+def accuracy_text(report: dict, model: str) -> str:
+    acc = report["accuracy"].get(model, {"status": "not measured"})
+    return f"{acc['summary']['accuracy_overall']:.4f}" if acc["status"] == "ok" else acc["status"]
+
+
+def budget_table(report: dict) -> list[str]:
+    budget = report["latency_budget_ms"]
+    lines = [
+        f"## Default model within the {budget:g} ms budget",
+        "",
+        "p99 of one request (features + model, one thread) at the default input length, and "
+        "the longest input whose p99 stays within the budget (doubling, then bisection).",
+        "",
+        "| backend | default input | p50 ms | p99 ms | repeats | longest input within budget |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for backend, r in report["budget_search"].items():
+        if r["status"] != "ok":
+            lines.append(
+                f"| {backend} | **{r['status']}**: {r.get('detail', '')} | - | - | - | - |"
+            )
+            continue
+        lat = r["default_latency"]
+        longest = r["longest_tokens_within_budget"]
+        if longest is None:
+            longest_text = "none (the default input is over budget)"
+        else:
+            longest_text = f"{longest} tokens = {r['longest_samples_within_budget']} samples"
+            if r["search_capped"]:
+                longest_text += " (search cap; longer not tried)"
+        lines.append(
+            f"| {backend} | {r['default_samples']} samples = {r['default_tokens']} tokens "
+            f"| {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['repeats']} | {longest_text} |"
+        )
+    return [*lines, ""]
+
+
+def tflops_table(report: dict) -> list[str]:
+    if report["matmul_peak"] is None:
+        return [
+            "## Attention TFLOP/s",
+            "",
+            "GPU only; not measured on this device.",
+            "",
+        ]
+    peak = report["matmul_peak"]
+    lines = ["## Attention TFLOP/s", ""]
+    if peak["status"] != "ok":
+        lines.append(f"bf16 matmul peak: {peak['status']}: {peak.get('detail', '')}")
+    else:
+        lines.append(
+            f"Measured bf16 matmul peak ({peak['n']}x{peak['n']}, median of {peak['repeats']}): "
+            f"{peak['tflops']:.1f} TFLOP/s. Attention: first layer's core at the throughput "
+            "batch, 4*B*H*T^2*d FLOPs."
+        )
+    lines += ["", "| size | model | tokens | attention TFLOP/s |", "| --- | --- | ---: | ---: |"]
+    for p in report["points"]:
+        if p.get("attention_tflops") is not None:
+            lines.append(
+                f"| {p['size']} | {p['model']} | {p['tokens']} | {p['attention_tflops']:.1f} |"
+            )
+    return [*lines, ""]
