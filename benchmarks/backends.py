@@ -69,7 +69,7 @@ class Limits:
 
 DEVICE_LIMITS = {
     # one thread on a shared 2-core box: the whole sweep in under 15 minutes
-    "cpu": Limits(16, 20.0, 2.0, 30, 5, 2.0, 8192, 16384, 40, 400),
+    "cpu": Limits(8, 15.0, 1.5, 30, 3, 1.5, 8192, 16384, 40, 400),
     "cuda": Limits(4096, 300.0, 10.0, 200, 20, 5.0, None, 16384, 200, 400),
 }
 QUICK_LIMITS = Limits(2, 60.0, 2.0, 5, 3, 0.2, 8192, 64, 5, 2)
@@ -311,3 +311,13 @@ def run(args: argparse.Namespace) -> int:
 
 def dtype_name(size: str, device: torch.device) -> str:
     return str(bench_dtype(size, device)).removeprefix("torch.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.backends")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -78,6 +78,8 @@ def run_isolated(
             process.kill()
             return {"status": TIME_LIMIT, "detail": f"no result within {time_limit_s:g} s"}
     finally:
+        if process.is_alive():  # interrupted (Ctrl-C) while waiting: leave no point running
+            process.kill()
         process.join()
         receive.close()
     if process.exitcode == -9:
