@@ -86,7 +86,7 @@ class FeatureConfig:
                 "transforms", f"must be a non-empty list of {sorted(TRANSFORMS)}"
             )
         for name in self.transforms:
-            if name not in TRANSFORMS:
+            if not isinstance(name, str) or name not in TRANSFORMS:
                 raise InvalidParameter(
                     "transforms", f"unknown transform {name!r}; valid: {', '.join(TRANSFORMS)}"
                 )

@@ -24,7 +24,7 @@ import sigmf
 from sigmf import SigMFFile, sigmffile
 from sigmf.error import SigMFError
 
-from preprocessing.errors import InvalidFormat, InvalidSamples
+from preprocessing.errors import InputError, InvalidFormat, InvalidSamples
 
 
 @dataclass(frozen=True)
@@ -142,17 +142,28 @@ def check_finite(values: np.ndarray, field: str = "samples") -> None:
         )
 
 
+# The sigmf library checks its schema only when asked to; malformed metadata surfaces as whatever
+# its parser trips over (JSONDecodeError and UnicodeDecodeError are ValueErrors).
+SIGMF_READ_ERRORS = (SigMFError, ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
 def read_sigmf(path: str | Path) -> Recording:
     """Read a single-channel SigMF recording: a .sigmf-meta or .sigmf-data path, their common base
     name, or a .sigmf archive. The data type comes from the metadata."""
     try:
-        meta = sigmffile.fromfile(str(path))
-    except SigMFError as exc:
-        raise InvalidFormat("sigmf", f"cannot read {path}: {exc}") from exc
+        return _read_sigmf(path)
+    except InputError:
+        raise
+    except SIGMF_READ_ERRORS as exc:
+        raise InvalidFormat("sigmf", f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_sigmf(path: str | Path) -> Recording:
+    meta = sigmffile.fromfile(str(path))
     if not isinstance(meta, SigMFFile):
         raise InvalidFormat("sigmf", f"{path} is a SigMF collection, not a single recording")
     datatype = meta.get_global_field(sigmf.DATATYPE_KEY)
-    if datatype not in SIGMF_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in SIGMF_DATATYPES:
         raise InvalidFormat(
             "datatype",
             f"SigMF datatype {datatype!r} is not supported; "
@@ -161,11 +172,8 @@ def read_sigmf(path: str | Path) -> Recording:
     channels = meta.get_global_field(sigmf.NUM_CHANNELS_KEY, 1)
     if channels != 1:
         raise InvalidFormat("num_channels", f"{path} has {channels} channels; only 1 is supported")
-    try:
-        # sigmf's autoscale is our scaling (see the module docstring); tests hold the two equal
-        samples = np.ascontiguousarray(meta.read_samples(), dtype=np.complex64)
-    except SigMFError as exc:
-        raise InvalidFormat("sigmf", f"cannot read the samples of {path}: {exc}") from exc
+    # sigmf's autoscale is our scaling (see the module docstring); tests hold the two equal
+    samples = np.ascontiguousarray(meta.read_samples(), dtype=np.complex64)
     check_finite(samples)
     captures = meta.get_captures()
     center_freq = captures[0].get(sigmf.FREQUENCY_KEY) if captures else None

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ def decode(data: bytes, fmt: str, field: str) -> np.ndarray:
 def decode_base64(text: str, fmt: str, field: str) -> np.ndarray:
     try:
         raw = base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a ValueError for non-ASCII text
         raise InvalidFormat(field, f"not valid base64 ({exc})") from None
     return decode(raw, fmt, field)
 

@@ -163,6 +163,11 @@ BAD_REQUESTS = {
         400,
         "frames.0.data",
     ),
+    "non-ASCII base64": (
+        json_body({"frames": [{"data": "\u00e9AAA", "format": "cf32"}]}),
+        400,
+        "frames.0.data",
+    ),
     "NaN (binary)": (binary("format=cf32", NAN_CF32), 400, "body"),
     "NaN (JSON lists)": (
         {
