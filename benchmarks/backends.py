@@ -69,7 +69,7 @@ class Limits:
 
 DEVICE_LIMITS = {
     # one thread on a shared 2-core box: the whole sweep in under 15 minutes
-    "cpu": Limits(8, 15.0, 1.5, 30, 3, 1.5, 8192, 16384, 40, 400),
+    "cpu": Limits(8, 30.0, 1.5, 30, 3, 1.5, 8192, 16384, 40, 400),
     "cuda": Limits(4096, 300.0, 10.0, 200, 20, 5.0, None, 16384, 200, 400),
 }
 QUICK_LIMITS = Limits(2, 60.0, 2.0, 5, 3, 0.2, 8192, 64, 5, 2)

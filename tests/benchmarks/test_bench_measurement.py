@@ -1,0 +1,80 @@
+"""The measuring parts of the benchmarks: peak memory growth, isolated points and their
+statuses, and the CUDA paths (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.isolation import FAILED, OUT_OF_MEMORY, TIME_LIMIT, run_isolated
+from benchmarks.memory import peak_growth_bytes
+from benchmarks.point import MatmulSpec, PointSpec, measure_matmul_peak, measure_point
+
+MB = 2**20
+
+
+def tiny_point(device: str = "cpu", backend: str = "latent", **changes) -> PointSpec:
+    fields = {
+        "size": "default",
+        "backend": backend,
+        "norm": "rmsnorm",
+        "tokens": 16,
+        "device": device,
+        "max_batch": 4,
+        "call_limit_s": 5.0,
+        "latency_repeats": 4,
+        "min_repeats": 3,
+        "timing_budget_s": 0.1,
+        "latency_budget_ms": 30.0,
+    }
+    return PointSpec(**{**fields, **changes})
+
+
+def test_peak_growth_sees_a_temporary_allocation():
+    def allocate() -> None:
+        block = torch.ones(64 * MB // 4)  # 64 MB, touched, freed on return
+        assert block.sum() > 0
+
+    assert peak_growth_bytes(allocate, torch.device("cpu")) >= 48 * MB
+    assert peak_growth_bytes(lambda: None, torch.device("cpu")) < 16 * MB
+
+
+def test_isolated_point_reports_every_measurement():
+    row = run_isolated(measure_point, tiny_point(), time_limit_s=60)
+    assert row["status"] == "ok", row
+    assert row["batch"] == 4 and row["batch_limited_by"] == "max batch 4"
+    assert [b["batch"] for b in row["batches"]] == [1, 2, 4]
+    assert row["peak_mb"] > 0 and row["throughput_per_s"] > 0
+    assert row["latency"]["repeats"] >= 3 and row["latency_cpu_ms_mean"] > 0
+
+
+def test_isolated_point_statuses():
+    assert run_isolated(measure_point, tiny_point(), time_limit_s=0.01)["status"] == TIME_LIMIT
+    starved = run_isolated(measure_point, tiny_point(), time_limit_s=60, memory_limit_mb=1)
+    assert starved["status"] == OUT_OF_MEMORY
+    failed = run_isolated(measure_point, tiny_point(backend="nope"), time_limit_s=60)
+    assert failed["status"] == FAILED and "attn_backend" in failed["detail"]
+
+
+def test_slow_single_request_is_a_time_limit_row():
+    row = run_isolated(measure_point, tiny_point(call_limit_s=1e-6), time_limit_s=60)
+    assert row["status"] == TIME_LIMIT and "over the 1e-06 s limit per call" in row["detail"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_point_measures_device_memory_and_attention_tflops():
+    row = run_isolated(measure_point, tiny_point("cuda", backend="flash"), time_limit_s=120)
+    assert row["status"] == "ok", row
+    assert row["peak_mb"] > 0 and row["attention_tflops"] > 0
+    reference = run_isolated(
+        measure_point, tiny_point("cuda", backend="flash", size="reference"), time_limit_s=120
+    )
+    assert reference["status"] == "ok", reference
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matmul_peak():
+    peak = measure_matmul_peak(MatmulSpec("cuda", n=1024, repeats=3))
+    assert peak["tflops"] > 0 and peak["repeats"] == 3
