@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -59,6 +60,10 @@ def health(ok: bool) -> Response:
     return Response(status_code=200 if ok else 400)
 
 
+# documents the empty bodies: 200 is true, 400 false (FastAPI would promise JSON otherwise)
+HEALTH_DOC: dict[str, Any] = {"response_class": Response, "responses": {400: {"description": "no"}}}
+
+
 def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
     router = APIRouter()
     guarded = APIRouter(dependencies=[Depends(guard)] if guard else [])
@@ -77,16 +82,18 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
     async def server_metadata() -> dict:
         return {"name": card.name, "version": server_version(), "extensions": EXTENSIONS}
 
-    @router.get("/v2/health/live", summary="Server live")
+    @router.get("/v2/health/live", summary="Server live", **HEALTH_DOC)
     async def server_live() -> Response:
         return health(engine.live)
 
-    @router.get("/v2/health/ready", summary="Server ready")
+    @router.get("/v2/health/ready", summary="Server ready", **HEALTH_DOC)
     async def server_ready() -> Response:
         return health(engine.ready)
 
-    @router.get("/v2/models/{name}/ready", summary="Model ready")
-    @router.get("/v2/models/{name}/versions/{model_version}/ready", summary="Model ready")
+    @router.get("/v2/models/{name}/ready", summary="Model ready", **HEALTH_DOC)
+    @router.get(
+        "/v2/models/{name}/versions/{model_version}/ready", summary="Model ready", **HEALTH_DOC
+    )
     async def model_ready(name: str, model_version: str | None = None) -> Response:
         check_model(name, model_version)
         return health(engine.ready)

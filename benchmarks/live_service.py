@@ -1,0 +1,163 @@
+"""The real service for load scripts: `python -m service serve` in a subprocess on a model bundle,
+its resident memory read from /proc, its Prometheus counters read from /metrics.
+
+The bundle is the shipped model for the backend when its weights exist, else a randomly
+initialised model of the same size in a temporary directory: latency and memory do not depend on
+the weights' values, only on the model's shape.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 300  # loading torch and warming up on a busy 2-core box
+RSS_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    path: Path
+    weights: str  # "shipped" or "random"
+
+
+@contextmanager
+def model_bundle(backend: str = "mha", norm: str = "rmsnorm") -> Iterator[ModelSource]:
+    """The shipped model for backend and norm, else a random-init one of the default size."""
+    # torch only here, when a model is needed
+    from preprocessing.features import FeatureConfig
+    from rfmodel.bundle import WEIGHTS_FILE, save_bundle, shipped_model_dir
+    from rfmodel.classifier import RFClassifier
+    from rfmodel.config import ModelConfig
+    from rfmodel.data import CLASSES
+
+    shipped = shipped_model_dir(backend, norm)
+    if (shipped / WEIGHTS_FILE).is_file():
+        yield ModelSource(shipped, "shipped")
+        return
+    features = FeatureConfig()
+    config = ModelConfig(
+        n_features=features.n_features, n_classes=len(CLASSES), attn_backend=backend, norm=norm
+    )
+    with tempfile.TemporaryDirectory(prefix="rfcls-bundle-") as tmp:
+        path = save_bundle(Path(tmp) / f"{backend}-{norm}", RFClassifier(config), features, CLASSES)
+        yield ModelSource(path, "random")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """`python -m service serve` with the given RFCLS_* settings; the rest of RFCLS_* is cleared so
+    the caller's shell cannot change what is measured."""
+
+    def __init__(self, settings: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RFCLS_")}
+        env.update({"RFCLS_PORT": str(self.port), "RFCLS_LOG_LEVEL": "warning", **settings})
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.log_path = log_path
+
+    def __enter__(self) -> ServiceProcess:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"the service was not ready within {START_TIMEOUT_S} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.process.pid)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class RssSampler:
+    """The server's resident memory every RSS_EVERY_S seconds, from a thread of this process."""
+
+    def __init__(self, service: ServiceProcess):
+        self.service = service
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_EVERY_S):
+            self.samples.append((time.perf_counter() - self.started, self.service.rss_bytes()))
+
+
+Series = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def scrape(url: str) -> dict[Series, float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def series(name: str, **labels: str) -> Series:
+    return name, tuple(sorted(labels.items()))
