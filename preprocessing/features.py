@@ -11,6 +11,11 @@ spectra (dB, fftshifted, unit-energy window) of nonlinear transforms of that fra
 
 PSK/QAM orders share the power spectrum of x, so "x" alone cannot tell them apart; x^2 and x^4
 can. All of these are unchanged by a gain g > 0 and by a constant phase rotation of the input.
+
+A transform named in `sorted_transforms` has its spectrum sorted, strongest bin first. The line
+that x^2 or x^4 leaves sits at 2x or 4x the carrier offset, which is anywhere in the band; sorted,
+its height and the spread of the rest stay and its position (the offset, a nuisance) goes, so a
+linear token embedding sees a line the same way wherever it falls.
 """
 
 from __future__ import annotations
@@ -67,11 +72,13 @@ class FeatureConfig:
     transforms: tuple[str, ...] = ("x", "x2", "x4")
     db: bool = True
     floor_db: float = -100.0
+    sorted_transforms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
-        if isinstance(self.transforms, list):
-            object.__setattr__(self, "transforms", tuple(self.transforms))
+        for name in ("transforms", "sorted_transforms"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         self.validate()
         object.__setattr__(self, "floor_db", float(self.floor_db))
 
@@ -92,6 +99,14 @@ class FeatureConfig:
                 )
         if len(set(self.transforms)) != len(self.transforms):
             raise InvalidParameter("transforms", f"repeats a name: {list(self.transforms)}")
+        if not isinstance(self.sorted_transforms, tuple) or not set(
+            self.sorted_transforms
+        ).issubset(self.transforms):
+            raise InvalidParameter(
+                "sorted_transforms",
+                f"must be a list of names from transforms {list(self.transforms)}, "
+                f"got {self.sorted_transforms!r}",
+            )
 
     @property
     def n_features(self) -> int:
@@ -100,6 +115,7 @@ class FeatureConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["transforms"] = list(self.transforms)
+        d["sorted_transforms"] = list(self.sorted_transforms)
         return d
 
     @classmethod
@@ -127,6 +143,9 @@ def frame_features(frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
         w = window_tensor(cfg.window, cfg.nfft, unit.device, unit.real.dtype, True)
         torch.view_as_real(stacked).mul_(w)
         power = shifted_power(stacked)  # [..., t, K, nfft]
+        for k, name in enumerate(cfg.transforms):
+            if name in cfg.sorted_transforms:
+                power[..., k, :] = power[..., k, :].sort(dim=-1, descending=True).values
         if cfg.db:
             power = to_db(power, cfg.floor_db)
         return power.flatten(-2).to(torch.float32)

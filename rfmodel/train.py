@@ -145,16 +145,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_dataclass_options(group: Any, cls: type, exclude: tuple[str, ...]) -> None:
-    """One `--field-name` option per scalar field of `cls`, default None (= the dataclass's own)."""
+    """One `--field-name` option per scalar or tuple-of-str field of `cls`, default None (= the
+    dataclass's own); a tuple is given comma-separated (`--transforms x,x2,x4`)."""
     for f in dataclasses.fields(cls):
-        kind = scalar_type(f)
-        if f.name in exclude or kind is None:
+        if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
+        kind = scalar_type(f)
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction)
-        else:
+        elif kind is not None:
             group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__)
+        elif str(f.type) == "tuple[str, ...]":
+            group.add_argument(flag, dest=f.name, type=comma_list, default=None, metavar="a,b,...")
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def scalar_type(f: dataclasses.Field) -> type | None:

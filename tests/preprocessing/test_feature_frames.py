@@ -33,6 +33,8 @@ def reference_features(x, cfg):
         for name in cfg.transforms:
             z = np.abs(y) ** 2 if name == "env" else y ** powers[name]
             p = np.abs(np.fft.fftshift(np.fft.fft(w * z))) ** 2
+            if name in cfg.sorted_transforms:
+                p = np.sort(p)[::-1]
             parts.append(10 * np.log10(np.maximum(p, 10 ** (cfg.floor_db / 10))) if cfg.db else p)
         rows.append(np.concatenate(parts))
     return np.stack(rows)
@@ -77,6 +79,8 @@ def test_from_dict_rejects_unknown_keys():
         ({"transforms": ("x", "x")}, "transforms"),
         ({"db": "yes"}, "db"),
         ({"floor_db": "low"}, "floor_db"),
+        ({"sorted_transforms": ("env",)}, "sorted_transforms"),
+        ({"transforms": ("x", "x4"), "sorted_transforms": "x4"}, "sorted_transforms"),
     ],
 )
 def test_invalid_config_names_the_field(kwargs, field):
@@ -96,6 +100,7 @@ def test_unknown_transform_lists_valid_names():
         FeatureConfig(nfft=64, hop=32),
         FeatureConfig(nfft=48, hop=20, window="blackman", transforms=("x4", "env", "x")),
         FeatureConfig(nfft=32, hop=32, db=False),
+        FeatureConfig(nfft=64, hop=48, transforms=("x", "x2", "x4"), sorted_transforms=("x4",)),
     ],
 )
 def test_matches_reference(cfg):
@@ -123,6 +128,23 @@ def test_gain_and_phase_invariance():
         # complex64 input: float32 round-off, in dB
         out32 = compute_features(torch.from_numpy((x * g).astype(np.complex64)), cfg)
         torch.testing.assert_close(out32, ref32, rtol=0, atol=0.05)
+
+
+def test_sorted_spectra_do_not_depend_on_the_carrier_offset():
+    """A QPSK frame moved by a whole number of bins moves its x^4 line by 4x that, circularly;
+    sorted, the x2 and x4 spectra are unchanged while the unsorted ones are not."""
+    rng = np.random.default_rng(11)
+    nfft = 64
+    x = psk_qam(rng, 4 * nfft, "qpsk") + 0.1 * random_complex(rng, 4 * nfft)
+    shifted = x * np.exp(2j * np.pi * 5 * np.arange(x.size) / nfft)
+    both = torch.from_numpy(np.stack([x, shifted]))
+    plain = FeatureConfig(nfft=nfft, hop=nfft, window="boxcar", transforms=("x2", "x4"))
+    ranked = FeatureConfig(**{**plain.to_dict(), "sorted_transforms": ["x2", "x4"]})
+    a, b = compute_features(both, plain)
+    assert (a - b).abs().max() > 10  # dB: the lines moved
+    a, b = compute_features(both, ranked)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-3)
+    assert (a[:, nfft] - a[:, nfft + 1 :].mean(-1)).min() > 10  # the x4 line leads, in dB
 
 
 def test_silent_frames_sit_at_the_floor():
