@@ -1,0 +1,29 @@
+"""`rfcls bench SUITE`: the benchmark suites, each a module of benchmarks/ with its own options
+(add_arguments) and entry point (run)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# suite -> (module, help); modules are imported only to register the options of the one chosen
+SUITES: dict[str, tuple[str, str]] = {
+    "backends": (
+        "benchmarks.backends",
+        "attention backends: throughput, memory, latency, accuracy",
+    ),
+    "service": ("benchmarks.service_load", "the real server under closed-loop and Poisson load"),
+    "spectra": ("benchmarks.spectra_throughput", "spectrogram and feature throughput"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
+    for name, (module_name, help_text) in SUITES.items():
+        sub = suites.add_parser(name, help=help_text)
+        importlib.import_module(module_name).add_arguments(sub)
+        sub.set_defaults(_suite_module=module_name)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(args._suite_module).run(args) or 0)

@@ -1,0 +1,258 @@
+"""`rfcls bench service`: the real server under load, per attention backend.
+
+For each backend, `rfcls serve` starts in a subprocess (RFCLS_ATTN_BACKEND picks the backend; the
+shipped weights, or a random-initialised default model while none are shipped: timing does not
+depend on the weights) and this process drives it over HTTP: first a closed loop (--concurrency
+clients, each sending its next request when the last is answered), then Poisson arrivals at
+--poisson-load times the closed loop's throughput (open loop: latency counts from each request's
+scheduled time, so a stalled server is not hidden by requests that were never sent). Every
+request is one recording of --samples cf32 samples.
+
+    rfcls bench service                 # CPU, writes docs/benchmarks/service-load-cpu.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, csv_of
+from benchmarks.charts import save
+from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
+from benchmarks.live_service import ServiceProcess, model_bundle
+from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
+from preprocessing.formats import encode
+from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
+from rfmodel.config import BACKENDS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+WARMUP_REQUESTS = 20
+REQUEST_TIMEOUT_S = 30.0
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="server's device")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output path without suffix (default docs/benchmarks/service-load-DEVICE)",
+    )
+    p.add_argument("--quick", action="store_true", help="a smoke run: 2 s per phase")
+    p.add_argument("--backends", type=csv_of("backend", BACKENDS), default=BACKENDS)
+    p.add_argument("--concurrency", type=positive_int, default=2, help="closed-loop clients")
+    p.add_argument("--duration", type=positive_float, default=15.0, help="seconds per phase")
+    p.add_argument(
+        "--poisson-load",
+        type=positive_float,
+        default=0.7,
+        help="Poisson arrival rate as a fraction of the closed loop's throughput (default 0.7)",
+    )
+    p.add_argument("--samples", type=positive_int, default=DEFAULT_INPUT_SAMPLES)
+    p.add_argument("--budget-ms", type=positive_float, default=BUDGET_MS)
+
+
+def classify_request(samples: int) -> Request:
+    iq = np.random.default_rng(0).standard_normal((samples, 2), dtype=np.float32)
+    body = encode(iq.view(np.complex64)[:, 0], "cf32")
+    headers = {"Content-Type": "application/octet-stream"}
+    return Request("classify", "POST", "/v1/classify?format=cf32&top_k=1", body, headers)
+
+
+def summarize(answers: list[Answer], elapsed_s: float, budget_ms: float) -> dict:
+    """Client-observed latency (ms) of the answered requests, counted from the scheduled send
+    time, and the server's own timings from the answers' timings_ms."""
+    ok = [a for a in answers if a.status == 200]
+    latency_ms = [1e3 * (a.latency_s + a.sent_late_s) for a in ok]
+    server = [json.loads(a.body)["timings_ms"] for a in ok]
+    return {
+        "requests": len(answers),
+        "answered_ok": len(ok),
+        "statuses": {str(k): v for k, v in sorted(Counter(a.status for a in answers).items())},
+        "elapsed_s": round(elapsed_s, 2),
+        "throughput_per_s": len(ok) / elapsed_s,
+        "p50_ms": quantile(latency_ms, 0.5),
+        "p99_ms": quantile(latency_ms, 0.99),
+        "within_budget": sum(v <= budget_ms for v in latency_ms) / len(ok) if ok else None,
+        # how late the load generator sent (open loop): large values mean the client, sharing
+        # the CPU with the server, could not keep the schedule
+        "send_lag_p99_ms": quantile([1e3 * a.sent_late_s for a in answers], 0.99),
+        "server_median_ms": {
+            stage: float(np.median([t[stage] for t in server])) if server else None
+            for stage in ("queue", "preprocess", "inference", "total")
+        },
+    }
+
+
+async def drive(url_port: int, args: argparse.Namespace, duration_s: float) -> dict:
+    request = classify_request(args.samples)
+    client = Client("127.0.0.1", url_port, REQUEST_TIMEOUT_S)
+    try:
+        await closed_loop(client, lambda _: request, concurrency=1, count=WARMUP_REQUESTS)
+        start = time.perf_counter()
+        answers = await closed_loop(
+            client, lambda _: request, args.concurrency, duration_s=duration_s
+        )
+        closed = summarize(answers, time.perf_counter() - start, args.budget_ms)
+        rate = args.poisson_load * closed["throughput_per_s"]
+        start = time.perf_counter()
+        answers = await open_loop(client, request, rate, duration_s)
+        poisson = summarize(answers, time.perf_counter() - start, args.budget_ms)
+    finally:
+        client.close()
+    return {"closed_loop": closed, "poisson": {"rate_per_s": rate, **poisson}}
+
+
+def measure_backend(backend: str, args: argparse.Namespace, device: torch.device) -> dict:
+    duration_s = 2.0 if args.quick else args.duration
+    settings = {"RFCLS_ATTN_BACKEND": backend, "RFCLS_DEVICE": device.type}
+    log = Path(tempfile.gettempdir()) / f"rfcls-bench-service-{backend}.log"
+    with model_bundle(backend) as model:
+        settings["RFCLS_MODEL_DIR"] = str(model.path)
+        with ServiceProcess(settings, log) as service:
+            result = asyncio.run(drive(service.port, args, duration_s))
+    return {"weights": model.weights, **result}
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        device = pick_device(args.device)
+    except DeviceError as exc:
+        print(f"rfcls bench service: {exc}", file=sys.stderr)
+        return 2
+    load_at_start = load_average()
+    started = time.perf_counter()
+    results = {}
+    for backend in args.backends:
+        results[backend] = measure_backend(backend, args, device)
+        closed, poisson = results[backend]["closed_loop"], results[backend]["poisson"]
+        print(
+            f"{backend}: closed loop {closed['throughput_per_s']:.1f}/s p99 "
+            f"{ms(closed['p99_ms'])} ms; Poisson {poisson['rate_per_s']:.1f}/s p99 "
+            f"{ms(poisson['p99_ms'])} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+    report = {
+        "command": command_line(),
+        "device": str(device),
+        "hardware": hardware(device, load_at_start),
+        "versions": versions(),
+        "latency_budget_ms": args.budget_ms,
+        "load": {
+            "samples_per_request": args.samples,
+            "concurrency": args.concurrency,
+            "duration_s": 2.0 if args.quick else args.duration,
+            "poisson_load": args.poisson_load,
+            "warmup_requests": WARMUP_REQUESTS,
+        },
+        "backends": results,
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    out = args.out or DOCS / f"service-load-{device.type}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chart = plot_service_load(report, out.with_suffix(".png"))
+    report["charts"] = [chart.name]
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, {chart}")
+    return 0
+
+
+def markdown(report: dict) -> str:
+    load, budget = report["load"], report["latency_budget_ms"]
+    lines = [
+        f"# Service under load ({report['device']})",
+        "",
+        f"Command: `{report['command']}` ({report['elapsed_s']} s)",
+        "",
+        hardware_line(report["hardware"]),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        "- server: `rfcls serve` in a subprocess with its default settings (torch threads: the "
+        "usable cores less one); load from the benchmark process on the same machine, which "
+        "shares the CPU with the server",
+        f"- each request: one recording of {load['samples_per_request']} cf32 samples, binary "
+        f"POST /v1/classify; {load['warmup_requests']} warm-up requests first",
+        f"- closed loop: {load['concurrency']} clients for {load['duration_s']:g} s; Poisson: "
+        f"{load['poisson_load']:g}x the closed loop's throughput for {load['duration_s']:g} s, "
+        "latency counted from each request's scheduled time",
+        "- latency: client-observed, nearest-rank p50/p99 of the answered (200) requests; "
+        f"budget {budget:g} ms; server ms: medians of the server's own timings_ms; send lag: "
+        "p99 of how late the generator sent a Poisson request (its own CPU starvation)",
+        "",
+        "| backend | weights | load | req/s | requests | statuses | p50 ms | p99 ms "
+        f"| within {budget:g} ms | server queue / preprocess / inference ms | send lag ms |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for backend, r in report["backends"].items():
+        for phase, label in (("closed_loop", "closed loop"), ("poisson", "Poisson")):
+            s = r[phase]
+            if phase == "poisson":
+                label += f" {s['rate_per_s']:.1f}/s"
+            server = s["server_median_ms"]
+            stages = " / ".join(
+                "-" if server[k] is None else f"{server[k]:.2f}"
+                for k in ("queue", "preprocess", "inference")
+            )
+            within = "-" if s["within_budget"] is None else f"{100 * s['within_budget']:.1f}%"
+            lines.append(
+                f"| {backend} | {r['weights']} | {label} | {s['throughput_per_s']:.1f} "
+                f"| {s['requests']} | {s['statuses']} | {ms(s['p50_ms'])} | {ms(s['p99_ms'])} "
+                f"| {within} | {stages} | {ms(s['send_lag_p99_ms'])} |"
+            )
+    lines += ["", f"![service load]({report['charts'][0]})", ""]
+    return "\n".join(lines)
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def plot_service_load(report: dict, path: Path) -> Path:
+    names = list(report["backends"])
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
+    x = np.arange(len(names))
+    for offset, phase in ((-0.2, "closed_loop"), (0.2, "poisson")):
+        rows = [report["backends"][b][phase] for b in names]
+        left.bar(x + offset, [r["throughput_per_s"] for r in rows], 0.4, label=phase)
+        p99 = [r["p99_ms"] or 0.0 for r in rows]
+        p50 = [r["p50_ms"] or 0.0 for r in rows]
+        right.bar(x + offset, p99, 0.4, label=f"{phase} p99", alpha=0.6)
+        right.scatter(x + offset, p50, marker="_", s=200, color="black")
+    right.axhline(report["latency_budget_ms"], color="red", linestyle="--", label="budget")
+    left.set(ylabel="answered requests/s", title=f"Throughput ({report['device']})")
+    right.set(ylabel="ms (bars p99, ticks p50)", title="Client-observed latency")
+    for ax in (left, right):
+        ax.set_xticks(x, names)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize="small")
+    return save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.service_load")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""`rfcls bench backends`: a quick run on tiny lengths writes a complete report; points that run
+out of time or memory are rows that say so; bad arguments are refused naming the option."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.backends import token_counts
+from benchmarks.models import shipped_weights
+from benchmarks.report import growth
+from service.cli import main as rfcls
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK = ["bench", "backends", "--quick", "--sizes", "default"]
+
+
+def bench(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    out = tmp_path / "backends"
+    assert rfcls([*QUICK, "--out", str(out), *extra]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    return report, out.with_suffix(".md").read_text()
+
+
+def test_quick_run_writes_json_markdown_and_charts(tmp_path: Path):
+    report, md = bench(tmp_path, "--backends", "flash,latent")
+    models = {(p["model"], p["tokens"]) for p in report["points"]}
+    assert models == {(m, t) for m in ("flash", "latent", "flash-layernorm") for t in (32, 64)}
+    for point in report["points"]:
+        assert point["status"] == "ok", point
+        assert point["latency"]["repeats"] >= 3
+        assert 0 < point["latency"]["p50_ms"] <= point["latency"]["p99_ms"]
+        assert point["throughput_per_s"] > 0 and point["batch"] >= 1
+        assert point["kv_mb"] == pytest.approx(point["batch"] * point["kv_mb_per_recording"])
+    budget = report["budget_search"]["latent"]
+    assert budget["status"] == "ok" and budget["default_tokens"] == 31
+    for model, accuracy in report["accuracy"].items():
+        backend, _, norm = model.partition("-")
+        expected = "ok" if shipped_weights(backend, norm or "rmsnorm") else "not available"
+        assert accuracy["status"].startswith(expected)
+    assert report["hardware"]["cpu_model"] and report["versions"]["torch"] == torch.__version__
+    for name in report["charts"]:
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+    assert {"backends-throughput.png", "backends-time-vs-length.png"} <= set(report["charts"])
+    for heading in ("## default size", "## Growth", "## Accuracy", "## RMSNorm vs LayerNorm"):
+        assert heading in md
+    assert "| latent | 64 | ok |" in md
+
+
+def test_a_point_over_the_time_limit_is_a_row_and_longer_lengths_are_not_run(tmp_path: Path):
+    report, md = bench(tmp_path, "--backends", "latent", "--point-time-limit", "0.01")
+    first, second = [p for p in report["points"] if p["model"] == "latent"]
+    assert first["status"] == second["status"] == "time limit"
+    assert "no result within 0.01 s" in first["detail"]
+    assert "not run" in second["detail"]
+    assert "| latent | 32 | **time limit**" in md
+
+
+def test_a_point_out_of_memory_is_a_row(tmp_path: Path):
+    report, md = bench(tmp_path, "--backends", "gqa", "--memory-limit-mb", "1")
+    first, second = report["points"][:2]
+    assert first["status"] == "out of memory", first
+    assert "not run: out of memory already at 32 tokens" in second["detail"]
+    assert "| gqa | 32 | **out of memory**" in md
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lengths", "1k,lots"], "--lengths: 'lots' is not a token count"),
+        (["--lengths", "0"], "--lengths: '0': a token count must be at least 1"),
+        (["--backends", "mha,bogus"], "--backends: unknown backend ['bogus']; valid: mha, flash"),
+        (["--sizes", "huge"], "--sizes: unknown size ['huge']; valid: default, reference"),
+        (["--max-batch", "0"], "--max-batch: 0 is not a positive integer"),
+    ],
+)
+def test_bad_arguments_name_the_option(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        rfcls(["bench", "backends", *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_non_positive_time_limit_is_refused(tmp_path: Path, capsys):
+    assert rfcls([*QUICK, "--out", str(tmp_path / "x"), "--point-time-limit", "0"]) == 2
+    assert "point-time-limit: must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+def test_cuda_without_a_gpu_is_refused(tmp_path: Path, capsys):
+    assert rfcls([*QUICK, "--out", str(tmp_path / "x"), "--device", "cuda"]) == 2
+    assert "device: cuda was asked for but torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_token_counts_accept_k_suffixes():
+    assert token_counts("2k, 1k,4096,1k") == (1024, 2048, 4096)
+
+
+def test_growth_slope_is_one_for_linear_and_two_for_quadratic_time():
+    def points(power: int) -> list[dict]:
+        return [{"tokens": t, "throughput_per_s": 1e6 / t**power} for t in (1024, 4096, 16384)]
+
+    assert growth(points(1))["slope"] == pytest.approx(1.0)
+    quadratic = growth(points(2))
+    assert quadratic["slope"] == pytest.approx(2.0)
+    assert quadratic["time_ratio"] == pytest.approx(256.0)
+    assert growth(points(1)[:1]) is None

@@ -1,0 +1,26 @@
+"""`rfcls bench SUITE`: the suites are wired, and the spectra suite runs through it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main as rfcls
+
+
+def test_bench_needs_a_suite(capsys):
+    with pytest.raises(SystemExit) as exc:
+        rfcls(["bench"])
+    assert exc.value.code == 2
+    assert "SUITE" in capsys.readouterr().err
+
+
+def test_spectra_suite_quick_run(tmp_path: Path):
+    out = tmp_path / "spectra"
+    assert rfcls(["bench", "spectra", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["input"]["samples_per_recording"] == 1 << 14
+    assert {r["repeats"] for r in report["results"]} == {3}
+    assert "# Spectra throughput (cpu)" in out.with_suffix(".md").read_text()
