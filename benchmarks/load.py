@@ -85,6 +85,7 @@ class Client:
     def __init__(self, host: str, port: int, timeout_s: float):
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._idle: list[Connection] = []
+        self.stale_retries = 0  # requests resent because an idle connection had been closed
         self._encoded: dict[int, bytes] = {}
 
     async def send(self, request: Request, scheduled: float | None = None) -> Answer:
@@ -93,19 +94,41 @@ class Client:
             raw = self._encoded[id(request)] = request.encode(f"{self.host}:{self.port}")
         start = time.perf_counter()
         late = 0.0 if scheduled is None else max(0.0, start - scheduled)
-        connection = None
         try:
-            connection = self._idle.pop() if self._idle else await Connection.open(*self.address)
-            status, headers, body = await asyncio.wait_for(connection.exchange(raw), self.timeout_s)
+            connection, (status, headers, body) = await asyncio.wait_for(
+                self._exchange(raw), self.timeout_s
+            )
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            if connection is not None:
-                connection.close()
             error = f"{type(exc).__name__}: {exc}"
             return Answer(request.name, 0, time.perf_counter() - start, late, None, b"", error)
         if not connection.closed:
             self._idle.append(connection)
         latency = time.perf_counter() - start
         return Answer(request.name, status, latency, late, headers.get("retry-after"), body)
+
+    async def _exchange(self, raw: bytes) -> tuple[Connection, tuple[int, dict[str, str], bytes]]:
+        """On an idle connection if there is one. The server closes a keep-alive connection that
+        has been idle a while (uvicorn: 5 s); a request written just then finds it closed before
+        any answer, and was never seen, so it goes again on a new connection, as HTTP clients
+        do. A connection closed after part of an answer is an error."""
+        while self._idle:
+            connection = self._idle.pop()
+            try:
+                return connection, await connection.exchange(raw)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                connection.close()
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+                self.stale_retries += 1
+            except BaseException:  # timed out (cancelled) or a malformed answer
+                connection.close()
+                raise
+        connection = await Connection.open(*self.address)
+        try:
+            return connection, await connection.exchange(raw)
+        except BaseException:
+            connection.close()
+            raise
 
     @property
     def address(self) -> tuple[str, int]:

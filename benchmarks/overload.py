@@ -1,0 +1,335 @@
+"""Overload: the real server (`rfcls serve`, a subprocess) offered FACTOR x its measured capacity
+by a separate load process, with Poisson arrivals.
+
+    python -m benchmarks.overload    # writes docs/benchmarks/overload-cpu.{json,md,png}
+
+First the capacity: the most classifications per second a closed loop of --concurrency clients
+gets answered (--capacity skips this and takes a figure from the benchmarks). Then --factor x that
+rate for --duration seconds. Passes when every request is answered, the admitted requests' p99 is
+within the latency budget, every refusal is a 503 with Retry-After answered within the budget, and
+the server's resident memory at the end is within MEMORY_BOUND_MIB of where it was before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
+from benchmarks.live_service import RssSampler, ServiceProcess, model_bundle, scrape, series
+from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
+from preprocessing.formats import encode
+from service.protocol.instrumentation import outcome
+from service.settings import Settings
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+MEMORY_BOUND_MIB = 32
+DEFAULT_SAMPLES = 4096  # the default input length of the service benchmarks (31 tokens)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="mha", help="attention backend to serve (default mha)")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="IQ samples per request")
+    p.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
+    p.add_argument("--capacity", type=float, help="requests/s; default: measure it first")
+    p.add_argument("--capacity-duration", type=float, default=15.0, help="seconds to measure it")
+    p.add_argument("--concurrency", type=int, default=8, help="clients measuring the capacity")
+    p.add_argument("--timeout", type=float, default=10.0, help="client seconds per request")
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="RFCLS_NAME=VALUE",
+        help="a server setting other than its default (repeatable)",
+    )
+    p.add_argument("--out", type=Path, default=DOCS / "overload-cpu", help="path without suffix")
+
+
+def server_settings(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("RFCLS_"):
+            raise SystemExit(f"--setting: {pair!r} is not RFCLS_NAME=VALUE")
+        settings[name] = value
+    return settings
+
+
+def classify_request(samples: int) -> Request:
+    rng = np.random.default_rng(0)
+    iq = 0.3 * (rng.standard_normal(samples) + 1j * rng.standard_normal(samples))
+    return Request(
+        "classify",
+        "POST",
+        "/v1/classify?format=cf32",
+        encode(iq, "cf32"),
+        {"Content-Type": "application/octet-stream"},
+    )
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 2)
+
+
+def latency_summary(answers: list[Answer]) -> dict:
+    latencies = [a.latency_s for a in answers]
+    return {
+        "count": len(answers),
+        "p50_ms": ms(quantile(latencies, 0.5)),
+        "p99_ms": ms(quantile(latencies, 0.99)),
+        "max_ms": ms(max(latencies, default=None)),
+    }
+
+
+async def measure(service: ServiceProcess, args: argparse.Namespace, request: Request) -> dict:
+    client = Client("127.0.0.1", service.port, args.timeout)
+    capacity, capacity_answers = args.capacity, []
+    if capacity is None:
+        capacity_answers = await closed_loop(
+            client, lambda _: request, args.concurrency, duration_s=args.capacity_duration
+        )
+        ok = sum(a.status == 200 for a in capacity_answers)
+        capacity = ok / args.capacity_duration
+    rate = args.factor * capacity
+    rss_before = service.rss_bytes()
+    started = time.perf_counter()
+    answers = await open_loop(client, request, rate, args.duration)
+    wall = time.perf_counter() - started
+    client.close()
+    return {
+        "capacity": capacity,
+        "capacity_answers": capacity_answers,
+        "rate": rate,
+        "answers": answers,
+        "wall_s": wall,
+        "stale_retries": client.stale_retries,
+        "started": started,
+        "rss_before": rss_before,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    load_at_start = load_average()
+    overrides = server_settings(args.setting)
+    # what the service runs with: its defaults and the overrides
+    settings = Settings(**{k.removeprefix("RFCLS_").lower(): v for k, v in overrides.items()})
+    budget_ms = settings.latency_budget_ms
+    request = classify_request(args.samples)
+    with (
+        model_bundle(args.backend) as model,
+        ServiceProcess(
+            {
+                **overrides,
+                "RFCLS_MODEL_DIR": str(model.path),
+                "RFCLS_ATTN_BACKEND": args.backend,
+            },
+            Path(tempfile.gettempdir()) / "rfcls-overload-server.log",
+        ) as service,
+        RssSampler(service) as rss,
+    ):
+        before = requests_by_outcome(service.url, args.backend)
+        result = asyncio.run(measure(service, args, request))
+        after = requests_by_outcome(service.url, args.backend)
+        window = scrape(service.url)[series("rfcls_latency_p99_seconds", backend=args.backend)]
+        rss_after = service.rss_bytes()
+    rss_before, overload_began = result["rss_before"], result["started"] - rss.started
+    answers: list[Answer] = result["answers"]
+    by_status: dict[int, int] = {}
+    for a in answers:
+        by_status[a.status] = by_status.get(a.status, 0) + 1
+    admitted = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    unanswered = [a for a in answers if a.status == 0]
+    client_outcomes = {name: 0 for name in after}
+    for a in result["capacity_answers"] + answers:
+        if a.status:
+            client_outcomes[outcome(a.status)] += 1
+    server_outcomes = {k: after[k] - before[k] for k in after}
+    growth_mib = (rss_after - rss_before) / 2**20
+    admitted_summary = latency_summary(admitted)
+    refused_summary = latency_summary(refused)
+    sent_rate = len(answers) / result["wall_s"]
+    lateness_p99 = quantile([a.sent_late_s for a in answers], 0.99) or 0.0
+    checks = {
+        # else the figures describe the load generator, not the server
+        "load generator kept up (>= 95% of the rate, p99 lateness <= 10 ms)": sent_rate
+        >= 0.95 * result["rate"]
+        and lateness_p99 <= 0.010,
+        "every request answered": not unanswered,
+        "admitted p99 within the budget": (admitted_summary["p99_ms"] or 0) <= budget_ms,
+        "refusals are 503 with Retry-After": all(a.retry_after for a in refused)
+        and set(by_status) <= {200, 503},
+        "refusals within the budget (p99)": (refused_summary["p99_ms"] or 0) <= budget_ms,
+        f"RSS growth within {MEMORY_BOUND_MIB} MiB": growth_mib <= MEMORY_BOUND_MIB,
+        "server counts equal client counts": server_outcomes == client_outcomes,
+    }
+    report = {
+        "command": command_line(),
+        "model": {"backend": args.backend, "weights": model.weights},
+        "settings": {
+            "latency_budget_ms": budget_ms,
+            "max_queue_wait_ms": settings.effective_max_queue_wait_ms,
+            "max_batch": settings.max_batch,
+            "max_queue": settings.max_queue,
+            "deadline_ms": settings.effective_deadline_ms,
+            "samples_per_request": args.samples,
+        },
+        "capacity_per_s": round(result["capacity"], 1),
+        "capacity_measured": args.capacity is None,
+        "capacity_closed_loop": latency_summary(
+            [a for a in result["capacity_answers"] if a.status == 200]
+        ),
+        "factor": args.factor,
+        "offered_per_s": round(result["rate"], 1),
+        "sent": len(answers),
+        "sent_per_s": round(sent_rate, 1),
+        "send_lateness_p99_ms": ms(lateness_p99),
+        "answers_by_status": {str(k): v for k, v in sorted(by_status.items())},
+        "admitted": admitted_summary,
+        "admitted_per_s": round(len(admitted) / args.duration, 1),
+        "server_p99_ms_last_1024_admitted": ms(window),
+        "refused_503": refused_summary,
+        "refused_with_retry_after": sum(1 for a in refused if a.retry_after),
+        "unanswered": len(unanswered),
+        "resent_on_closed_idle_connections": result["stale_retries"],
+        "unanswered_errors": sorted({a.error or "" for a in unanswered})[:5],
+        "server_requests_total": server_outcomes,
+        "client_requests_by_outcome": client_outcomes,
+        "rss_mib": {
+            "before": round(rss_before / 2**20, 1),
+            "after": round(rss_after / 2**20, 1),
+            "max": round(max(r for _, r in rss.samples) / 2**20, 1),
+            "growth": round(growth_mib, 1),
+            "bound": MEMORY_BOUND_MIB,
+        },
+        "checks": checks,
+        "passed": all(checks.values()),
+        "hardware": hardware_of_cpu(load_at_start),
+        "versions": versions(),
+    }
+    write(args.out, report, answers, rss.samples, overload_began)
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}", file=sys.stderr)
+    return 0 if report["passed"] else 1
+
+
+def requests_by_outcome(url: str, backend: str) -> dict[str, float]:
+    metrics = scrape(url)
+    return {
+        name: metrics[
+            series("rfcls_requests_total", route="/v1/classify", backend=backend, outcome=name)
+        ]
+        for name in ("ok", "client_error", "rejected", "timeout", "error")
+    }
+
+
+def hardware_of_cpu(load_at_start: list[float]) -> dict:
+    import torch
+
+    return hardware(torch.device("cpu"), load_at_start)
+
+
+def write(
+    out: Path, report: dict, answers: list[Answer], rss: list[tuple[float, int]], began: float
+) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report, out.with_suffix(".png").name))
+    plot(out.with_suffix(".png"), report, answers, rss, began)
+
+
+def markdown(r: dict, png: str) -> str:
+    s, a, x = r["settings"], r["admitted"], r["refused_503"]
+    rows = [
+        ("capacity (closed loop, measured)" if r["capacity_measured"] else "capacity (given)",
+         f"{r['capacity_per_s']} requests/s"),
+        ("offered (Poisson)", f"{r['offered_per_s']} requests/s ({r['factor']}x); sent "
+         f"{r['sent']} at {r['sent_per_s']}/s, p99 send lateness {r['send_lateness_p99_ms']} ms"),
+        ("answers by status", ", ".join(f"{k}: {v}" for k, v in r["answers_by_status"].items())),
+        ("admitted (200)", f"{a['count']} ({r['admitted_per_s']}/s); p50 {a['p50_ms']} ms, "
+         f"p99 {a['p99_ms']} ms, max {a['max_ms']} ms; budget {s['latency_budget_ms']} ms; "
+         f"server-side p99 of the last 1024: {r['server_p99_ms_last_1024_admitted']} ms"),
+        ("refused (503)", f"{x['count']}, {r['refused_with_retry_after']} with Retry-After; "
+         f"p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms, max {x['max_ms']} ms"),
+        ("unanswered", str(r["unanswered"])),
+        ("server RSS (MiB)", f"{r['rss_mib']['before']} before, {r['rss_mib']['after']} after, "
+         f"max {r['rss_mib']['max']}; growth {r['rss_mib']['growth']} "
+         f"(bound {r['rss_mib']['bound']})"),
+        ("rfcls_requests_total vs client", f"{r['server_requests_total']} / "
+         f"{r['client_requests_by_outcome']}"),
+    ]  # fmt: skip
+    lines = [
+        f"# Overload ({r['hardware']['cpu_model']}, CPU)",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        hardware_line(r["hardware"]),
+        f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
+        f"- model: {r['model']['backend']}, {r['model']['weights']} weights; "
+        f"{s['samples_per_request']} cf32 samples per request (v1 binary)",
+        f"- service settings: budget {s['latency_budget_ms']} ms, max queue wait "
+        f"{s['max_queue_wait_ms']} ms, max batch {s['max_batch']}, max queue {s['max_queue']}, "
+        f"deadline {s['deadline_ms']} ms",
+        "- latencies are client-side, from writing the request to the end of the answer; the "
+        "load generator runs on the same cores as the server",
+        "",
+        "| what | measured |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in rows),
+        "",
+        "| check | result |",
+        "| --- | --- |",
+        *(f"| {k} | {'pass' if ok else 'FAIL'} |" for k, ok in r["checks"].items()),
+        "",
+        f"![latency and memory over time]({png})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(
+    path: Path, r: dict, answers: list[Answer], rss: list[tuple[float, int]], began: float
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=False)
+    for status, colour, label in ((200, "tab:blue", "admitted (200)"), (503, "tab:red", "503")):
+        chosen = [a for a in answers if a.status == status]
+        top.scatter(
+            range(len(chosen)), [1000 * a.latency_s for a in chosen], s=2, c=colour, label=label
+        )
+    top.axhline(r["settings"]["latency_budget_ms"], color="k", ls="--", label="budget")
+    top.set_yscale("log")
+    top.set_xlabel("request (in order of sending)")
+    top.set_ylabel("latency (ms)")
+    top.set_title(f"{r['offered_per_s']} requests/s offered ({r['factor']}x capacity)")
+    top.legend(markerscale=4)
+    bottom.plot([t for t, _ in rss], [b / 2**20 for _, b in rss])
+    bottom.axvline(began, color="k", ls=":", label="overload starts")
+    bottom.set_xlabel("seconds")
+    bottom.set_ylabel("server RSS (MiB)")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overload", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
