@@ -37,6 +37,7 @@ class Request:
 class Answer:
     name: str
     status: int  # 0: no answer (connection failed, closed or timed out)
+    sent_at: float  # time.perf_counter() when the request went out
     latency_s: float  # from writing the request to the end of the answer
     sent_late_s: float  # how long after its scheduled time the request went out (open loop)
     retry_after: str | None
@@ -100,11 +101,12 @@ class Client:
             )
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-            return Answer(request.name, 0, time.perf_counter() - start, late, None, b"", error)
+            latency = time.perf_counter() - start
+            return Answer(request.name, 0, start, latency, late, None, b"", error)
         if not connection.closed:
             self._idle.append(connection)
         latency = time.perf_counter() - start
-        return Answer(request.name, status, latency, late, headers.get("retry-after"), body)
+        return Answer(request.name, status, start, latency, late, headers.get("retry-after"), body)
 
     async def _exchange(self, raw: bytes) -> tuple[Connection, tuple[int, dict[str, str], bytes]]:
         """On an idle connection if there is one. The server closes a keep-alive connection that

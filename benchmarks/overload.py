@@ -303,21 +303,26 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=False)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7))
+    first = min((a.sent_at for a in answers), default=0.0)
     for status, colour, label in ((200, "tab:blue", "admitted (200)"), (503, "tab:red", "503")):
         chosen = [a for a in answers if a.status == status]
         top.scatter(
-            range(len(chosen)), [1000 * a.latency_s for a in chosen], s=2, c=colour, label=label
+            [a.sent_at - first for a in chosen],
+            [1000 * a.latency_s for a in chosen],
+            s=2,
+            c=colour,
+            label=label,
         )
     top.axhline(r["settings"]["latency_budget_ms"], color="k", ls="--", label="budget")
     top.set_yscale("log")
-    top.set_xlabel("request (in order of sending)")
+    top.set_xlabel("seconds into the overload (when the request was sent)")
     top.set_ylabel("latency (ms)")
     top.set_title(f"{r['offered_per_s']} requests/s offered ({r['factor']}x capacity)")
     top.legend(markerscale=4)
     bottom.plot([t for t, _ in rss], [b / 2**20 for _, b in rss])
     bottom.axvline(began, color="k", ls=":", label="overload starts")
-    bottom.set_xlabel("seconds")
+    bottom.set_xlabel("seconds since the server was ready")
     bottom.set_ylabel("server RSS (MiB)")
     bottom.legend()
     fig.tight_layout()

@@ -1,0 +1,52 @@
+"""The overload and soak scripts end to end on short runs against a real `rfcls serve`: they
+write their JSON, markdown and chart, every request is answered, and the server's counters equal
+the client's. (Latency checks are left to the full runs: they depend on the machine.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import overload, soak
+from benchmarks.load import quantile
+from service.metrics import REJECTION_REASONS
+from service.protocol.instrumentation import route_label
+
+
+def test_quantile_is_the_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert [quantile(values, q) for q in (0.2, 0.5, 0.99, 1.0)] == [1.0, 3.0, 5.0, 5.0]
+    assert quantile([], 0.5) is None
+
+
+def test_every_soak_request_is_a_classification_with_a_known_refusal_reason():
+    for kind in soak.mix():
+        assert route_label(kind.request.target.split("?")[0]) is not None, kind.request.name
+        assert (kind.status == 200) == (kind.reason is None) == (kind.frames > 0)
+        assert kind.reason is None or kind.reason in REJECTION_REASONS
+
+
+def outputs(out):
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert out.with_suffix(".md").read_text().startswith("# ")
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    return report
+
+
+@pytest.mark.slow
+def test_a_short_soak_passes(tmp_path):
+    out = tmp_path / "soak"
+    assert soak.main(["--requests", "300", "--concurrency", "2", "--out", str(out)]) == 0
+    report = outputs(out)
+    assert report["requests"] == 300 and report["passed"] and not report["mismatched_counters"]
+    assert sum(k["sent"] for k in report["mix"]) == 300
+
+
+@pytest.mark.slow
+def test_a_short_overload_answers_everything_and_counts_agree(tmp_path):
+    out = tmp_path / "overload"
+    overload.main(["--capacity", "40", "--duration", "2", "--out", str(out)])
+    report = outputs(out)
+    assert report["unanswered"] == 0 and not report["capacity_measured"]
+    assert report["checks"]["server counts equal client counts"]
