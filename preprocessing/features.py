@@ -7,6 +7,7 @@ spectra (dB, fftshifted, unit-energy window) of nonlinear transforms of that fra
     "x2"   x^2: BPSK (and any real constellation) leaves a spectral line at twice the carrier
            offset; its total power is E|x|^4 / E|x|^2^2, which separates 16QAM from 64QAM.
     "x4"   x^4: QPSK and square QAM leave a line at 4x the offset; total power E|x|^8 / (...)^4.
+    "x8"   x^8: 8PSK's line (it has none at x^4; QPSK and square QAM have lines at both).
     "env"  |x|^2, the envelope: constant for PSK/FSK, fluctuating for QAM, AM, OOK.
 
 PSK/QAM orders share the power spectrum of x, so "x" alone cannot tell them apart; x^2 and x^4
@@ -52,6 +53,7 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
     "x": lambda y, out: out.copy_(y),
     "x2": lambda y, out: torch.mul(y, y, out=out),
     "x4": lambda y, out: torch.mul(y, y, out=out).square_(),
+    "x8": lambda y, out: torch.mul(y, y, out=out).square_().square_(),
     "env": lambda y, out: out.copy_(y.abs().square_()),  # real -> complex, imaginary part 0
 }
 

@@ -24,7 +24,7 @@ def reference_features(x, cfg):
     """numpy float64, frame by frame, straight from the definition in features.py."""
     w = scipy.signal.get_window(cfg.window, cfg.nfft)
     w = w / np.sqrt(np.sum(w**2))
-    powers = {"x": 1, "x2": 2, "x4": 4}
+    powers = {"x": 1, "x2": 2, "x4": 4, "x8": 8}
     rows = []
     for t in range(feature_frames(x.shape[-1], cfg)):
         frame = x[t * cfg.hop : t * cfg.hop + cfg.nfft]
@@ -100,7 +100,7 @@ def test_unknown_transform_lists_valid_names():
         FeatureConfig(nfft=64, hop=32),
         FeatureConfig(nfft=48, hop=20, window="blackman", transforms=("x4", "env", "x")),
         FeatureConfig(nfft=32, hop=32, db=False),
-        FeatureConfig(nfft=64, hop=48, transforms=("x", "x2", "x4"), sorted_transforms=("x4",)),
+        FeatureConfig(nfft=64, hop=48, transforms=("x", "x4", "x8"), sorted_transforms=("x8",)),
     ],
 )
 def test_matches_reference(cfg):
