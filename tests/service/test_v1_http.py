@@ -7,7 +7,9 @@ masked in the service), row order and the softmax."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
+import socket
 import subprocess
 
 import httpx
@@ -279,6 +281,27 @@ def test_oversized_chunked_body_is_refused_while_streaming(server):
     assert r.status_code == 413
     assert r.json()["error"]["field"] == "body"
     assert httpx.get(f"{server.url}/healthz/ready").status_code == 200
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_sent(server):
+    """Only the headers go out: a server that read the body first would wait for it and time
+    out; this one answers 413 in JSON at once, without the body ever being sent."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/classify?format=cf32 HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            assert chunk, f"connection closed after {answer!r}"
+            answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "payload_too_large" and error["field"] == "body"
 
 
 def test_unknown_route_is_a_json_404(server):
