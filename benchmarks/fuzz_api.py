@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 from schemathesis.checks import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from benchmarks.environment import command_line, versions
 from benchmarks.live_service import ServiceProcess, model_bundle
 
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 # Refusals (4xx) carry the protocol's error body, which the schema does not describe.
 SCHEMA_CHECKED_STATUSES = (200,)
 
@@ -34,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--examples", type=int, default=500, help="requests per operation")
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed, for a repeatable run")
     p.add_argument("--backend", default="mha", help="attention backend to serve (default mha)")
+    p.add_argument(
+        "--out", type=Path, default=DOCS / "fuzz-api.md", help="where the summary is written"
+    )
 
 
 def problem(case, response) -> str | None:
@@ -99,6 +104,7 @@ def fuzz_operation(
 def run(args: argparse.Namespace) -> int:
     log = Path(tempfile.gettempdir()) / "rfcls-fuzz-server.log"
     failed = 0
+    rows = []
     with (
         model_bundle(args.backend) as model,
         ServiceProcess(
@@ -116,13 +122,36 @@ def run(args: argparse.Namespace) -> int:
             )
             shown = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
             print(f"{operation.label}: {shown}; {len(failures)} failures", flush=True)
+            rows.append(f"| `{operation.label}` | {shown} | {len(failures)} |")
             for failure in failures[:10]:
                 print(f"  {failure}")
             failed += len(failures)
         if service.process.poll() is not None:
             print(f"the server died; its log: {log}")
             return 1
-    print(f"{'FAIL' if failed else 'PASS'}: {failed} failing requests")
+    verdict = f"{'FAIL' if failed else 'PASS'}: {failed} failing requests"
+    print(verdict)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        "\n".join(
+            [
+                "# Fuzzing the API (schemathesis)",
+                "",
+                f"Command: `{command_line()}`",
+                "",
+                f"- {model.weights} {args.backend} model; versions: "
+                + ", ".join(
+                    f"{k} {v}" for k, v in versions(schemathesis=schemathesis.__version__).items()
+                ),
+                f"- {verdict}",
+                "",
+                "| operation | answers by status | failures |",
+                "| --- | --- | ---: |",
+                *rows,
+                "",
+            ]
+        )
+    )
     return 1 if failed else 0
 
 
