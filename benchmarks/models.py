@@ -44,10 +44,6 @@ def samples_for_tokens(tokens: int, features: FeatureConfig = FEATURES) -> int:
     return features.nfft + (tokens - 1) * features.hop
 
 
-def tokens_for_samples(samples: int, features: FeatureConfig = FEATURES) -> int:
-    return 1 + (samples - features.nfft) // features.hop
-
-
 def shipped_weights(backend: str, norm: str) -> Path | None:
     """The trained model directory for backend and norm, or None while none is shipped."""
     path = shipped_model_dir(backend, norm)

@@ -15,6 +15,7 @@ from benchmarks.memory import peak_growth_bytes
 from benchmarks.models import FEATURES, bench_config, bench_dtype, samples_for_tokens
 from benchmarks.timing import summarize_ms, time_calls, time_once
 from preprocessing.features import compute_features
+from preprocessing.spectra import n_frames
 from rfmodel.classifier import RFClassifier
 
 MB = 2**20
@@ -219,7 +220,7 @@ def measure_budget(spec: BudgetSpec) -> dict:
 
     with torch.inference_mode():
         model = build_model("default", spec.backend, "rmsnorm", device)
-        default_tokens = 1 + (spec.default_samples - FEATURES.nfft) // FEATURES.hop
+        default_tokens = n_frames(spec.default_samples, FEATURES.nfft, FEATURES.hop)
         within, over = None, None
         tokens = default_tokens
         while tokens <= spec.max_tokens:
