@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         # the schema the server itself serves, so the run fuzzes what is deployed
         raw = httpx.get(f"{service.url}/openapi.json", timeout=10).json()
-        model = httpx.get(f"{service.url}/v2/models/rfcls", timeout=10).json()
-        known = {"name": model["name"], "model_version": model["versions"][0]}
+        served = httpx.get(f"{service.url}/v2/models/rfcls", timeout=10).json()
+        known = {"name": served["name"], "model_version": served["versions"][0]}
         for result in schemathesis.openapi.from_dict(raw).get_all_operations():
             operation = result.ok()
             statuses, failures = fuzz_operation(

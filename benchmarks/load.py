@@ -37,12 +37,12 @@ class Request:
 class Answer:
     name: str
     status: int  # 0: no answer (connection failed, closed or timed out)
-    sent_at: float  # time.perf_counter() when the request went out
     latency_s: float  # from writing the request to the end of the answer
     sent_late_s: float  # how long after its scheduled time the request went out (open loop)
     retry_after: str | None
     body: bytes
     error: str | None = None
+    sent_at: float = 0.0  # time.perf_counter() when the request went out
 
 
 class Connection:
@@ -102,11 +102,12 @@ class Client:
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             latency = time.perf_counter() - start
-            return Answer(request.name, 0, start, latency, late, None, b"", error)
+            return Answer(request.name, 0, latency, late, None, b"", error, sent_at=start)
         if not connection.closed:
             self._idle.append(connection)
         latency = time.perf_counter() - start
-        return Answer(request.name, status, start, latency, late, headers.get("retry-after"), body)
+        retry_after = headers.get("retry-after")
+        return Answer(request.name, status, latency, late, retry_after, body, sent_at=start)
 
     async def _exchange(self, raw: bytes) -> tuple[Connection, tuple[int, dict[str, str], bytes]]:
         """On an idle connection if there is one. The server closes a keep-alive connection that
