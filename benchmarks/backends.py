@@ -69,10 +69,43 @@ class Limits:
 
 DEVICE_LIMITS = {
     # one thread on a shared 2-core box: the whole sweep in under 15 minutes
-    "cpu": Limits(8, 30.0, 1.5, 30, 3, 1.5, 8192, 16384, 40, 400),
-    "cuda": Limits(4096, 300.0, 10.0, 200, 20, 5.0, None, 16384, 200, 400),
+    "cpu": Limits(
+        max_batch=8,
+        point_time_limit_s=30.0,
+        call_limit_s=1.5,
+        latency_repeats=30,
+        min_repeats=3,
+        timing_budget_s=1.5,
+        memory_limit_mb=8192,
+        budget_search_max_tokens=16384,
+        budget_search_repeats=40,
+        eval_per_class=400,
+    ),
+    "cuda": Limits(
+        max_batch=4096,
+        point_time_limit_s=300.0,
+        call_limit_s=10.0,
+        latency_repeats=200,
+        min_repeats=20,
+        timing_budget_s=5.0,
+        memory_limit_mb=None,
+        budget_search_max_tokens=16384,
+        budget_search_repeats=200,
+        eval_per_class=400,
+    ),
 }
-QUICK_LIMITS = Limits(2, 60.0, 2.0, 5, 3, 0.2, 8192, 64, 5, 2)
+QUICK_LIMITS = Limits(
+    max_batch=2,
+    point_time_limit_s=60.0,
+    call_limit_s=2.0,
+    latency_repeats=5,
+    min_repeats=3,
+    timing_budget_s=0.2,
+    memory_limit_mb=8192,
+    budget_search_max_tokens=64,
+    budget_search_repeats=5,
+    eval_per_class=2,
+)
 
 
 def csv_of(kind: str, valid: tuple[str, ...]):
