@@ -204,12 +204,12 @@ def test_sample_cost_follows_recent_batches():
 
 async def test_a_request_behind_too_much_work_is_refused_at_once():
     runner = ScriptedRunner()
-    engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.01), runner)
+    engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.05), runner)
     # the warm-up batches were instant: one frame ahead is no reason to refuse
     held = hold_worker(runner, engine)
     await wait_entered(runner)
     queued = asyncio.ensure_future(engine.predict([frame(64, 1)]))
-    await asyncio.sleep(0.3)  # the held batch now costs >= 0.3 s for its 64 samples
+    await asyncio.sleep(0.5)  # the held batch now costs >= 0.5 s for its 64 samples
     runner.gate.set()
     await asyncio.gather(held, queued)
     held = hold_worker(runner, engine)
