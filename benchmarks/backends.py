@@ -18,7 +18,9 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,9 +32,11 @@ from benchmarks.models import MODEL_SIZES, bench_config, bench_dtype, shipped_we
 from benchmarks.point import (
     BudgetSpec,
     MatmulSpec,
+    NormPairSpec,
     PointSpec,
     measure_budget,
     measure_matmul_peak,
+    measure_norm_pair,
     measure_point,
 )
 from benchmarks.report import markdown
@@ -194,43 +198,58 @@ def model_name(backend: str, norm: str) -> str:
     return backend if norm == "rmsnorm" else f"{backend}-{norm}"
 
 
+def over_lengths(lengths: tuple[int, ...], measure: Callable[[int], dict]) -> list[dict]:
+    """measure(tokens) at each length, shortest first; once one runs out of memory or time, the
+    longer lengths are rows saying they were not run (they would only fail slower)."""
+    rows: list[dict] = []
+    stopped: dict | None = None
+    for tokens in lengths:
+        if stopped is not None:
+            rows.append({"tokens": tokens, **stopped})
+            continue
+        rows.append({"tokens": tokens, **measure(tokens)})
+        if rows[-1]["status"] in (OUT_OF_MEMORY, TIME_LIMIT):
+            status = rows[-1]["status"]
+            stopped = {"status": status, "detail": f"not run: {status} already at {tokens} tokens"}
+    return rows
+
+
 def sweep(
     args: argparse.Namespace, lengths: tuple[int, ...], limits: Limits, device: torch.device
 ) -> list[dict]:
     points = []
     for size in args.sizes:
         for backend, norm in models_of(args.backends):
-            stopped: dict | None = None
-            for tokens in lengths:
-                key = {"size": size, "model": model_name(backend, norm), "backend": backend}
-                key |= {"norm": norm, "tokens": tokens}
-                if stopped is not None:
-                    points.append({**key, "status": stopped["status"], "detail": stopped["detail"]})
-                    continue
-                spec = PointSpec(
-                    size=size,
-                    backend=backend,
-                    norm=norm,
-                    tokens=tokens,
-                    device=str(device),
-                    max_batch=limits.max_batch,
-                    call_limit_s=limits.call_limit_s,
-                    latency_repeats=limits.latency_repeats,
-                    min_repeats=limits.min_repeats,
-                    timing_budget_s=limits.timing_budget_s,
-                    latency_budget_ms=args.budget_ms,
-                )
-                started = time.perf_counter()
-                memory_limit = limits.memory_limit_mb if device.type == "cpu" else None
-                row = run_isolated(measure_point, spec, limits.point_time_limit_s, memory_limit)
-                points.append({**key, **row, "wall_s": round(time.perf_counter() - started, 2)})
-                print(progress_line(points[-1]), file=sys.stderr, flush=True)
-                if row["status"] in (OUT_OF_MEMORY, TIME_LIMIT):
-                    stopped = {
-                        "status": row["status"],
-                        "detail": f"not run: {row['status']} already at {tokens} tokens",
-                    }
+            key = {"size": size, "model": model_name(backend, norm), "backend": backend}
+            key |= {"norm": norm}
+            spec = PointSpec(
+                size=size,
+                backend=backend,
+                norm=norm,
+                tokens=0,  # set per length
+                device=str(device),
+                max_batch=limits.max_batch,
+                call_limit_s=limits.call_limit_s,
+                latency_repeats=limits.latency_repeats,
+                min_repeats=limits.min_repeats,
+                timing_budget_s=limits.timing_budget_s,
+                latency_budget_ms=args.budget_ms,
+            )
+            measure = partial(measure_sweep_point, spec, limits, device, key)
+            points += [{**key, **row} for row in over_lengths(lengths, measure)]
     return points
+
+
+def measure_sweep_point(
+    spec: PointSpec, limits: Limits, device: torch.device, key: dict, tokens: int
+) -> dict:
+    memory_limit = limits.memory_limit_mb if device.type == "cpu" else None
+    started = time.perf_counter()
+    spec = replace(spec, tokens=tokens)
+    row = run_isolated(measure_point, spec, limits.point_time_limit_s, memory_limit)
+    row["wall_s"] = round(time.perf_counter() - started, 2)
+    print(progress_line({**key, "tokens": tokens, **row}), file=sys.stderr, flush=True)
+    return row
 
 
 def progress_line(point: dict) -> str:
@@ -241,6 +260,36 @@ def progress_line(point: dict) -> str:
     rate = point.get("throughput_per_s")
     rate_text = "-" if rate is None else f"{rate:.1f}/s at batch {point['batch']}"
     return f"{head}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, {rate_text}"
+
+
+def norm_pairs(
+    args: argparse.Namespace, lengths: tuple[int, ...], limits: Limits, device: torch.device
+) -> list[dict]:
+    """RMSNorm vs LayerNorm latency of the ablation backend, measured as alternating pairs."""
+    if NORM_ABLATION_BACKEND not in args.backends:
+        return []
+    rows = []
+    for size in args.sizes:
+        spec = NormPairSpec(
+            size=size,
+            backend=NORM_ABLATION_BACKEND,
+            tokens=0,  # set per length
+            device=str(device),
+            max_repeats=limits.latency_repeats,
+            min_repeats=limits.min_repeats,
+            timing_budget_s=limits.timing_budget_s,
+            call_limit_s=limits.call_limit_s,
+        )
+        measure = partial(measure_norm_pair_at, spec, limits.point_time_limit_s)
+        key = {"size": size, "backend": NORM_ABLATION_BACKEND}
+        rows += [{**key, **row} for row in over_lengths(lengths, measure)]
+    return rows
+
+
+def measure_norm_pair_at(spec: NormPairSpec, time_limit_s: float, tokens: int) -> dict:
+    row = run_isolated(measure_norm_pair, replace(spec, tokens=tokens), time_limit_s)
+    print(f"norm pair {spec.size} {tokens}: {row}", file=sys.stderr, flush=True)
+    return row
 
 
 def budget_search(args: argparse.Namespace, limits: Limits, device: torch.device) -> dict:
@@ -309,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda"
         else None
     )
+    pairs = norm_pairs(args, lengths, limits, device)
     budget = budget_search(args, limits, device)
     accuracy = shipped_accuracy(models_of(args.backends), limits.eval_per_class, device)
     report = {
@@ -325,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
             for size in args.sizes
         },
         "points": points,
+        "norm_pairs": pairs,
         "matmul_peak": matmul,
         "budget_search": budget,
         "accuracy": accuracy,

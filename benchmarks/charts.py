@@ -101,6 +101,27 @@ def plot_accuracy(report: dict, path: Path) -> Path | None:
     return save(fig, path)
 
 
+def plot_norms(report: dict, path: Path) -> Path | None:
+    """p50 of one request with each norm (alternating pairs) against sequence length."""
+    if not any(row["status"] == "ok" for row in report["norm_pairs"]):
+        return None
+    fig, axes = panels(report, f"RMSNorm vs LayerNorm ({report['norm_pairs'][0]['backend']})")
+    for ax, size in axes:
+        rows = [r for r in report["norm_pairs"] if r["size"] == size and r["status"] == "ok"]
+        for norm in ("rmsnorm", "layernorm"):
+            ax.plot(
+                [r["tokens"] for r in rows],
+                [r["p50_ms"][norm] for r in rows],
+                marker="o",
+                label=f"{norm} p50",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set(xlabel="sequence length (tokens)", ylabel="ms (log)")
+        legend(ax)
+    return save(fig, path)
+
+
 def plot_budget(report: dict, path: Path) -> Path | None:
     measured = {b: r for b, r in report["budget_search"].items() if r["status"] == "ok"}
     if not measured:
@@ -165,6 +186,7 @@ def write_charts(report: dict, out: Path) -> list[Path]:
         ),
         plot_time_vs_length(report, png("time-vs-length")),
         plot_accuracy(report, png("accuracy")),
+        plot_norms(report, png("norms")),
         plot_budget(report, png("budget")),
     ]
     return [c for c in charts if c is not None]

@@ -17,6 +17,7 @@ from benchmarks.timing import summarize_ms, time_calls, time_once
 from preprocessing.features import compute_features
 from preprocessing.spectra import n_frames
 from rfmodel.classifier import RFClassifier
+from rfmodel.config import NORMS
 
 MB = 2**20
 SOFTMAX_BACKENDS = ("mha", "flash", "gqa")  # full T x T softmax: 4*B*H*T^2*d FLOPs per layer
@@ -244,4 +245,52 @@ def measure_budget(spec: BudgetSpec) -> dict:
         "longest_samples_within_budget": None if within is None else samples_for_tokens(within),
         "search_capped": over is None,  # still within budget at max_tokens
         "tried": {str(t): tried[t] for t in sorted(tried)},
+    }
+
+
+@dataclass(frozen=True)
+class NormPairSpec:
+    size: str
+    backend: str
+    tokens: int
+    device: str
+    max_repeats: int
+    min_repeats: int
+    timing_budget_s: float
+    call_limit_s: float
+    threads: int = 1
+
+
+def measure_norm_pair(spec: NormPairSpec) -> dict:
+    """p50 of one request with RMSNorm and with LayerNorm, the calls alternating between the two
+    models, so load that drifts during the run weighs on both alike."""
+    device = torch.device(spec.device)
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        requests = {
+            norm: request_fn(
+                build_model(spec.size, spec.backend, norm, device), spec.tokens, device
+            )
+            for norm in NORMS
+        }
+        first_s = {norm: time_once(fn, device) for norm, fn in requests.items()}  # warm-up
+        slowest = max(first_s.values())
+        if slowest > spec.call_limit_s:
+            return {
+                "status": TIME_LIMIT,
+                "detail": f"one request took {slowest:.2f} s, over the {spec.call_limit_s:g} s "
+                "limit per call",
+            }
+        pairs = int(spec.timing_budget_s / sum(first_s.values()))
+        pairs = min(spec.max_repeats, max(spec.min_repeats, pairs))
+        seconds: dict[str, list[float]] = {norm: [] for norm in requests}
+        for _ in range(pairs):
+            for norm, fn in requests.items():
+                seconds[norm].append(time_once(fn, device))
+    p50 = {norm: summarize_ms(s)["p50_ms"] for norm, s in seconds.items()}
+    return {
+        "p50_ms": p50,
+        "pairs": pairs,
+        "layernorm_over_rmsnorm": p50["layernorm"] / p50["rmsnorm"],
     }

@@ -177,29 +177,33 @@ def accuracy_table(report: dict) -> list[str]:
 
 
 def norm_table(report: dict) -> list[str]:
-    pairs = [m for m in model_names(report) if m.endswith("-layernorm")]
-    lines = []
-    for ln_model in pairs:
-        rms_model = ln_model.removesuffix("-layernorm")
-        lines += [
-            f"## RMSNorm vs LayerNorm ({rms_model})",
-            "",
-            f"Accuracy: RMSNorm {accuracy_text(report, rms_model)}, "
-            f"LayerNorm {accuracy_text(report, ln_model)}.",
-            "",
-            "| size | tokens | RMSNorm p50 ms | LayerNorm p50 ms | LayerNorm / RMSNorm |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for size in sizes(report):
-            rms = {p["tokens"]: p for p in ok_points(report, size, rms_model)}
-            ln = {p["tokens"]: p for p in ok_points(report, size, ln_model)}
-            for tokens in report["lengths"]:
-                a = rms.get(tokens, {}).get("latency", {}).get("p50_ms")
-                b = ln.get(tokens, {}).get("latency", {}).get("p50_ms")
-                ratio = NOT_RUN if a is None or b is None else f"{b / a:.2f}"
-                lines.append(f"| {size} | {tokens} | {fmt(a, 2)} | {fmt(b, 2)} | {ratio} |")
-        lines.append("")
-    return lines
+    """The norm ablation from the alternating pairs (same process, calls interleaved), which
+    the machine's drifting load cannot tilt the way it can tilt sweep points run minutes apart."""
+    if not report["norm_pairs"]:
+        return []
+    backend = report["norm_pairs"][0]["backend"]
+    lines = [
+        f"## RMSNorm vs LayerNorm ({backend})",
+        "",
+        f"Accuracy: RMSNorm {accuracy_text(report, backend)}, "
+        f"LayerNorm {accuracy_text(report, backend + '-layernorm')}.",
+        "",
+        "Latency of one request, the two models' calls alternating in one process.",
+        "",
+        "| size | tokens | RMSNorm p50 ms | LayerNorm p50 ms | LayerNorm / RMSNorm | pairs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["norm_pairs"]:
+        head = f"| {row['size']} | {row['tokens']} "
+        if row["status"] != "ok":
+            lines.append(head + f"| **{row['status']}**: {row.get('detail', '')} | - | - | - |")
+            continue
+        p50 = row["p50_ms"]
+        lines.append(
+            head + f"| {p50['rmsnorm']:.2f} | {p50['layernorm']:.2f} "
+            f"| {row['layernorm_over_rmsnorm']:.2f} | {row['pairs']} |"
+        )
+    return [*lines, ""]
 
 
 def accuracy_text(report: dict, model: str) -> str:

@@ -48,6 +48,15 @@ def test_quick_run_writes_json_markdown_and_charts(tmp_path: Path):
     for heading in ("## default size", "## Growth", "## Accuracy", "## RMSNorm vs LayerNorm"):
         assert heading in md
     assert "| latent | 64 | ok |" in md
+    pairs = report["norm_pairs"]
+    assert [(p["size"], p["tokens"], p["status"]) for p in pairs] == [
+        ("default", 32, "ok"),
+        ("default", 64, "ok"),
+    ]
+    assert pairs[0]["layernorm_over_rmsnorm"] == pytest.approx(
+        pairs[0]["p50_ms"]["layernorm"] / pairs[0]["p50_ms"]["rmsnorm"]
+    )
+    assert "backends-norms.png" in report["charts"]
 
 
 def test_a_point_over_the_time_limit_is_a_row_and_longer_lengths_are_not_run(tmp_path: Path):
