@@ -52,6 +52,9 @@ FORMATS: dict[str, SampleFormat] = {
 SIGMF_DATATYPES: dict[str, str] = {"cf32_le": "cf32", "ci16_le": "ci16", "ci8": "ci8", "cu8": "cu8"}
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 @dataclass
 class Recording:
     samples: np.ndarray  # [N] complex64
@@ -127,6 +130,9 @@ def from_iq_lists(i: Sequence[float], q: Sequence[float]) -> np.ndarray:
         raise InvalidFormat("q", f"has {parts[1].size} values but i has {parts[0].size}")
     for name, arr in zip(("i", "q"), parts, strict=True):
         check_finite(arr, field=name)
+        # finite as float64 yet infinite once stored as float32
+        if arr.size and np.abs(arr).max() > FLOAT32_MAX:
+            raise InvalidSamples(name, f"values beyond +-{FLOAT32_MAX:.4g} do not fit in float32")
     iq = np.empty(parts[0].size, dtype=np.complex64)
     iq.real = parts[0]
     iq.imag = parts[1]

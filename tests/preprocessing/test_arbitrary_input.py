@@ -74,6 +74,7 @@ def test_decode_any_bytes(data, fmt):
 
 
 @FAST
+@example(i=[0.0], q=[1e39])  # finite as float64, infinite as float32
 @given(i=json_values, q=json_values)
 def test_iq_lists_any_json(i, q):
     iq = expect_result_or_input_error(lambda: from_iq_lists(i, q))
