@@ -13,10 +13,10 @@ spectra (dB, fftshifted, unit-energy window) of nonlinear transforms of that fra
 PSK/QAM orders share the power spectrum of x, so "x" alone cannot tell them apart; x^2 and x^4
 can. All of these are unchanged by a gain g > 0 and by a constant phase rotation of the input.
 
-A transform named in `sorted_transforms` has its spectrum sorted, strongest bin first. The line
-that x^2 or x^4 leaves sits at 2x or 4x the carrier offset, which is anywhere in the band; sorted,
-its height and the spread of the rest stay and its position (the offset, a nuisance) goes, so a
-linear token embedding sees a line the same way wherever it falls.
+A transform in use that is named in `sorted_transforms` has its spectrum sorted, strongest bin
+first. The line that x^2, x^4 or x^8 leaves sits at 2, 4 or 8 times the carrier offset, which is
+anywhere in the band; sorted, its height and the spread of the rest stay and its position (the
+offset, a nuisance) goes, so a linear token embedding sees a line the same way wherever it falls.
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ class FeatureConfig:
     nfft: int = 256
     hop: int = 128
     window: str = "hann"
-    transforms: tuple[str, ...] = ("x", "x2", "x4")
+    transforms: tuple[str, ...] = ("x", "x2", "x4", "x8")
     db: bool = True
     floor_db: float = -100.0
-    sorted_transforms: tuple[str, ...] = ()
+    sorted_transforms: tuple[str, ...] = ("x2", "x4", "x8")
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
@@ -103,10 +103,10 @@ class FeatureConfig:
             raise InvalidParameter("transforms", f"repeats a name: {list(self.transforms)}")
         if not isinstance(self.sorted_transforms, tuple) or not set(
             self.sorted_transforms
-        ).issubset(self.transforms):
+        ).issubset(TRANSFORMS):
             raise InvalidParameter(
                 "sorted_transforms",
-                f"must be a list of names from transforms {list(self.transforms)}, "
+                f"must be a list of transform names ({', '.join(TRANSFORMS)}), "
                 f"got {self.sorted_transforms!r}",
             )
 

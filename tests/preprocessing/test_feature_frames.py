@@ -14,6 +14,7 @@ from preprocessing.features import (
     feature_frames,
     validate_samples,
 )
+from rfmodel.config import ModelConfig
 
 
 def random_complex(rng, shape, dtype=np.complex128):
@@ -53,8 +54,10 @@ def psk_qam(rng, n, order):
 
 def test_config_defaults_and_round_trip():
     cfg = FeatureConfig()
-    assert (cfg.nfft, cfg.hop, cfg.window, cfg.transforms) == (256, 128, "hann", ("x", "x2", "x4"))
-    assert cfg.n_features == 3 * 256
+    assert (cfg.nfft, cfg.hop, cfg.window) == (256, 128, "hann")
+    assert cfg.transforms == ("x", "x2", "x4", "x8")
+    assert cfg.sorted_transforms == ("x2", "x4", "x8")
+    assert cfg.n_features == 4 * 256 == ModelConfig().n_features
     other = FeatureConfig(nfft=64, hop=16, window="hamming", transforms=("x", "env"), db=False)
     for c in (cfg, other):
         assert FeatureConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
@@ -79,7 +82,7 @@ def test_from_dict_rejects_unknown_keys():
         ({"transforms": ("x", "x")}, "transforms"),
         ({"db": "yes"}, "db"),
         ({"floor_db": "low"}, "floor_db"),
-        ({"sorted_transforms": ("env",)}, "sorted_transforms"),
+        ({"sorted_transforms": ("x3",)}, "sorted_transforms"),
         ({"transforms": ("x", "x4"), "sorted_transforms": "x4"}, "sorted_transforms"),
     ],
 )
@@ -138,7 +141,9 @@ def test_sorted_spectra_do_not_depend_on_the_carrier_offset():
     x = psk_qam(rng, 4 * nfft, "qpsk") + 0.1 * random_complex(rng, 4 * nfft)
     shifted = x * np.exp(2j * np.pi * 5 * np.arange(x.size) / nfft)
     both = torch.from_numpy(np.stack([x, shifted]))
-    plain = FeatureConfig(nfft=nfft, hop=nfft, window="boxcar", transforms=("x2", "x4"))
+    plain = FeatureConfig(
+        nfft=nfft, hop=nfft, window="boxcar", transforms=("x2", "x4"), sorted_transforms=()
+    )
     ranked = FeatureConfig(**{**plain.to_dict(), "sorted_transforms": ["x2", "x4"]})
     a, b = compute_features(both, plain)
     assert (a - b).abs().max() > 10  # dB: the lines moved
@@ -159,7 +164,7 @@ def test_x2_x4_separate_what_x_cannot():
     """BPSK/QPSK/16QAM/64QAM have the same |FFT(x)|^2 statistics; the x2/x4 spectra differ as the
     features docstring claims: lines at DC and moments E|x|^4, E|x|^8 in their mean level."""
     rng = np.random.default_rng(8)
-    cfg = FeatureConfig(db=False)
+    cfg = FeatureConfig(db=False, transforms=("x", "x2", "x4"), sorted_transforms=())
     n = 256 * 200
     mean_level = {}
     for order in ("bpsk", "qpsk", "16qam", "64qam"):

@@ -22,7 +22,7 @@ def test_sigmf_recording(tmp_path, capsys):
     write_sigmf(tmp_path / "rec", random_iq(5000), 1e6, 915e6, "ci16_le")
     out = run_json(capsys, tmp_path / "rec.sigmf-meta")
     assert out["datatype"] == "ci16_le" and out["sample_rate"] == 1e6
-    assert out["shape"] == [1, feature_frames(5000, FeatureConfig()), 768]
+    assert out["shape"] == [1, feature_frames(5000, FeatureConfig()), FeatureConfig().n_features]
 
 
 @pytest.mark.parametrize(("suffix", "fmt"), [(".cu8", "cu8"), (".cs16", "ci16"), (".dat", "ci8")])
@@ -32,7 +32,8 @@ def test_raw_file_format_from_extension_or_flag(tmp_path, capsys, suffix, fmt):
     flags = ["--format", fmt] if suffix == ".dat" else []
     out = run_json(capsys, path, "--nfft", 128, "--hop", 64, *flags)
     assert out["datatype"] == fmt
-    assert out["shape"] == [1, feature_frames(3000, FeatureConfig(nfft=128, hop=64)), 384]
+    cfg = FeatureConfig(nfft=128, hop=64)
+    assert out["shape"] == [1, feature_frames(3000, cfg), cfg.n_features]
 
 
 @pytest.mark.parametrize(
