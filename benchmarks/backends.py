@@ -153,8 +153,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick", action="store_true", help="a smoke run: 32 and 64 tokens, few repeats"
     )
-    p.add_argument("--backends", type=csv_of("backend", BACKENDS), default=BACKENDS)
-    p.add_argument("--sizes", type=csv_of("size", tuple(MODEL_SIZES)), default=tuple(MODEL_SIZES))
+    p.add_argument(
+        "--backends",
+        type=csv_of("backend", BACKENDS),
+        default=BACKENDS,
+        help=f"comma-separated (default all: {','.join(BACKENDS)})",
+    )
+    p.add_argument(
+        "--sizes",
+        type=csv_of("size", tuple(MODEL_SIZES)),
+        default=tuple(MODEL_SIZES),
+        help=f"comma-separated model sizes (default {','.join(MODEL_SIZES)})",
+    )
     p.add_argument(
         "--lengths", type=token_counts, help="sequence lengths in tokens (default 1k,2k,4k,8k,16k)"
     )
@@ -169,7 +179,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="CPU only: address space a point may map beyond its own (default 8192)",
     )
-    p.add_argument("--budget-ms", type=float, default=BUDGET_MS, help="latency budget (ms)")
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        default=BUDGET_MS,
+        help=f"latency budget in ms (default {BUDGET_MS:g})",
+    )
 
 
 def limits_for(args: argparse.Namespace, device: torch.device) -> Limits:

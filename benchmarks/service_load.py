@@ -57,7 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="output path without suffix (default docs/benchmarks/service-load-DEVICE)",
     )
     p.add_argument("--quick", action="store_true", help="a smoke run: 2 s per phase")
-    p.add_argument("--backends", type=csv_of("backend", BACKENDS), default=BACKENDS)
+    p.add_argument(
+        "--backends",
+        type=csv_of("backend", BACKENDS),
+        default=BACKENDS,
+        help=f"comma-separated (default all: {','.join(BACKENDS)})",
+    )
     p.add_argument("--concurrency", type=positive_int, default=2, help="closed-loop clients")
     p.add_argument("--duration", type=positive_float, default=15.0, help="seconds per phase")
     p.add_argument(
