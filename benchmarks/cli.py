@@ -14,6 +14,9 @@ SUITES: dict[str, tuple[str, str]] = {
     ),
     "service": ("benchmarks.service_load", "the real server under closed-loop and Poisson load"),
     "spectra": ("benchmarks.spectra_throughput", "spectrogram and feature throughput"),
+    "overload": ("benchmarks.overload", "the real server at 3x its measured capacity"),
+    "soak": ("benchmarks.soak", "100,000 mixed valid and invalid requests against the server"),
+    "fuzz": ("benchmarks.fuzz_api", "a long schemathesis run against the server's OpenAPI schema"),
 }
 
 

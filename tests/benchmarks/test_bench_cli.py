@@ -24,3 +24,11 @@ def test_spectra_suite_quick_run(tmp_path: Path):
     assert report["input"]["samples_per_recording"] == 1 << 14
     assert {r["repeats"] for r in report["results"]} == {3}
     assert "# Spectra throughput (cpu)" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("suite", ["backends", "service", "spectra", "overload", "soak", "fuzz"])
+def test_every_suite_has_its_help(suite, capsys):
+    with pytest.raises(SystemExit) as exc:
+        rfcls(["bench", suite, "--help"])
+    assert exc.value.code == 0
+    assert f"rfcls bench {suite}" in capsys.readouterr().out
