@@ -146,6 +146,27 @@ class RssSampler:
             self.samples.append((time.perf_counter() - self.started, self.service.rss_bytes()))
 
 
+@dataclass
+class WatchedService:
+    service: ServiceProcess
+    rss: RssSampler
+    model: ModelSource
+
+
+@contextmanager
+def watched_service(backend: str, settings: dict[str, str], name: str) -> Iterator[WatchedService]:
+    """`rfcls serve` on backend's model (model_bundle) with settings, its memory sampled; the
+    server's log goes to <tmp>/rfcls-<name>-server.log."""
+    log = Path(tempfile.gettempdir()) / f"rfcls-{name}-server.log"
+    env = {**settings, "RFCLS_ATTN_BACKEND": backend}
+    with (
+        model_bundle(backend) as model,
+        ServiceProcess({**env, "RFCLS_MODEL_DIR": str(model.path)}, log) as service,
+        RssSampler(service) as rss,
+    ):
+        yield WatchedService(service, rss, model)
+
+
 Series = tuple[str, tuple[tuple[str, str], ...]]
 
 

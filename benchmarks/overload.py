@@ -16,14 +16,13 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
-from benchmarks.live_service import RssSampler, ServiceProcess, model_bundle, scrape, series
+from benchmarks.live_service import ServiceProcess, scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
 from service.protocol.instrumentation import outcome
@@ -123,18 +122,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**{k.removeprefix("RFCLS_").lower(): v for k, v in overrides.items()})
     budget_ms = settings.latency_budget_ms
     request = classify_request(args.samples)
-    with (
-        model_bundle(args.backend) as model,
-        ServiceProcess(
-            {
-                **overrides,
-                "RFCLS_MODEL_DIR": str(model.path),
-                "RFCLS_ATTN_BACKEND": args.backend,
-            },
-            Path(tempfile.gettempdir()) / "rfcls-overload-server.log",
-        ) as service,
-        RssSampler(service) as rss,
-    ):
+    with watched_service(args.backend, overrides, "overload") as watched:
+        service, rss, model = watched.service, watched.rss, watched.model
         before = requests_by_outcome(service.url, args.backend)
         result = asyncio.run(measure(service, args, request))
         after = requests_by_outcome(service.url, args.backend)

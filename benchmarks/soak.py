@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
-from benchmarks.live_service import RssSampler, ServiceProcess, model_bundle, scrape, series
+from benchmarks.live_service import scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, quantile
 from preprocessing.formats import encode
 from service.metrics import OUTCOMES, REJECTION_REASONS
@@ -243,18 +242,8 @@ def run(args: argparse.Namespace) -> int:
     warm_count = int(WARM_SHARE * args.requests)
     progress = {"done": 0, "warm_rss": None, "started": time.perf_counter()}
 
-    with (
-        model_bundle(args.backend) as model,
-        ServiceProcess(
-            {
-                **SERVER_SETTINGS,
-                "RFCLS_MODEL_DIR": str(model.path),
-                "RFCLS_ATTN_BACKEND": args.backend,
-            },
-            Path(tempfile.gettempdir()) / "rfcls-soak-server.log",
-        ) as service,
-        RssSampler(service) as rss,
-    ):
+    with watched_service(args.backend, SERVER_SETTINGS, "soak") as watched:
+        service, rss, model = watched.service, watched.rss, watched.model
         before = counters(service.url, args.backend)
         client = Client("127.0.0.1", service.port, args.timeout)
 
