@@ -64,6 +64,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(process: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM (the server drains its requests), SIGKILL if it has not exited within timeout_s;
+    returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class ServiceProcess:
     """`python -m service serve` with the given RFCLS_* settings; the rest of RFCLS_* is cleared so
     the caller's shell cannot change what is measured."""
@@ -101,15 +114,9 @@ class ServiceProcess:
         self.stop()
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = terminate(self.process, timeout_s=60)
         self._log.close()
-        return self.process.returncode
+        return code
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.process.pid)

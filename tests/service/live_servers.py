@@ -4,8 +4,6 @@ thread around an app built in-process (for tests that need to control the model)
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ import httpx
 import torch
 import uvicorn
 
+from benchmarks.live_service import free_port, terminate
 from preprocessing.features import FeatureConfig
 from rfmodel.bundle import save_bundle
 from rfmodel.classifier import RFClassifier
@@ -23,12 +22,6 @@ from rfmodel.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CLASSES = ("noise", "tone", "bpsk", "qpsk", "fsk")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_tiny_bundle(path: Path, backend: str = "mha", seed: int = 0) -> Path:
@@ -98,14 +91,7 @@ class ServerProcess:
         self.stop()
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout_s=30)
 
     def output(self) -> str:
         return self.process.stdout.read() if self.process.stdout else ""
