@@ -91,7 +91,8 @@ def run_benchmarks(args: argparse.Namespace, command: str) -> dict:
         "power_spectra frame_rms dB": lambda: power_spectra(
             x, args.nfft, args.hop, db=True, normalize="frame_rms"
         ),
-        "compute_features (x, x2, x4; dB)": lambda: compute_features(x, cfg),
+        f"compute_features ({', '.join(cfg.transforms)}; sorted "
+        f"{', '.join(cfg.sorted_transforms)}; dB)": lambda: compute_features(x, cfg),
     }
     if device.type == "cpu" and not args.no_scipy:
         scipy_case = scipy_spectrogram(x_cpu.numpy(), args.nfft, args.hop)
