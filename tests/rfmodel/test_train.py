@@ -120,6 +120,15 @@ def test_lockstep_writes_one_loadable_bundle_per_backend(tmp_path):
         assert bundle.model(x).shape == (2, len(CLASSES))
 
 
+def test_feature_lists_from_the_command_line_reach_the_bundle(tmp_path):
+    features = ("--transforms", "x,x4", "--sorted-transforms", "x4")
+    assert train(tmp_path, "--steps", "1", *features) == 0
+    bundle = load_bundle(tmp_path / "mha-rmsnorm")
+    expected = FeatureConfig(nfft=32, hop=32, transforms=("x", "x4"), sorted_transforms=("x4",))
+    assert bundle.feature_config == expected
+    assert bundle.model_config.n_features == 2 * 32
+
+
 def test_a_model_trains_the_same_alone_or_in_a_group(tmp_path):
     assert train(tmp_path / "alone", "--steps", "3", "--norms", "layernorm") == 0
     group = ("--backends", "gqa,mha", "--norms", "rmsnorm,layernorm")
@@ -139,6 +148,8 @@ def test_a_model_trains_the_same_alone_or_in_a_group(tmp_path):
         (("--lengths", "4096:-1"), "lengths"),
         (("--n-heads", "3"), "n_heads"),
         (("--nfft", "0"), "nfft"),
+        (("--transforms", "x,x3"), "transforms"),
+        (("--sorted-transforms", "x5"), "sorted_transforms"),
     ],
 )
 def test_bad_options_fail_naming_the_field(tmp_path, capsys, option, field):
