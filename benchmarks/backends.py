@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.charts import write_charts
+from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, load_average, versions
 from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.models import MODEL_SIZES, bench_config, bench_dtype, shipped_weights
@@ -413,10 +414,8 @@ def dtype_name(size: str, device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.backends")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from types import ModuleType
 
 # suite -> (module, help); modules are imported only to register the options of the one chosen
 SUITES: dict[str, tuple[str, str]] = {
@@ -30,3 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return int(importlib.import_module(args._suite_module).run(args) or 0)
+
+
+def script_main(module: ModuleType, argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.SUITE_MODULE`: one suite module run on its own, same options."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module.__spec__.name}", description=module.__doc__
+    )
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)) or 0)

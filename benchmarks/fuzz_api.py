@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from benchmarks.cli import script_main
 from benchmarks.environment import command_line, versions
 from benchmarks.live_service import ServiceProcess, model_bundle
 
@@ -156,9 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fuzz_api", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

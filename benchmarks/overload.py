@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
 from benchmarks.live_service import ServiceProcess, scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
@@ -320,9 +321,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.overload", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, csv_of
 from benchmarks.charts import save
+from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
 from benchmarks.live_service import ServiceProcess, model_bundle
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
@@ -254,10 +255,8 @@ def plot_service_load(report: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.service_load")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
 from benchmarks.live_service import scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, quantile
@@ -403,9 +404,7 @@ def plot(path: Path, r: dict, rss: list[tuple[float, int]], warm_at: float | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import scipy.fft
 import scipy.signal
 import torch
 
+from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.spectra import n_frames, power_spectra
@@ -198,12 +199,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.spectra_throughput", description=__doc__
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
