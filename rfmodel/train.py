@@ -97,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--norms", "--norm", default="rmsnorm", help=f"comma-separated norms ({', '.join(NORMS)})"
     )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated BACKEND-NORM pairs (e.g. mha-rmsnorm,mha-layernorm), in place of "
+        "every --backends entry with every --norms entry",
+    )
     parser.add_argument("--steps", type=positive_int, default=2000)
     parser.add_argument(
         "--batch-size", type=positive_int, default=128, help="examples per step and rank"
@@ -183,13 +189,13 @@ def dataclass_overrides(args: argparse.Namespace, cls: type, exclude: tuple[str,
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def split_names(text: str, valid: tuple[str, ...], field: str) -> list[str]:
+def split_names(text: str, valid: tuple[str, ...] | None, field: str) -> list[str]:
+    """The comma-separated names of `text`, each in `valid` (None: any)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in valid]
+    unknown = [n for n in names if valid is not None and n not in valid]
     if unknown or not names:
-        raise TrainError(
-            f"{field}: {text!r} has unknown names {unknown}; valid: {', '.join(valid)}"
-        )
+        valid_text = f"; valid: {', '.join(valid)}" if valid is not None else ""
+        raise TrainError(f"{field}: {text!r} has no names or unknown ones {unknown}{valid_text}")
     return names
 
 
@@ -409,8 +415,17 @@ def train(args: argparse.Namespace) -> int:
 
 
 def model_configs(args: argparse.Namespace, feature_cfg: FeatureConfig) -> list[ModelConfig]:
-    """Every --backends entry with every --norms entry, sized by the model options."""
+    """The --models pairs, or every --backends entry with every --norms entry; sized by the
+    model options."""
     overrides = dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS)
+    if args.models is not None:
+        pairs = model_pairs(args.models)
+    else:
+        pairs = [
+            (backend, norm)
+            for backend in split_names(args.backends, BACKENDS, "backends")
+            for norm in split_names(args.norms, NORMS, "norms")
+        ]
     return [
         ModelConfig(
             n_features=feature_cfg.n_features,
@@ -419,9 +434,22 @@ def model_configs(args: argparse.Namespace, feature_cfg: FeatureConfig) -> list[
             norm=norm,
             **overrides,
         )
-        for backend in split_names(args.backends, BACKENDS, "backends")
-        for norm in split_names(args.norms, NORMS, "norms")
+        for backend, norm in pairs
     ]
+
+
+def model_pairs(text: str) -> list[tuple[str, str]]:
+    """`mha-rmsnorm,gqa-layernorm` -> [(backend, norm), ...]."""
+    pairs = []
+    for entry in split_names(text, None, "models"):
+        backend, _, norm = entry.rpartition("-")
+        if backend not in BACKENDS or norm not in NORMS:
+            raise TrainError(
+                f"models: {entry!r} is not BACKEND-NORM; backends: {', '.join(BACKENDS)}; "
+                f"norms: {', '.join(NORMS)}"
+            )
+        pairs.append((backend, norm))
+    return pairs
 
 
 def train_step(

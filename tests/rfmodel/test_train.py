@@ -139,9 +139,21 @@ def test_a_model_trains_the_same_alone_or_in_a_group(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_models_trains_exactly_the_named_pairs(tmp_path):
+    assert train(tmp_path, "--steps", "1", "--models", "latte-rmsnorm,mha-layernorm") == 0
+    assert sorted(p.parent.name for p in tmp_path.glob("*/model.safetensors")) == [
+        "latte-rmsnorm",
+        "mha-layernorm",
+    ]
+
+
 @pytest.mark.parametrize(
     ("option", "field"),
     [
+        (("--models", "mha"), "models"),
+        (("--models", "bogus-rmsnorm"), "models"),
+        (("--models", "mha-batchnorm,"), "models"),
+        (("--models", ","), "models"),
         (("--backends", "mha,flash"), "backends"),
         (("--backends", "mha,bogus"), "backends"),
         (("--norms", "batchnorm"), "norms"),
