@@ -86,16 +86,17 @@ DEVICE_LIMITS = {
         budget_search_repeats=40,
         eval_per_class=400,
     ),
+    # both sizes in under 10 minutes on an H100 (one device call)
     "cuda": Limits(
         max_batch=4096,
-        point_time_limit_s=300.0,
+        point_time_limit_s=120.0,
         call_limit_s=10.0,
-        latency_repeats=200,
-        min_repeats=20,
-        timing_budget_s=5.0,
+        latency_repeats=100,
+        min_repeats=10,
+        timing_budget_s=1.5,
         memory_limit_mb=None,
         budget_search_max_tokens=16384,
-        budget_search_repeats=200,
+        budget_search_repeats=100,
         eval_per_class=400,
     ),
 }
