@@ -282,13 +282,21 @@ class Engine:
         return request
 
     def _check_work_ahead(self) -> None:
-        """Refuse now rather than admit a request that would wait past the budget: a quick 503 the
+        """Refuse now rather than admit a request that would wait past the limit: a quick 503 the
         client can retry elsewhere beats a late answer, and it keeps the queue short enough that
-        the admitted requests stay within the budget. Only the work ahead counts, so a request
-        larger than the budget on its own is still served when the device is free. Lock held."""
+        the admitted requests stay within the budget. What counts is the full batches queued
+        ahead, which run before the batch this request can join. The batch on the device does not
+        count: every request may have to wait for one batch, which `_batch_is_full` keeps short,
+        and counting it refused the clients a busy device should batch together (a closed loop of
+        four was refused 99% of the time: each refused client retried at once, the retries took
+        the GIL from the worker, its batches slowed, and slower batches refused more). Lock held."""
         if self._max_queue_wait_s is None:
             return
-        ahead_s = (self._queued_samples + self._running_samples) * self._cost.seconds_per_sample
+        full_batches = len(self._pending) // self._max_batch
+        if not full_batches:
+            return
+        samples_per_frame = self._queued_samples / len(self._pending)
+        ahead_s = full_batches * self._max_batch * samples_per_frame * self._cost.seconds_per_sample
         if ahead_s > self._max_queue_wait_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is queued ahead; "
@@ -350,7 +358,9 @@ class Engine:
             wait_until = head.request.enqueued + self._max_wait_s
             while True:
                 batch = self._same_bucket(head.bucket)
-                if len(batch) >= self._max_batch or self._stopping or not self._arriving:
+                samples = sum(len(item.request.frames[item.index]) for item in batch)
+                full = self._batch_is_full(len(batch), samples)
+                if full or self._stopping or not self._arriving:
                     break
                 remaining = wait_until - time.perf_counter()
                 if remaining <= 0:
@@ -360,13 +370,24 @@ class Engine:
             return batch
 
     def _same_bucket(self, bucket: int) -> list[_Item]:
-        batch = []
+        batch, samples = [], 0
         for item in self._pending:
             if item.bucket == bucket and not item.request.cancelled:
                 batch.append(item)
-                if len(batch) == self._max_batch:
+                samples += len(item.request.frames[item.index])
+                if self._batch_is_full(len(batch), samples):
                     break
         return batch
+
+    def _batch_is_full(self, frames: int, samples: int) -> bool:
+        """At max_batch frames, or at the estimated work of max_queue_wait: a request admitted
+        behind the running batch then waits for at most that long, and its own batch takes about
+        as long again, so the budget holds on a slow device too, where a full batch would not."""
+        if frames >= self._max_batch:
+            return True
+        if self._max_queue_wait_s is None:
+            return False
+        return samples * self._cost.seconds_per_sample >= self._max_queue_wait_s
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))

@@ -20,9 +20,9 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # A request still queued after this many budgets means the service is overloaded: the client has
 # long missed its deadline, and computing the answer would only delay the requests behind it.
 DEADLINE_BUDGETS = 4
-# Work queued ahead of an admitted request (the batch on the device included) may take this share
-# of the budget. The request may also join a batch holding up to that much work again, so its
-# latency is up to about twice this share plus its own computation.
+# Full batches queued ahead of an admitted request may take this share of the budget, and no batch
+# holds more work than it: a request waits for the batch on the device and the batches ahead, then
+# runs in its own, so about three shares in all.
 QUEUE_WAIT_SHARE = 1 / 3
 
 
@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     max_queue_wait_ms: float | None = Field(
         None,
         gt=0,
-        description="refuse (503) a request whose queued work ahead would take longer (ms); "
-        f"default {QUEUE_WAIT_SHARE:.2g}x the budget",
+        description="refuse (503) a request whose full batches queued ahead would take longer "
+        f"(ms), and hold no more work in one batch; default {QUEUE_WAIT_SHARE:.2g}x the budget",
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")

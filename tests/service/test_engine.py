@@ -203,25 +203,50 @@ def test_sample_cost_follows_recent_batches():
 
 
 async def test_a_request_behind_too_much_work_is_refused_at_once():
-    runner = ScriptedRunner()
+    runner = ScriptedRunner(seconds_per_frame=0.1)
     engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.05), runner)
-    # the warm-up batches were instant: one frame ahead is no reason to refuse
     held = hold_worker(runner, engine)
     await wait_entered(runner)
-    queued = asyncio.ensure_future(engine.predict([frame(64, 1)]))
-    await asyncio.sleep(0.5)  # the held batch now costs >= 0.5 s for its 64 samples
-    runner.gate.set()
-    await asyncio.gather(held, queued)
-    held = hold_worker(runner, engine)
-    await wait_entered(runner)
+    # the busy device alone is no reason to refuse: nothing is queued ahead
+    admitted = asyncio.ensure_future(engine.predict([frame(64, 1)]))
+    await asyncio.sleep(0.01)
     with pytest.raises(QueueFull, match="queued ahead"):
-        await engine.predict([frame(64, 2)])  # the queue is empty, but the device is busy
+        await engine.predict([frame(64, 2)])  # behind a full batch of about 0.1 s
     runner.gate.set()
-    await held
-    # nothing ahead: admitted however slow the device has been
-    served = await engine.predict([frame(64, 3)])
+    await asyncio.gather(held, admitted)
+    served = await engine.predict([frame(64, 3)])  # the queue has emptied
     assert list(served.probabilities[:, 0]) == [3]
-    assert runner.batches == [[-1.0], [1.0], [-1.0], [3.0]]
+    assert runner.batches == [[-1.0], [1.0], [3.0]]
+    engine.stop()
+
+
+async def test_a_busy_device_admits_what_joins_the_next_batch():
+    runner = ScriptedRunner(seconds_per_frame=0.02)
+    engine = started(make_engine(runner, max_batch=4, max_queue_wait_s=0.035), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    # the running frame and one queued already hold more work than the limit; the next batch
+    # still has room, so nobody waits for more than the running batch
+    waiting = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in (1, 2)]
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await asyncio.gather(held, *waiting)
+    assert runner.batches == [[-1.0], [1.0, 2.0]]
+    engine.stop()
+
+
+async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
+    runner = ScriptedRunner(seconds_per_frame=0.02)
+    engine = started(make_engine(runner, max_batch=8, max_queue_wait_s=0.05), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    waiting = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in range(1, 6)]
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await asyncio.gather(held, *waiting)
+    # every frame costs at least 0.02 s, so three reach the 0.05 s limit
+    sizes = [len(b) for b in runner.batches[1:]]
+    assert sum(sizes) == 5 and max(sizes) <= 3, runner.batches
     engine.stop()
 
 
