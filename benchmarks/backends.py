@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.charts import write_charts
-from benchmarks.cli import script_main
+from benchmarks.cli import add_report_arguments, script_main
 from benchmarks.environment import command_line, hardware, load_average, versions
 from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.models import MODEL_SIZES, bench_config, bench_dtype, shipped_weights
@@ -42,7 +42,7 @@ from benchmarks.point import (
 )
 from benchmarks.report import markdown
 from rfmodel.bundle import load_bundle
-from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
+from rfmodel.cli_args import DeviceError, pick_device, positive_int
 from rfmodel.config import BACKENDS
 from rfmodel.data import CLASSES, make_eval_set
 from rfmodel.evaluate import EVAL_SEED, predict, score
@@ -144,16 +144,8 @@ def token_counts(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = __doc__
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="default: cpu")
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="output path without suffix (default docs/benchmarks/backends-DEVICE)",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="a smoke run: 32 and 64 tokens, few repeats"
+    add_report_arguments(
+        p, __doc__, "backends", "a smoke run: 32 and 64 tokens, few repeats", "default: cpu"
     )
     p.add_argument(
         "--backends",

@@ -3,7 +3,7 @@ Built with matplotlib's object API (no pyplot), as rfmodel.plots does."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -140,6 +140,17 @@ def plot_budget(report: dict, path: Path) -> Path | None:
     right.set(ylabel="tokens", title="Longest input within the budget (p99)")
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="y")
+    return save(fig, path)
+
+
+def save_bar_panels(
+    fig: Figure, axes: list, x: Sequence[float], labels: list[str], path: Path
+) -> Path:
+    """Panels of bars grouped at x: the groups labelled, a grid and a legend on each; then save."""
+    for ax in axes:
+        ax.set_xticks(x, labels)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize="small")
     return save(fig, path)
 
 

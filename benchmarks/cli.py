@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from pathlib import Path
 from types import ModuleType
+
+import torch
+
+from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device
 
 # suite -> (module, help); modules are imported only to register the options of the one chosen
 SUITES: dict[str, tuple[str, str]] = {
@@ -15,6 +21,10 @@ SUITES: dict[str, tuple[str, str]] = {
     ),
     "service": ("benchmarks.service_load", "the real server under closed-loop and Poisson load"),
     "spectra": ("benchmarks.spectra_throughput", "spectrogram and feature throughput"),
+    "batching": (
+        "benchmarks.batching",
+        "the real server one request at a time, and with dynamic batching on and off under load",
+    ),
     "overload": ("benchmarks.overload", "the real server at 3x its measured capacity"),
     "soak": ("benchmarks.soak", "100,000 mixed valid and invalid requests against the server"),
     "fuzz": ("benchmarks.fuzz_api", "a long schemathesis run against the server's OpenAPI schema"),
@@ -31,6 +41,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return int(importlib.import_module(args._suite_module).run(args) or 0)
+
+
+def add_report_arguments(
+    p: argparse.ArgumentParser, doc: str | None, report: str, quick_help: str, device_help: str
+) -> None:
+    """The options of a suite that writes docs/benchmarks/REPORT-DEVICE.*: its docstring as the
+    description, --device (default cpu), --out and --quick."""
+    p.description = doc
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help=device_help)
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"output path without suffix (default docs/benchmarks/{report}-DEVICE)",
+    )
+    p.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def device_or_none(args: argparse.Namespace, suite: str) -> torch.device | None:
+    """The --device asked for, or None once the reason it is not here is said (exit status 2)."""
+    try:
+        return pick_device(args.device)
+    except DeviceError as exc:
+        print(f"rfcls bench {suite}: {exc}", file=sys.stderr)
+        return None
 
 
 def script_main(module: ModuleType, argv: list[str] | None = None) -> int:

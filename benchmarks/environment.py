@@ -62,6 +62,18 @@ def hardware_line(hw: dict) -> str:
     )
 
 
+def report_head(title: str, report: dict) -> list[str]:
+    """The first lines of a report's markdown: title, command and run time, hardware, versions."""
+    return [
+        f"# {title}",
+        "",
+        f"Command: `{report['command']}` ({report['elapsed_s']} s)",
+        "",
+        hardware_line(report["hardware"]),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+    ]
+
+
 def command_line() -> str:
     """The command that started this process, as a user would type it to reproduce a result."""
     program = Path(sys.argv[0]).resolve()

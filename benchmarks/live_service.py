@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.settings import ENV_PREFIX, Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 300  # loading torch and warming up on a busy 2-core box
 RSS_EVERY_S = 0.25
@@ -151,6 +153,21 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(RSS_EVERY_S):
             self.samples.append((time.perf_counter() - self.started, self.service.rss_bytes()))
+
+
+class _GivenSettings(Settings):
+    """Settings from the arguments only: this process's own RFCLS_* variables never reach the
+    server (ServiceProcess clears them), so they must not count here either."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
+        return (init_settings,)
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings a ServiceProcess started with these RFCLS_* variables runs with: the
+    service's defaults and these."""
+    return _GivenSettings(**{k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items()})
 
 
 @dataclass

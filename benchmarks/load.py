@@ -150,14 +150,20 @@ async def closed_loop(
     count: int | None = None,
     duration_s: float | None = None,
     on_answer: Callable[[Answer], None] | None = None,
+    pause_after_503_s: float = 0.0,
 ) -> list[Answer]:
     """`concurrency` workers, each sending its next request when the last is answered, until
-    `count` requests have been sent or `duration_s` has passed. pick(i) is the i-th request."""
+    `count` requests have been sent or `duration_s` has passed. pick(i) is the i-th request.
+    A worker refused with 503 waits about pause_after_503_s before its next request: one that
+    re-sends at once turns a refusal into a retry storm, and the figures then describe the storm.
+    Each wait is drawn from 0.5x to 1.5x of it, else the workers refused together come back
+    together, a burst every pause."""
     if (count is None) == (duration_s is None):
         raise ValueError("give exactly one of count and duration_s")
     answers: list[Answer] = []
     end = None if duration_s is None else time.perf_counter() + duration_s
     next_index = 0
+    jitter = random.Random(0)
 
     async def worker() -> None:
         nonlocal next_index
@@ -167,6 +173,8 @@ async def closed_loop(
             answers.append(answer)
             if on_answer is not None:
                 on_answer(answer)
+            if answer.status == 503 and pause_after_503_s:
+                await asyncio.sleep(pause_after_503_s * jitter.uniform(0.5, 1.5))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return answers

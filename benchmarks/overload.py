@@ -23,11 +23,10 @@ import numpy as np
 
 from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
-from benchmarks.live_service import ServiceProcess, scrape, series, watched_service
+from benchmarks.live_service import ServiceProcess, scrape, series, settings_of, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
 from service.protocol.instrumentation import outcome
-from service.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 MEMORY_BOUND_MIB = 32
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     load_at_start = load_average()
     overrides = server_settings(args.setting)
     # what the service runs with: its defaults and the overrides
-    settings = Settings(**{k.removeprefix("RFCLS_").lower(): v for k, v in overrides.items()})
+    settings = settings_of(overrides)
     budget_ms = settings.latency_budget_ms
     request = classify_request(args.samples)
     with watched_service(args.backend, overrides, "overload") as watched:

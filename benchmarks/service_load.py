@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,13 @@ import torch
 from matplotlib.figure import Figure
 
 from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, csv_of
-from benchmarks.charts import save
-from benchmarks.cli import script_main
-from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
+from benchmarks.charts import save_bar_panels
+from benchmarks.cli import add_report_arguments, device_or_none, script_main
+from benchmarks.environment import command_line, hardware, load_average, report_head, versions
 from benchmarks.live_service import ServiceProcess, model_bundle
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
-from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
+from rfmodel.cli_args import positive_int
 from rfmodel.config import BACKENDS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -49,15 +50,9 @@ def positive_float(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = __doc__
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="server's device")
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="output path without suffix (default docs/benchmarks/service-load-DEVICE)",
+    add_report_arguments(
+        p, __doc__, "service-load", "a smoke run: 2 s per phase", "server's device"
     )
-    p.add_argument("--quick", action="store_true", help="a smoke run: 2 s per phase")
     p.add_argument(
         "--backends",
         type=csv_of("backend", BACKENDS),
@@ -102,10 +97,17 @@ def summarize(answers: list[Answer], elapsed_s: float, budget_ms: float) -> dict
         # the CPU with the server, could not keep the schedule
         "send_lag_p99_ms": quantile([1e3 * a.sent_late_s for a in answers], 0.99),
         "server_median_ms": {
-            stage: float(np.median([t[stage] for t in server])) if server else None
+            stage: median([t[stage] for t in server])
             for stage in ("queue", "preprocess", "inference", "total")
         },
+        # the model's own time per request, summed per answer before the median: the median of
+        # the sums, not the sum of the medians
+        "server_model_median_ms": median([t["preprocess"] + t["inference"] for t in server]),
     }
+
+
+def median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 async def drive(url_port: int, args: argparse.Namespace, duration_s: float) -> dict:
@@ -139,10 +141,8 @@ def measure_backend(backend: str, args: argparse.Namespace, device: torch.device
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        device = pick_device(args.device)
-    except DeviceError as exc:
-        print(f"rfcls bench service: {exc}", file=sys.stderr)
+    device = device_or_none(args, "service")
+    if device is None:
         return 2
     load_at_start = load_average()
     started = time.perf_counter()
@@ -174,24 +174,26 @@ def run(args: argparse.Namespace) -> int:
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     out = args.out or DOCS / f"service-load-{device.type}"
+    write_report(report, out, plot_service_load, markdown)
+    return 0
+
+
+def write_report(
+    report: dict, out: Path, plot: Callable[[dict, Path], Path], render: Callable[[dict], str]
+) -> None:
+    """OUT.png (its name recorded in the report as its chart), OUT.json and OUT.md."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    chart = plot_service_load(report, out.with_suffix(".png"))
+    chart = plot(report, out.with_suffix(".png"))
     report["charts"] = [chart.name]
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    out.with_suffix(".md").write_text(render(report))
     print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, {chart}")
-    return 0
 
 
 def markdown(report: dict) -> str:
     load, budget = report["load"], report["latency_budget_ms"]
     lines = [
-        f"# Service under load ({report['device']})",
-        "",
-        f"Command: `{report['command']}` ({report['elapsed_s']} s)",
-        "",
-        hardware_line(report["hardware"]),
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        *report_head(f"Service under load ({report['device']})", report),
         "- server: `rfcls serve` in a subprocess with its default settings (torch threads: the "
         "usable cores less one); load from the benchmark process on the same machine, which "
         "shares the CPU with the server",
@@ -247,11 +249,7 @@ def plot_service_load(report: dict, path: Path) -> Path:
     right.axhline(report["latency_budget_ms"], color="red", linestyle="--", label="budget")
     left.set(ylabel="answered requests/s", title=f"Throughput ({report['device']})")
     right.set(ylabel="ms (bars p99, ticks p50)", title="Client-observed latency")
-    for ax in (left, right):
-        ax.set_xticks(x, names)
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize="small")
-    return save(fig, path)
+    return save_bar_panels(fig, [left, right], x, names, path)
 
 
 def main(argv: list[str] | None = None) -> int:

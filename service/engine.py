@@ -290,13 +290,12 @@ class Engine:
         and counting it refused the clients a busy device should batch together (a closed loop of
         four was refused 99% of the time: each refused client retried at once, the retries took
         the GIL from the worker, its batches slowed, and slower batches refused more). Lock held."""
-        if self._max_queue_wait_s is None:
+        if self._max_queue_wait_s is None or not self._pending:
             return
-        full_batches = len(self._pending) // self._max_batch
-        if not full_batches:
-            return
-        samples_per_frame = self._queued_samples / len(self._pending)
-        ahead_s = full_batches * self._max_batch * samples_per_frame * self._cost.seconds_per_sample
+        queued_s = self._queued_samples * self._cost.seconds_per_sample
+        # a batch closes at max_batch frames or at max_queue_wait of work, whichever comes first
+        full_batch_s = min(self._max_batch * queued_s / len(self._pending), self._max_queue_wait_s)
+        ahead_s = queued_s // full_batch_s * full_batch_s if full_batch_s > 0 else 0.0
         if ahead_s > self._max_queue_wait_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is queued ahead; "

@@ -26,7 +26,9 @@ def test_spectra_suite_quick_run(tmp_path: Path):
     assert "# Spectra throughput (cpu)" in out.with_suffix(".md").read_text()
 
 
-@pytest.mark.parametrize("suite", ["backends", "service", "spectra", "overload", "soak", "fuzz"])
+@pytest.mark.parametrize(
+    "suite", ["backends", "service", "batching", "spectra", "overload", "soak", "fuzz"]
+)
 def test_every_suite_has_its_help(suite, capsys):
     with pytest.raises(SystemExit) as exc:
         rfcls(["bench", suite, "--help"])

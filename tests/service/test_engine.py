@@ -250,6 +250,25 @@ async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
     engine.stop()
 
 
+async def test_batches_closed_by_work_count_as_full_batches_ahead():
+    runner = ScriptedRunner(seconds_per_frame=0.02)
+    engine = started(make_engine(runner, max_batch=8, max_queue=16, max_queue_wait_s=0.05), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    # each batch closes at about 3 frames of work, long before 8 frames: once two such batches
+    # are queued, a newcomer would wait for both, past the limit
+    admitted, refused = [], 0
+    for t in range(1, 9):
+        try:
+            admitted.append(engine.submit([frame(64, t)], lambda _: None))
+        except QueueFull:
+            refused += 1
+    assert 2 <= len(admitted) <= 5 and refused == 8 - len(admitted)
+    runner.gate.set()
+    await held
+    engine.stop()
+
+
 async def test_a_request_past_its_deadline_is_dropped_not_computed():
     runner = ScriptedRunner()
     engine = started(make_engine(runner, deadline_s=0.05), runner)
