@@ -81,6 +81,8 @@ def measure_point(spec: PointSpec) -> dict:
             **measure_throughput(model, spec, device),
         }
         if device.type == "cuda" and spec.backend in SOFTMAX_BACKENDS:
+            # the batch search leaves cached blocks that can be too fragmented for T x T scores
+            torch.cuda.empty_cache()
             result["attention_tflops"] = attention_tflops(model, spec, result["batch"], device)
     return result
 
@@ -154,21 +156,28 @@ def try_batch(
 
 def attention_tflops(
     model: RFClassifier, spec: PointSpec, batch: int, device: torch.device
-) -> float:
+) -> float | None:
     """Achieved TFLOP/s of the first layer's attention core (scores and weighted sum, RoPE
-    included), counted as 4*B*H*T^2*d for the full softmax backends."""
+    included), counted as 4*B*H*T^2*d for the full softmax backends; None where it runs out of
+    memory at the throughput batch (mha at 4k tokens did on an H200, a 64 GiB allocation, before
+    the cache was emptied first)."""
     block = model.blocks[0]
     dtype = model.embed.weight.dtype
-    x = torch.randn(batch, spec.tokens, model.cfg.n_features, device=device, dtype=dtype)
-    q, k, v = block.attn.project(block.attn_norm(model.embed(x)))
-    rope = model.rope(spec.tokens, device, dtype)
-    seconds = time_calls(
-        lambda: block.attn.attn(q, k, v, None, rope),
-        device,
-        spec.latency_repeats,
-        spec.min_repeats,
-        spec.timing_budget_s,
-    )
+    try:
+        x = torch.randn(batch, spec.tokens, model.cfg.n_features, device=device, dtype=dtype)
+        q, k, v = block.attn.project(block.attn_norm(model.embed(x)))
+        rope = model.rope(spec.tokens, device, dtype)
+        seconds = time_calls(
+            lambda: block.attn.attn(q, k, v, None, rope),
+            device,
+            spec.latency_repeats,
+            spec.min_repeats,
+            spec.timing_budget_s,
+        )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        return None
     flops = 4 * batch * model.cfg.n_heads * spec.tokens**2 * model.cfg.head_dim
     return flops / (summarize_ms(seconds)["p50_ms"] / 1e3) / 1e12
 

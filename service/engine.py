@@ -293,8 +293,10 @@ class Engine:
         if self._max_queue_wait_s is None or not self._pending:
             return
         queued_s = self._queued_samples * self._cost.seconds_per_sample
-        # a batch closes at max_batch frames or at max_queue_wait of work, whichever comes first
-        full_batch_s = min(self._max_batch * queued_s / len(self._pending), self._max_queue_wait_s)
+        frame_s = queued_s / len(self._pending)
+        # a batch closes at max_batch frames or at max_queue_wait of work, whichever comes first,
+        # but holds at least one frame
+        full_batch_s = max(frame_s, min(self._max_batch * frame_s, self._max_queue_wait_s))
         ahead_s = queued_s // full_batch_s * full_batch_s if full_batch_s > 0 else 0.0
         if ahead_s > self._max_queue_wait_s:
             raise QueueFull(

@@ -269,6 +269,19 @@ async def test_batches_closed_by_work_count_as_full_batches_ahead():
     engine.stop()
 
 
+async def test_a_frame_longer_than_the_limit_is_a_full_batch_of_its_own():
+    runner = ScriptedRunner(seconds_per_frame=0.06)
+    engine = started(make_engine(runner, max_batch=4, max_queue_wait_s=0.05), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    engine.submit([frame(64, 1)], lambda _: None)  # nothing queued ahead: admitted
+    with pytest.raises(QueueFull):
+        engine.submit([frame(64, 2)], lambda _: None)  # behind a batch of 0.06 s
+    runner.gate.set()
+    await held
+    engine.stop()
+
+
 async def test_a_request_past_its_deadline_is_dropped_not_computed():
     runner = ScriptedRunner()
     engine = started(make_engine(runner, deadline_s=0.05), runner)
