@@ -25,7 +25,8 @@ DROPOUT_KEY = 0x6472_6F00  # "dro"
 # mostly the service's typical 4,096-sample request (31 tokens), some 16,384-sample ones (127
 # tokens) so that the model sees longer sequences too. Longer recordings cost generation time about
 # in proportion (measured on 15 workers: 10.9k, 3.6k and 0.72k examples/s at 4,096, 16,384 and
-# 65,536 samples), and generation is what bounds a GPU run.
+# 65,536 samples), and generation is what bounds a GPU run: the shipped run got 4.2k-4.7k
+# examples/s of this mix from 15 workers on an H200 host's 16 vCPUs.
 DEFAULT_LENGTHS = "4096:0.95,16384:0.05"
 
 

@@ -24,12 +24,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-# strict: the day the shipped weights pass, this fails as XPASS and the mark must go
-@pytest.mark.xfail(
-    strict=True,
-    reason="the CPU-trained weights misname clean qpsk (as 8psk) and gmsk (as gfsk); "
-    "docs/model-card.md, 'Against the goals'",
-)
 def test_clean_signals_of_every_class_are_named_right():
     rng = np.random.default_rng(2024)
     labels, frames = [], []
