@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,13 @@ def test_every_suite_has_its_help(suite, capsys):
         rfcls(["bench", suite, "--help"])
     assert exc.value.code == 0
     assert f"rfcls bench {suite}" in capsys.readouterr().out
+
+
+def test_a_suite_whose_dependency_is_missing_says_so_and_spares_the_others(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "schemathesis", None)  # import schemathesis now fails
+    monkeypatch.delitem(sys.modules, "benchmarks.fuzz_api", raising=False)
+    assert rfcls(["bench", "fuzz"]) == 2
+    assert "needs schemathesis" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        rfcls(["bench", "spectra", "--help"])
+    assert exc.value.code == 0
