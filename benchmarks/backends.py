@@ -114,6 +114,15 @@ QUICK_LIMITS = Limits(
 )
 
 
+def add_backends_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backends",
+        type=csv_of("backend", BACKENDS),
+        default=BACKENDS,
+        help=f"comma-separated (default all: {','.join(BACKENDS)})",
+    )
+
+
 def csv_of(kind: str, valid: tuple[str, ...]):
     def parse(text: str) -> tuple[str, ...]:
         names = tuple(v.strip() for v in text.split(",") if v.strip())
@@ -147,12 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_report_arguments(
         p, __doc__, "backends", "a smoke run: 32 and 64 tokens, few repeats", "default: cpu"
     )
-    p.add_argument(
-        "--backends",
-        type=csv_of("backend", BACKENDS),
-        default=BACKENDS,
-        help=f"comma-separated (default all: {','.join(BACKENDS)})",
-    )
+    add_backends_argument(p)
     p.add_argument(
         "--sizes",
         type=csv_of("size", tuple(MODEL_SIZES)),

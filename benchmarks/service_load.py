@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, csv_of
+from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, add_backends_argument
 from benchmarks.charts import save_bar_panels
 from benchmarks.cli import add_report_arguments, device_or_none, script_main
 from benchmarks.environment import command_line, hardware, load_average, report_head, versions
@@ -35,7 +35,6 @@ from benchmarks.live_service import ServiceProcess, model_bundle
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
 from rfmodel.cli_args import positive_int
-from rfmodel.config import BACKENDS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 WARMUP_REQUESTS = 20
@@ -53,12 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_report_arguments(
         p, __doc__, "service-load", "a smoke run: 2 s per phase", "server's device"
     )
-    p.add_argument(
-        "--backends",
-        type=csv_of("backend", BACKENDS),
-        default=BACKENDS,
-        help=f"comma-separated (default all: {','.join(BACKENDS)})",
-    )
+    add_backends_argument(p)
     p.add_argument("--concurrency", type=positive_int, default=2, help="closed-loop clients")
     p.add_argument("--duration", type=positive_float, default=15.0, help="seconds per phase")
     p.add_argument(
