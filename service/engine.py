@@ -232,9 +232,13 @@ class Engine:
     def arriving(self) -> Iterator[Arrival]:
         """Wrap the reading and parsing of a request that will be submitted with this arrival.
         The batcher waits (up to max_wait) for more frames only while some request is arriving,
-        so a lone request is never held back for company that is not coming."""
+        so a lone request is never held back for company that is not coming. Raises NotReady or
+        QueueFull at once where submit would, before the request's body is read."""
         arrival = Arrival()
         with self._cond:
+            # refused before the body is read: under overload most requests are refused, and
+            # reading and parsing their bodies only to refuse them took CPU from the model
+            self._check_admission()
             self._arriving += 1
         try:
             yield arrival
@@ -267,11 +271,7 @@ class Engine:
         with self._cond:
             if arrival is not None and arrival.pending:
                 self._arrived(arrival)
-            if not self._warm or self._stopping or not self._thread.is_alive():
-                raise NotReady(f"the service is {self.state.replace('_', ' ')}")
-            if len(self._waiting) >= self._max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            self._check_work_ahead()
+            self._check_admission()
             self._waiting[request] = None
             self._pending.extend(
                 _Item(request, i, length_bucket(len(f))) for i, f in enumerate(frames)
@@ -280,6 +280,14 @@ class Engine:
             self._metrics.queue_depth.set(len(self._waiting))
             self._cond.notify()
         return request
+
+    def _check_admission(self) -> None:
+        """NotReady or QueueFull now, or nothing. Lock held."""
+        if not self._warm or self._stopping or not self._thread.is_alive():
+            raise NotReady(f"the service is {self.state.replace('_', ' ')}")
+        if len(self._waiting) >= self._max_queue:
+            raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+        self._check_work_ahead()
 
     def _check_work_ahead(self) -> None:
         """Refuse now rather than admit a request that would wait past the limit: a quick 503 the

@@ -74,6 +74,28 @@ def test_full_queue_is_503_with_retry_after():
     assert runner.batches == [[1.0], [2.0]]
 
 
+def test_a_refusal_leaves_its_body_unread_and_the_connection_serving():
+    runner = ScriptedRunner()
+    settings = {"max_queue": 1, "max_batch": 1, "deadline_ms": 10_000}
+    with serve(runner, **settings) as s, ThreadPoolExecutor(2) as pool, httpx.Client() as client:
+        runner.reset()
+        runner.gate.clear()
+        busy = pool.submit(classify, s.url, 1.0)
+        assert runner.entered.acquire(timeout=5)
+        queued = pool.submit(classify, s.url, 2.0)
+        wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
+        url = f"{s.url}/v1/classify?format=cf32"
+        # an odd byte count: a body that were read and decoded would be a 400, not a 503
+        refused = client.post(url, content=tagged(3.0, 1 << 16)[:-1], headers=BINARY)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+        runner.gate.set()
+        assert busy.result().status_code == 200 and queued.result().status_code == 200
+        # the same keep-alive client goes on: the unread body did not poison its connection
+        served = client.post(url, content=tagged(4.0), headers=BINARY)
+        assert served.status_code == 200
+    assert runner.batches == [[1.0], [2.0], [4.0]]
+
+
 def test_deadline_passed_in_queue_is_504_and_never_computed():
     runner = ScriptedRunner()
     with serve(runner, max_batch=1, deadline_ms=50) as s, ThreadPoolExecutor(2) as pool:
