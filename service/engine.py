@@ -182,7 +182,6 @@ class Engine:
         self._max_queue_wait_s = max_queue_wait_s
         self._cost = SampleCost()
         self._queued_samples = 0  # in the frames of _pending
-        self._running_samples = 0  # in the batch on the device
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order
@@ -366,9 +365,7 @@ class Engine:
             # running batch waits no longer
             wait_until = head.request.enqueued + self._max_wait_s
             while True:
-                batch = self._same_bucket(head.bucket)
-                samples = sum(len(item.request.frames[item.index]) for item in batch)
-                full = self._batch_is_full(len(batch), samples)
+                batch, full = self._same_bucket(head.bucket)
                 if full or self._stopping or not self._arriving:
                     break
                 remaining = wait_until - time.perf_counter()
@@ -378,15 +375,16 @@ class Engine:
             self._take(batch)
             return batch
 
-    def _same_bucket(self, bucket: int) -> list[_Item]:
+    def _same_bucket(self, bucket: int) -> tuple[list[_Item], bool]:
+        """The next batch of the bucket's queued frames, and whether it is full."""
         batch, samples = [], 0
         for item in self._pending:
             if item.bucket == bucket and not item.request.cancelled:
                 batch.append(item)
                 samples += len(item.request.frames[item.index])
                 if self._batch_is_full(len(batch), samples):
-                    break
-        return batch
+                    return batch, True
+        return batch, False
 
     def _batch_is_full(self, frames: int, samples: int) -> bool:
         """At max_batch frames, or at the estimated work of max_queue_wait: a request admitted
@@ -401,8 +399,7 @@ class Engine:
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
         self._pending = deque(item for item in self._pending if id(item) not in taken)
-        self._running_samples = sum(len(item.request.frames[item.index]) for item in batch)
-        self._queued_samples -= self._running_samples
+        self._queued_samples -= sum(len(item.request.frames[item.index]) for item in batch)
         for item in batch:
             item.request.untaken -= 1
             if item.request.untaken == 0:
@@ -472,10 +469,7 @@ class Engine:
 
     def _run_timed(self, frames: list[np.ndarray]) -> BatchOutput:
         start = time.perf_counter()
-        try:
-            out = self._run_splitting(frames)
-        finally:
-            self._running_samples = 0
+        out = self._run_splitting(frames)
         self._cost.observe(time.perf_counter() - start, sum(len(f) for f in frames))
         return out
 
