@@ -1,5 +1,6 @@
-"""RFClassifier: a pre-norm transformer encoder over FFT-frame tokens, mean-pooled over the real
-tokens, with a linear head. The attention backend and the norm are chosen by the config."""
+"""RFClassifier: a pre-norm transformer encoder over FFT-frame tokens, pooled over the real tokens
+(mean, or attention from one learned query), with a linear head. The attention backend, the norm
+and the pooling are chosen by the config."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class RFClassifier(nn.Module):
         self.embed = nn.Linear(cfg.n_features, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        # zero: attention pooling starts out as the mean and learns which frames to weigh
+        attention_pool = cfg.pool == "attention"
+        self.pool_query = nn.Parameter(torch.zeros(cfg.d_model)) if attention_pool else None
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
         self.rope = RopeCache(cfg.rope_dim, cfg.rope_base)
 
@@ -59,12 +63,22 @@ class RFClassifier(nn.Module):
         for block in self.blocks:
             h = block(h, mask, rope)
         h = self.norm(h)
-        if mask is None:
-            pooled = h.mean(dim=1)  # [B, D]
-        else:
+        return self.head(self._pool(h, mask))  # [B, C]
+
+    def _pool(self, h: Tensor, mask: Tensor | None) -> Tensor:
+        """h [B, T, D] -> [B, D] over the real tokens."""
+        if self.pool_query is None:
+            if mask is None:
+                return h.mean(dim=1)
             real = mask[..., None]  # [B, T, 1]
-            pooled = h.masked_fill(~real, 0.0).sum(dim=1) / real.sum(dim=1)
-        return self.head(pooled)  # [B, C]
+            return h.masked_fill(~real, 0.0).sum(dim=1) / real.sum(dim=1)
+        scores = h @ self.pool_query / h.shape[-1] ** 0.5  # [B, T]
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        # at least fp32: a bf16 softmax over thousands of frames would round the weights away
+        wide = torch.promote_types(scores.dtype, torch.float32)
+        weights = torch.softmax(scores.to(wide), dim=1).to(h.dtype)  # [B, T]
+        return torch.einsum("bt,btd->bd", weights, h)
 
     def _check_inputs(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
         """Validate shapes; returns the mask to use (None when every token is real)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 BACKENDS = ("mha", "flash", "gqa", "latent", "mla", "latte")
 NORMS = ("rmsnorm", "layernorm")
+POOLS = ("mean", "attention")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,7 @@ class ModelConfig:
     v_head_dim: int = 32  # mla: value width per head
     mla_absorb: bool = True  # mla: attend in latent space (W_uk, W_uv absorbed); False: naive
     dropout: float = 0.0  # on the residual branches (attention and MLP outputs)
+    pool: str = "mean"  # over the real tokens: "mean", or "attention" (a learned query's softmax)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +67,8 @@ class ModelConfig:
             )
         if self.norm not in NORMS:
             raise ConfigError("norm", f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        if self.pool not in POOLS:
+            raise ConfigError("pool", f"unknown pool {self.pool!r}; valid: {', '.join(POOLS)}")
         for name in (
             "n_features",
             "d_model",

@@ -4,6 +4,7 @@ backends that share them, and the saved config is enough to rebuild the model.""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -38,6 +39,7 @@ VARIANTS = [{"attn_backend": b} for b in BACKENDS] + [
     {"attn_backend": "mla", "mla_absorb": False, "q_lora_rank": 12},
     {"attn_backend": "latte", "latte_window": 3},
     {"attn_backend": "mha", "norm": "layernorm"},
+    {"attn_backend": "latent", "pool": "attention"},
 ]
 
 
@@ -51,6 +53,33 @@ def test_logits_do_not_depend_on_padding(overrides):
     for b, s in enumerate(seqs):
         alone = model(s[None], None)
         torch.testing.assert_close(logits[b : b + 1], alone, rtol=1e-10, atol=1e-10)
+
+
+@torch.no_grad()
+def test_attention_pooling_is_a_softmax_over_the_real_frames():
+    model = tiny_model(pool="attention")
+    model.pool_query.normal_()
+    _, x, mask = padded_batch()
+    final = {}
+    model.norm.register_forward_hook(lambda module, args, out: final.update(h=out))
+    logits = model(x, mask)
+    q, d = model.pool_query, TINY["d_model"]
+    for b, n in enumerate(LENGTHS):
+        h = final["h"][b, :n]  # [n, D]: the real frames only
+        scores = [float(h[t] @ q) / math.sqrt(d) for t in range(n)]
+        top = max(scores)
+        weights = [math.exp(s - top) for s in scores]
+        pooled = sum(w * h[t] for t, w in enumerate(weights)) / sum(weights)
+        torch.testing.assert_close(logits[b], model.head(pooled), rtol=1e-10, atol=1e-10)
+
+
+def test_attention_pooling_starts_as_the_mean():
+    mean = tiny_model(seed=3)
+    attention = tiny_model(seed=4, pool="attention")
+    missing, unexpected = attention.load_state_dict(mean.state_dict(), strict=False)
+    assert missing == ["pool_query"] and not unexpected
+    _, x, mask = padded_batch()
+    torch.testing.assert_close(attention(x, mask), mean(x, mask), rtol=1e-10, atol=1e-10)
 
 
 def test_all_real_mask_equals_no_mask():
