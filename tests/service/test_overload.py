@@ -50,16 +50,23 @@ def metrics_of(url: str) -> str:
     return httpx.get(f"{url}/metrics").text
 
 
+def fill_the_queue(url: str, runner: ScriptedRunner, pool: ThreadPoolExecutor):
+    """Hold the model on request 1 and queue request 2 (a server with max_queue 1 and max_batch
+    1 then refuses the next); returns their futures."""
+    runner.reset()
+    runner.gate.clear()
+    busy = pool.submit(classify, url, 1.0)
+    assert runner.entered.acquire(timeout=5)
+    queued = pool.submit(classify, url, 2.0)
+    wait_for(lambda: metric(metrics_of(url), "rfcls_queue_depth") == 1)
+    return busy, queued
+
+
 def test_full_queue_is_503_with_retry_after():
     runner = ScriptedRunner()
     settings = {"max_queue": 1, "max_batch": 1, "deadline_ms": 10_000}
     with serve(runner, **settings) as s, ThreadPoolExecutor(2) as pool:
-        runner.reset()
-        runner.gate.clear()
-        busy = pool.submit(classify, s.url, 1.0)
-        assert runner.entered.acquire(timeout=5)
-        queued = pool.submit(classify, s.url, 2.0)
-        wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
+        busy, queued = fill_the_queue(s.url, runner, pool)
         refused = classify(s.url, 3.0)
         assert refused.status_code == 503
         assert refused.headers["Retry-After"] == "1"
@@ -78,12 +85,7 @@ def test_a_refusal_leaves_its_body_unread_and_the_connection_serving():
     runner = ScriptedRunner()
     settings = {"max_queue": 1, "max_batch": 1, "deadline_ms": 10_000}
     with serve(runner, **settings) as s, ThreadPoolExecutor(2) as pool, httpx.Client() as client:
-        runner.reset()
-        runner.gate.clear()
-        busy = pool.submit(classify, s.url, 1.0)
-        assert runner.entered.acquire(timeout=5)
-        queued = pool.submit(classify, s.url, 2.0)
-        wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
+        busy, queued = fill_the_queue(s.url, runner, pool)
         url = f"{s.url}/v1/classify?format=cf32"
         # an odd byte count: a body that were read and decoded would be a 400, not a 503
         refused = client.post(url, content=tagged(3.0, 1 << 16)[:-1], headers=BINARY)
