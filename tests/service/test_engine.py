@@ -202,6 +202,16 @@ def test_sample_cost_follows_recent_batches():
     assert cost.seconds_per_sample == pytest.approx(1e-3 + SampleCost.WEIGHT * 2e-3)
 
 
+async def queue_behind_a_held_batch(runner: ScriptedRunner, engine: Engine, tags) -> None:
+    """Queue one single-frame request per tag while the worker is held, then let it all run."""
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    waiting = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in tags]
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await asyncio.gather(held, *waiting)
+
+
 async def test_a_request_behind_too_much_work_is_refused_at_once():
     runner = ScriptedRunner(seconds_per_frame=0.1)
     engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.05), runner)
@@ -223,14 +233,9 @@ async def test_a_request_behind_too_much_work_is_refused_at_once():
 async def test_a_busy_device_admits_what_joins_the_next_batch():
     runner = ScriptedRunner(seconds_per_frame=0.02)
     engine = started(make_engine(runner, max_batch=4, max_queue_wait_s=0.035), runner)
-    held = hold_worker(runner, engine)
-    await wait_entered(runner)
     # the running frame and one queued already hold more work than the limit; the next batch
     # still has room, so nobody waits for more than the running batch
-    waiting = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in (1, 2)]
-    await asyncio.sleep(0.01)
-    runner.gate.set()
-    await asyncio.gather(held, *waiting)
+    await queue_behind_a_held_batch(runner, engine, [1, 2])
     assert runner.batches == [[-1.0], [1.0, 2.0]]
     engine.stop()
 
@@ -238,12 +243,7 @@ async def test_a_busy_device_admits_what_joins_the_next_batch():
 async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
     runner = ScriptedRunner(seconds_per_frame=0.02)
     engine = started(make_engine(runner, max_batch=8, max_queue_wait_s=0.05), runner)
-    held = hold_worker(runner, engine)
-    await wait_entered(runner)
-    waiting = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in range(1, 6)]
-    await asyncio.sleep(0.01)
-    runner.gate.set()
-    await asyncio.gather(held, *waiting)
+    await queue_behind_a_held_batch(runner, engine, range(1, 6))
     # every frame costs at least 0.02 s, so three reach the 0.05 s limit
     sizes = [len(b) for b in runner.batches[1:]]
     assert sum(sizes) == 5 and max(sizes) <= 3, runner.batches
