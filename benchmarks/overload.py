@@ -1,7 +1,7 @@
 """Overload: the real server (`rfcls serve`, a subprocess) offered FACTOR x its measured capacity
 by a separate load process, with Poisson arrivals.
 
-    python -m benchmarks.overload    # writes docs/benchmarks/overload-cpu.{json,md,png}
+    python -m benchmarks.overload    # writes docs/benchmarks/overload-{cpu,cuda}.{json,md,png}
 
 First the capacity: the most classifications per second a closed loop of --concurrency clients
 gets answered (--capacity skips this and takes a figure from the benchmarks). Then --factor x that
@@ -26,6 +26,7 @@ from benchmarks.environment import command_line, hardware, hardware_line, load_a
 from benchmarks.live_service import ServiceProcess, scrape, series, settings_of, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
+from rfmodel.cli_args import pick_device
 from service.protocol.instrumentation import outcome
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -49,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="RFCLS_NAME=VALUE",
         help="a server setting other than its default (repeatable)",
     )
-    p.add_argument("--out", type=Path, default=DOCS / "overload-cpu", help="path without suffix")
+    p.add_argument(
+        "--out", type=Path, help="path without suffix (default docs/benchmarks/overload-DEVICE)"
+    )
 
 
 def server_settings(pairs: list[str]) -> dict[str, str]:
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = server_settings(args.setting)
     # what the service runs with: its defaults and the overrides
     settings = settings_of(overrides)
+    device = pick_device(settings.device)  # where the server will run the model
     budget_ms = settings.latency_budget_ms
     request = classify_request(args.samples)
     with watched_service(args.backend, overrides, "overload") as watched:
@@ -201,10 +205,12 @@ def run(args: argparse.Namespace) -> int:
         },
         "checks": checks,
         "passed": all(checks.values()),
-        "hardware": hardware_of_cpu(load_at_start),
+        "hardware": hardware(device, load_at_start),
         "versions": versions(),
     }
-    write(args.out, report, answers, rss.samples, overload_began)
+    write(
+        args.out or DOCS / f"overload-{device.type}", report, answers, rss.samples, overload_began
+    )
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}", file=sys.stderr)
     return 0 if report["passed"] else 1
@@ -218,12 +224,6 @@ def requests_by_outcome(url: str, backend: str) -> dict[str, float]:
         ]
         for name in ("ok", "client_error", "rejected", "timeout", "error")
     }
-
-
-def hardware_of_cpu(load_at_start: list[float]) -> dict:
-    import torch
-
-    return hardware(torch.device("cpu"), load_at_start)
 
 
 def write(
@@ -256,11 +256,12 @@ def markdown(r: dict, png: str) -> str:
          f"{r['client_requests_by_outcome']}"),
     ]  # fmt: skip
     lines = [
-        f"# Overload ({r['hardware']['cpu_model']}, CPU)",
+        f"# Overload ({r['hardware']['gpu'] or r['hardware']['cpu_model'] + ', CPU'})",
         "",
         f"Command: `{r['command']}`",
         "",
         hardware_line(r["hardware"]),
+        *([f"- GPU (the server's model): {r['hardware']['gpu']}"] if r["hardware"]["gpu"] else []),
         f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
         f"- model: {r['model']['backend']}, {r['model']['weights']} weights; "
         f"{s['samples_per_request']} cf32 samples per request (v1 binary)",

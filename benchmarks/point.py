@@ -38,6 +38,7 @@ class PointSpec:
     latency_budget_ms: float
     threads: int = 1
     seed: int = 0
+    compile: bool = False  # also time the throughput batch through torch.compile
 
 
 def build_model(size: str, backend: str, norm: str, device: torch.device) -> RFClassifier:
@@ -80,11 +81,79 @@ def measure_point(spec: PointSpec) -> dict:
             "kv_mb_per_recording": model.kv_memory_bytes(1, spec.tokens) / MB,
             **measure_throughput(model, spec, device),
         }
+        if device.type == "cuda":
+            result["latency_cuda_graph"] = graphed_latency(request, spec, device)
+        if spec.compile and result["batch"] is not None:
+            result |= compiled_throughput(model, spec, result["batch"], device)
         if device.type == "cuda" and spec.backend in SOFTMAX_BACKENDS:
             # the batch search leaves cached blocks that can be too fragmented for T x T scores
             torch.cuda.empty_cache()
             result["attention_tflops"] = attention_tflops(model, spec, result["batch"], device)
     return result
+
+
+def cuda_graph(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """fn captured into a CUDA graph; the returned call replays it. One launch for the whole
+    request instead of one per kernel: at batch 1 the GPU otherwise waits on the host's launches.
+    The inputs fn reads are fixed tensors, so every replay recomputes the same request."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # capture needs its allocations and cuFFT plans made already
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = fn()
+
+    def replay() -> object:
+        graph.replay()
+        return output  # the same tensor each time, overwritten by every replay
+
+    return replay
+
+
+def graphed_latency(request: Callable[[], object], spec: PointSpec, device: torch.device) -> dict:
+    """p50/p99 of the same single request replayed from a CUDA graph, or why it could not be
+    captured."""
+    try:
+        replay = cuda_graph(request, device)
+    except RuntimeError as exc:
+        return {"status": "not captured", "detail": str(exc).splitlines()[0][:300]}
+    seconds = time_calls(
+        replay, device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s
+    )
+    return {"status": "ok", **summarize_ms(seconds)}
+
+
+def compiled_throughput(
+    model: RFClassifier, spec: PointSpec, batch: int, device: torch.device
+) -> dict:
+    """Recordings/s at the eager throughput batch with the model through torch.compile (kernels
+    fused, fixed shapes), compile time beside it; or the error that stopped it."""
+    dtype = model.embed.weight.dtype
+    compiled = torch.compile(model, dynamic=False)
+    x = torch.randn(batch, spec.tokens, FEATURES.n_features, device=device, dtype=dtype)
+    try:
+        compile_s = time_once(lambda: compiled(x), device)
+        seconds = time_calls(
+            lambda: compiled(x),
+            device,
+            spec.latency_repeats,
+            spec.min_repeats,
+            spec.timing_budget_s,
+        )
+    except Exception as exc:  # an inductor or memory failure is a row, not a lost sweep point
+        return {"compiled": {"status": "failed", "detail": str(exc).splitlines()[0][:300]}}
+    median_s = summarize_ms(seconds)["p50_ms"] / 1e3
+    return {
+        "compiled": {
+            "status": "ok",
+            "throughput_per_s": batch / median_s,
+            "repeats": len(seconds),
+            "compile_s": round(compile_s, 1),
+        }
+    }
 
 
 def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.device) -> dict:

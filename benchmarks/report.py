@@ -94,6 +94,7 @@ def markdown(report: dict) -> str:
     lines += norm_table(report)
     lines += budget_table(report)
     lines += tflops_table(report)
+    lines += goals_table(report)
     if report.get("charts"):
         lines += ["## Charts", ""] + [f"![{name}]({name})" for name in report["charts"]] + [""]
     return "\n".join(lines)
@@ -101,33 +102,60 @@ def markdown(report: dict) -> str:
 
 def sweep_table(report: dict, size: str) -> list[str]:
     budget = report["latency_budget_ms"]
+    points = [p for p in report["points"] if p["size"] == size]
+    # GPU-only columns: batch-1 latency replayed from a CUDA graph; throughput via torch.compile
+    graphed = any("latency_cuda_graph" in p for p in points)
+    compiled = any("compiled" in p for p in points)
+    extra_heads = ["graph p50 ms"] * graphed + ["compiled rec/s"] * compiled
+    heads = [
+        "model", "tokens", "status", "batch", "recordings/s", "KV MB", "KV MB/rec", "peak MB",
+        "p50 ms", "p99 ms", "CPU ms", f"p99 <= {budget:g} ms", *extra_heads,
+        "repeats (latency/throughput)",
+    ]  # fmt: skip
     lines = [
         f"## {size} size",
         "",
-        "| model | tokens | status | batch | recordings/s | KV MB | KV MB/rec | peak MB "
-        f"| p50 ms | p99 ms | CPU ms | p99 <= {budget:g} ms | repeats (latency/throughput) |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| " + " | ".join(heads) + " |",
+        "| --- | ---: | --- |" + " ---: |" * 8 + " --- |" + " ---: |" * len(extra_heads) + " --- |",
     ]
-    for p in report["points"]:
-        if p["size"] != size:
-            continue
+    for p in points:
         if p["status"] != "ok":
             detail = p.get("detail", "").splitlines()[-1] if p.get("detail") else ""
             lines.append(
-                f"| {p['model']} | {p['tokens']} | **{p['status']}**: {detail} " + "| - " * 9 + "|"
+                f"| {p['model']} | {p['tokens']} | **{p['status']}**: {detail} "
+                + "| - " * (len(heads) - 3)
+                + "|"
             )
             continue
         lat = p["latency"]
         batch = NOT_RUN if p["batch"] is None else f"{p['batch']} ({p['batch_limited_by']})"
+        extra = [graph_p50_text(p)] * graphed + [compiled_text(p)] * compiled
         lines.append(
             f"| {p['model']} | {p['tokens']} | ok | {batch} | {fmt(p.get('throughput_per_s'))} "
             f"| {fmt(p.get('kv_mb'))} | {fmt(p['kv_mb_per_recording'], 2)} "
             f"| {fmt(p.get('peak_mb'))} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} "
             f"| {fmt(p['latency_cpu_ms_mean'], 2)} "
-            f"| {'yes' if p['within_budget'] else 'no'} "
-            f"| {lat['repeats']}/{p.get('throughput_repeats', NOT_RUN)} |"
+            f"| {'yes' if p['within_budget'] else 'no'} | "
+            + "".join(f"{cell} | " for cell in extra)
+            + f"{lat['repeats']}/{p.get('throughput_repeats', NOT_RUN)} |"
         )
     return [*lines, ""]
+
+
+def graph_p50_text(point: dict) -> str:
+    graph = point.get("latency_cuda_graph")
+    if graph is None:
+        return NOT_RUN
+    return f"{graph['p50_ms']:.2f}" if graph["status"] == "ok" else graph["status"]
+
+
+def compiled_text(point: dict) -> str:
+    run = point.get("compiled")
+    if run is None:
+        return NOT_RUN
+    if run["status"] != "ok":
+        return run["status"]
+    return f"{run['throughput_per_s']:,.1f} (compile {run['compile_s']:g} s)"
 
 
 def growth_table(report: dict) -> list[str]:
@@ -267,4 +295,105 @@ def tflops_table(report: dict) -> list[str]:
             lines.append(
                 f"| {p['size']} | {p['model']} | {p['tokens']} | {p['attention_tflops']:.1f} |"
             )
+    return [*lines, ""]
+
+
+def point_at(report: dict, model: str, tokens: int, size: str = "reference") -> dict | None:
+    for p in ok_points(report, size, model):
+        if p["tokens"] == tokens:
+            return p
+    return None
+
+
+def best_throughput(point: dict | None) -> tuple[float | None, str]:
+    """The higher of eager and torch.compile throughput, and which it was."""
+    if point is None or point.get("throughput_per_s") is None:
+        return None, "not measured"
+    best, how = point["throughput_per_s"], "eager"
+    compiled = point.get("compiled", {})
+    if compiled.get("status") == "ok" and compiled["throughput_per_s"] > best:
+        best, how = compiled["throughput_per_s"], "torch.compile"
+    return best, how
+
+
+def best_batch1_p50(point: dict | None) -> tuple[float | None, str]:
+    """The lower of eager and CUDA-graph batch-1 p50, and which it was."""
+    if point is None:
+        return None, "not measured"
+    best, how = point["latency"]["p50_ms"], "eager"
+    graph = point.get("latency_cuda_graph", {})
+    if graph.get("status") == "ok" and graph["p50_ms"] < best:
+        best, how = graph["p50_ms"], "CUDA graph"
+    return best, how
+
+
+def goal_row(goal: str, value: float | None, text: str, met: bool) -> str:
+    verdict = "not measured" if value is None else ("met" if met else "**not met**")
+    return f"| {goal} | {text} | {verdict} |"
+
+
+def goals_table(report: dict) -> list[str]:
+    """The backend issue's GPU goals (reference size, bf16, forward only), judged from this run's
+    points; a goal whose points are missing says so."""
+    if report["device"] == "cpu" or "reference" not in sizes(report):
+        return []
+    lines = [
+        "## GPU goals (reference size)",
+        "",
+        "Throughput: the better of eager and torch.compile (when `--compile` ran); batch-1 "
+        "latency: the better of eager and a CUDA graph replay.",
+        "",
+        "| goal | measured | verdict |",
+        "| --- | --- | --- |",
+    ]
+    latent_4k, how = best_throughput(point_at(report, "latent", 4096))
+    lines.append(
+        goal_row(
+            "latent at 4k tokens >= 10,000 recordings/s",
+            latent_4k,
+            f"{fmt(latent_4k)}/s ({how})",
+            latent_4k is not None and latent_4k >= 10_000,
+        )
+    )
+    latent_16k, latent_how = best_throughput(point_at(report, "latent", 16384))
+    flash_16k, flash_how = best_throughput(point_at(report, "flash", 16384))
+    ratio = None if latent_16k is None or flash_16k is None else latent_16k / flash_16k
+    lines.append(
+        goal_row(
+            "latent at 16k tokens >= 6x flash",
+            ratio,
+            "latent and flash not both measured at 16k"
+            if ratio is None
+            else f"{ratio:.2f}x ({latent_16k:,.1f}/s {latent_how} vs {flash_16k:,.1f}/s "
+            f"{flash_how})",
+            ratio is not None and ratio >= 6,
+        )
+    )
+    flash_4k, how = best_throughput(point_at(report, "flash", 4096))
+    lines.append(
+        goal_row(
+            "flash at 4k tokens >= 3,000 recordings/s",
+            flash_4k,
+            f"{fmt(flash_4k)}/s ({how})",
+            flash_4k is not None and flash_4k >= 3_000,
+        )
+    )
+    for model in ("flash", "gqa", "latent"):
+        p50, how = best_batch1_p50(point_at(report, model, 4096))
+        lines.append(
+            goal_row(
+                f"{model}: batch-1 p50 at 4k tokens < 2 ms",
+                p50,
+                f"{fmt(p50, 2)} ms ({how})",
+                p50 is not None and p50 < 2,
+            )
+        )
+    for model in ("latent", "latte"):
+        g = growth(ok_points(report, "reference", model))
+        spans = g is not None and (g["from_tokens"], g["to_tokens"]) == (1024, 16384)
+        value = g["time_ratio"] if spans else None
+        text = f"{g['time_ratio']:.1f}x" if spans else "1k and 16k not both measured"
+        lines.append(
+            goal_row(f"{model}: time 1k -> 16k tokens <= 20x", value, text, spans and value <= 20)
+        )
     return [*lines, ""]

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.backends import token_counts
 from benchmarks.models import shipped_weights
-from benchmarks.report import growth
+from benchmarks.report import goals_table, growth
 from service.cli import main as rfcls
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -117,3 +117,51 @@ def test_growth_slope_is_one_for_linear_and_two_for_quadratic_time():
     assert quadratic["slope"] == pytest.approx(2.0)
     assert quadratic["time_ratio"] == pytest.approx(256.0)
     assert growth(points(1)[:1]) is None
+
+
+def reference_point(model: str, tokens: int, rate: float, p50_ms: float, **extra) -> dict:
+    return {
+        "size": "reference",
+        "model": model,
+        "tokens": tokens,
+        "status": "ok",
+        "throughput_per_s": rate,
+        "latency": {"p50_ms": p50_ms},
+        **extra,
+    }
+
+
+def test_gpu_goals_are_judged_from_the_points_taking_the_faster_mode():
+    points = [
+        # latent: 12k/s at 4k only through torch.compile; linear growth (16x from 1k to 16k)
+        reference_point("latent", 1024, 16_000, 3.0),
+        reference_point(
+            "latent", 4096, 4_000, 4.0, compiled={"status": "ok", "throughput_per_s": 12_000.0}
+        ),
+        reference_point("latent", 16384, 1_000, 4.0),
+        # flash: 2,000/s at 4k misses 3,000; its CUDA graph brings batch 1 under 2 ms
+        reference_point(
+            "flash", 4096, 2_000, 3.0, latency_cuda_graph={"status": "ok", "p50_ms": 0.8}
+        ),
+        reference_point("flash", 16384, 200, 8.0),
+        # latte: quadratic-looking growth, 64x
+        reference_point("latte", 1024, 6_400, 3.0),
+        reference_point("latte", 16384, 100, 3.0),
+    ]
+    report = {"device": "cuda:0", "points": points}
+    verdicts = {
+        row.split(" | ")[0].lstrip("| "): row.rsplit(" | ", 1)[1].rstrip(" |")
+        for row in goals_table(report)
+        if row.startswith("| ") and not row.startswith(("| goal", "| ---"))
+    }
+    assert verdicts == {
+        "latent at 4k tokens >= 10,000 recordings/s": "met",
+        "latent at 16k tokens >= 6x flash": "**not met**",  # 1,000 / 200 = 5x
+        "flash at 4k tokens >= 3,000 recordings/s": "**not met**",
+        "flash: batch-1 p50 at 4k tokens < 2 ms": "met",
+        "gqa: batch-1 p50 at 4k tokens < 2 ms": "not measured",
+        "latent: batch-1 p50 at 4k tokens < 2 ms": "**not met**",
+        "latent: time 1k -> 16k tokens <= 20x": "met",
+        "latte: time 1k -> 16k tokens <= 20x": "**not met**",
+    }
+    assert goals_table({"device": "cpu", "points": points}) == []

@@ -8,7 +8,15 @@ import torch
 
 from benchmarks.isolation import FAILED, OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.memory import peak_growth_bytes
-from benchmarks.point import MatmulSpec, PointSpec, measure_matmul_peak, measure_point
+from benchmarks.point import (
+    MatmulSpec,
+    PointSpec,
+    build_model,
+    cuda_graph,
+    measure_matmul_peak,
+    measure_point,
+    request_fn,
+)
 
 MB = 2**20
 
@@ -67,6 +75,7 @@ def test_cuda_point_measures_device_memory_and_attention_tflops():
     row = run_isolated(measure_point, tiny_point("cuda", backend="flash"), time_limit_s=120)
     assert row["status"] == "ok", row
     assert row["peak_mb"] > 0 and row["attention_tflops"] > 0
+    assert row["latency_cuda_graph"]["status"] == "ok", row["latency_cuda_graph"]
     reference = run_isolated(
         measure_point, tiny_point("cuda", backend="flash", size="reference"), time_limit_s=120
     )
@@ -78,3 +87,19 @@ def test_cuda_point_measures_device_memory_and_attention_tflops():
 def test_cuda_matmul_peak():
     peak = measure_matmul_peak(MatmulSpec("cuda", n=1024, repeats=3))
     assert peak["tflops"] > 0 and peak["repeats"] == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["flash", "latent"])
+def test_cuda_graph_replay_computes_what_the_eager_request_does(backend: str):
+    device = torch.device("cuda")
+    with torch.inference_mode():
+        model = build_model("reference", backend, "rmsnorm", device)
+        request = request_fn(model, 64, device)
+        replay = cuda_graph(request, device)
+        eager = request().float()
+        replay().zero_()  # a replay must overwrite it, not hand back what the capture left
+        replayed = replay().float()
+    torch.testing.assert_close(replayed, eager, rtol=0.02, atol=0.02)
+    assert eager.abs().max() > 0
