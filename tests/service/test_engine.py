@@ -96,7 +96,28 @@ def test_warm_up_runs_every_batch_size_before_ready():
     while not engine.ready:
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    assert sizes == [(1, 300), (2, 300), (4, 300), (6, 300)]
+    # once untimed (lazy initialisation), once timed (the admission estimate)
+    assert sizes == [(1, 300), (2, 300), (4, 300), (6, 300)] * 2
+    engine.stop()
+
+
+def test_a_slow_first_call_does_not_set_the_admission_estimate():
+    class ColdStart(ScriptedRunner):
+        """The first call takes 0.3 s, like a GPU's lazy initialisation; the rest take none."""
+
+        def run(self, frames):
+            if not self.batches:
+                time.sleep(0.3)
+            return super().run(frames)
+
+    engine = make_engine(ColdStart(), max_batch=4, warmup_samples=1000)
+    engine.start()
+    deadline = time.monotonic() + 5
+    while not engine.ready:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    # a 1000-sample request is estimated well under a millisecond, not at the cold 0.3 s
+    assert 1000 * engine._cost.seconds_per_sample < 1e-3
     engine.stop()
 
 
