@@ -70,6 +70,7 @@ def report_head(title: str, report: dict) -> list[str]:
         f"Command: `{report['command']}` ({report['elapsed_s']} s)",
         "",
         hardware_line(report["hardware"]),
+        *([f"- GPU: {report['hardware']['gpu']}"] if report["hardware"]["gpu"] else []),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
     ]
 
