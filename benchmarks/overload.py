@@ -3,11 +3,12 @@ by a separate load process, with Poisson arrivals.
 
     python -m benchmarks.overload    # writes docs/benchmarks/overload-{cpu,cuda}.{json,md,png}
 
-After WARMUP_S of that closed loop, unmeasured, the capacity: the most classifications per second
-a closed loop of --concurrency clients gets answered (--capacity skips this and takes a figure from the benchmarks). Then --factor x that
-rate for --duration seconds. Passes when every request is answered, the admitted requests' p99 is
-within the latency budget, every refusal is a 503 with Retry-After answered within the budget, and
-the server's resident memory at the end is within MEMORY_BOUND_MIB of where it was before.
+First WARMUP_S seconds of the request, unmeasured; then the capacity: the most classifications
+per second a closed loop of --concurrency clients gets answered (--capacity skips this and takes
+a figure from the benchmarks). Then --factor x that rate for --duration seconds. Passes when
+every request is answered, the admitted requests' p99 is within the latency budget, every refusal
+is a 503 with Retry-After answered within the budget, and the server's resident memory at the end
+is within MEMORY_BOUND_MIB of where it was before.
 """
 
 from __future__ import annotations
