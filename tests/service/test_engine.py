@@ -110,12 +110,8 @@ def test_a_slow_first_call_does_not_set_the_admission_estimate():
                 time.sleep(0.3)
             return super().run(frames)
 
-    engine = make_engine(ColdStart(), max_batch=4, warmup_samples=1000)
-    engine.start()
-    deadline = time.monotonic() + 5
-    while not engine.ready:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    runner = ColdStart()
+    engine = started(make_engine(runner, max_batch=4, warmup_samples=1000), runner)
     # a 1000-sample request is estimated well under a millisecond, not at the cold 0.3 s
     assert 1000 * engine._cost.seconds_per_sample < 1e-3
     engine.stop()
