@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -411,6 +412,10 @@ def train(args: argparse.Namespace) -> int:
         return train_ranks(args, ranks)
     finally:
         if ranks.world_size > 1:
+            # the DDP wrappers hold the process group in reference cycles (their autograd hooks);
+            # left to interpreter exit, gloo's threads were torn down there and a rank once died
+            # of SIGABRT ("terminate called without an active exception") after training
+            gc.collect()
             torch.distributed.destroy_process_group()
 
 
