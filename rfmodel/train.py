@@ -413,8 +413,9 @@ def train(args: argparse.Namespace) -> int:
     finally:
         if ranks.world_size > 1:
             # the DDP wrappers hold the process group in reference cycles (their autograd hooks);
-            # left to interpreter exit, gloo's threads were torn down there and a rank once died
-            # of SIGABRT ("terminate called without an active exception") after training
+            # left to interpreter exit, gloo's threads are torn down during finalisation, the
+            # likely cause of a rank that once died of SIGABRT ("terminate called without an
+            # active exception") after training in CI
             gc.collect()
             torch.distributed.destroy_process_group()
 
