@@ -53,13 +53,14 @@ def versions(**extra: str) -> dict[str, str]:
     }
 
 
-def hardware_line(hw: dict) -> str:
-    """One markdown bullet describing `hardware(...)`."""
-    return (
+def hardware_lines(hw: dict) -> list[str]:
+    """Markdown bullets describing `hardware(...)`: the CPU, and the GPU where there was one."""
+    cpu = (
         f"- CPU: {hw['cpu_model']}, {hw['usable_cpus']} usable of {hw['logical_cpus']} logical "
         f"CPUs; load average (1, 5, 15 min) {hw['load_average_at_start']} at the start, "
         f"{hw['load_average_at_end']} at the end"
     )
+    return [cpu, *([f"- GPU: {hw['gpu']}"] if hw["gpu"] else [])]
 
 
 def report_head(title: str, report: dict) -> list[str]:
@@ -69,8 +70,7 @@ def report_head(title: str, report: dict) -> list[str]:
         "",
         f"Command: `{report['command']}` ({report['elapsed_s']} s)",
         "",
-        hardware_line(report["hardware"]),
-        *([f"- GPU: {report['hardware']['gpu']}"] if report["hardware"]["gpu"] else []),
+        *hardware_lines(report["hardware"]),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
     ]
 

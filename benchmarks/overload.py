@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cli import script_main
-from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
+from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from benchmarks.live_service import ServiceProcess, scrape, series, settings_of, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
@@ -266,8 +266,7 @@ def markdown(r: dict, png: str) -> str:
         "",
         f"Command: `{r['command']}`",
         "",
-        hardware_line(r["hardware"]),
-        *([f"- GPU (the server's model): {r['hardware']['gpu']}"] if r["hardware"]["gpu"] else []),
+        *hardware_lines(r["hardware"]),
         f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
         f"- model: {r['model']['backend']}, {r['model']['weights']} weights; "
         f"{s['samples_per_request']} cf32 samples per request (v1 binary)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.environment import hardware_line
+from benchmarks.environment import report_head
 
 NOT_RUN = "-"
 
@@ -47,19 +47,10 @@ def sizes(report: dict) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    hw, limits = report["hardware"], report["limits"]
+    limits = report["limits"]
     budget = report["latency_budget_ms"]
     lines = [
-        f"# Attention backends ({report['device']})",
-        "",
-        f"Command: `{report['command']}` ({report['elapsed_s']} s)",
-        "",
-        hardware_line(hw),
-    ]
-    if hw["gpu"]:
-        lines.append(f"- GPU: {hw['gpu']}")
-    lines += [
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        *report_head(f"Attention backends ({report['device']})", report),
         f"- torch threads: {report['threads'] or 'default'}; one fresh process per point",
         "- model sizes: "
         + "; ".join(

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cli import script_main
-from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
+from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from benchmarks.live_service import scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, quantile
 from preprocessing.formats import encode
@@ -351,7 +351,7 @@ def markdown(r: dict, png: str) -> str:
         "",
         f"Command: `{r['command']}`",
         "",
-        hardware_line(r["hardware"]),
+        *hardware_lines(r["hardware"]),
         f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
         f"- model: {r['model']['backend']}, {r['model']['weights']} weights; API key on; "
         f"settings {r['server_settings']}",

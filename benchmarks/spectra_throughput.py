@@ -25,7 +25,7 @@ import scipy.signal
 import torch
 
 from benchmarks.cli import script_main
-from benchmarks.environment import command_line, hardware, hardware_line, load_average, versions
+from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.spectra import n_frames, power_spectra
 
@@ -154,10 +154,10 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        hardware_line(hw),
+        *hardware_lines(hw),
     ]
     if hw["gpu"]:
-        lines.append(f"- GPU: {hw['gpu']} (input already on the device; no transfers timed)")
+        lines.append("- GPU input already on the device; no transfers timed")
     lines += [
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         f"- input: {inp['batch']} x {inp['samples_per_recording']} {inp['dtype']} samples, "
