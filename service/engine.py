@@ -321,21 +321,18 @@ class Engine:
         the GIL from the worker, its batches slowed, and slower batches refused more). Lock held."""
         if self._max_queue_wait_s is None or not self._pending:
             return
-        limit_s = self._max_queue_wait_s
+        limit_s, fixed_s = self._max_queue_wait_s, self._cost.fixed_s
         frames = len(self._pending)
         frame_s = self._queued_samples * self._cost.per_sample_s / frames  # a mean queued frame
-        # a batch closes at max_batch frames or at max_queue_wait of per-sample work (see
-        # _batch_is_full), but holds at least one frame
-        per_batch = (
-            self._max_batch
-            if frame_s == 0
-            else max(1, min(self._max_batch, ceil(limit_s / frame_s)))
-        )
-        batch_s = self._cost.fixed_s + max(frame_s, min(per_batch * frame_s, limit_s))
+        # a batch closes at max_batch frames or at max_queue_wait of work (see _batch_is_full),
+        # but holds at least one frame
+        room = limit_s - fixed_s
+        per_batch = self._max_batch
+        if frame_s > 0:
+            per_batch = max(1, min(per_batch, ceil(room / frame_s))) if room > 0 else 1
+        batch_s = max(fixed_s + frame_s, min(fixed_s + per_batch * frame_s, limit_s))
         ahead_s = frames // per_batch * batch_s
-        # one batch's fixed cost on top of the limit, as _batch_is_full allows on top of a batch's
-        # work: without it a batch closed at the limit's work would count as past it
-        if ahead_s > limit_s + self._cost.fixed_s:
+        if ahead_s > limit_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is queued ahead; "
                 f"the limit is {1000 * limit_s:.0f} ms"
@@ -423,16 +420,14 @@ class Engine:
         return batch, False
 
     def _batch_is_full(self, frames: int, samples: int) -> bool:
-        """At max_batch frames, or at max_queue_wait of per-sample work: a request admitted
-        behind the running batch then waits for at most that long (plus the fixed cost), and its
-        own batch takes about as long again, so the budget holds on a slow device too, where a
-        full batch would not. The fixed cost is paid once whatever the batch holds, so it is no
-        reason to close a batch."""
+        """At max_batch frames, or at the estimated work of max_queue_wait: a request admitted
+        behind the running batch then waits for at most that long, and its own batch takes about
+        as long again, so the budget holds on a slow device too, where a full batch would not."""
         if frames >= self._max_batch:
             return True
         if self._max_queue_wait_s is None:
             return False
-        return samples * self._cost.per_sample_s >= self._max_queue_wait_s
+        return self._cost.fixed_s + samples * self._cost.per_sample_s >= self._max_queue_wait_s
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
