@@ -40,7 +40,7 @@ from benchmarks.point import (
     measure_norm_pair,
     measure_point,
 )
-from benchmarks.report import markdown
+from benchmarks.report import compiled_text, graph_p50_text, markdown
 from rfmodel.bundle import load_bundle
 from rfmodel.cli_args import DeviceError, pick_device, positive_int
 from rfmodel.config import BACKENDS
@@ -279,7 +279,15 @@ def progress_line(point: dict) -> str:
     lat = point["latency"]
     rate = point.get("throughput_per_s")
     rate_text = "-" if rate is None else f"{rate:.1f}/s at batch {point['batch']}"
-    return f"{head}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, {rate_text}"
+    line = f"{head}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, {rate_text}"
+    # all a GPU point measured, so a sweep cut off before its report still leaves it in the log
+    if "latency_cuda_graph" in point:
+        line += f", graph p50 {graph_p50_text(point)} ms"
+    if "compiled" in point:
+        line += f", compiled {compiled_text(point)}"
+    if point.get("attention_tflops") is not None:
+        line += f", attention {point['attention_tflops']:.1f} TFLOP/s"
+    return line
 
 
 def norm_pairs(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.backends import token_counts
+from benchmarks.backends import progress_line, token_counts
 from benchmarks.models import shipped_weights
 from benchmarks.report import goals_table, growth
 from service.cli import main as rfcls
@@ -165,3 +165,23 @@ def test_gpu_goals_are_judged_from_the_points_taking_the_faster_mode():
         "latte: time 1k -> 16k tokens <= 20x": "**not met**",
     }
     assert goals_table({"device": "cpu", "points": points}) == []
+
+
+def test_the_progress_line_carries_every_gpu_figure():
+    # a sweep cut off before its report leaves only these lines: they must hold what it measured
+    point = reference_point(
+        "flash",
+        4096,
+        2_000,
+        3.0,
+        latency_cuda_graph={"status": "ok", "p50_ms": 0.81},
+        compiled={"status": "ok", "throughput_per_s": 3_500.0, "compile_s": 21.0},
+        attention_tflops=123.45,
+        batch=2048,
+    )
+    point["latency"]["p99_ms"] = 3.5
+    line = progress_line(point)
+    assert "p50 3.0 ms" in line and "2000.0/s at batch 2048" in line
+    assert "graph p50 0.81 ms" in line
+    assert "compiled 3,500.0 (compile 21 s)" in line
+    assert "attention 123.5 TFLOP/s" in line
