@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from math import ceil
 from typing import Protocol
 
 import numpy as np
@@ -135,43 +134,22 @@ def length_bucket(n_samples: int) -> int:
     return max(n_samples - 1, 0).bit_length()
 
 
-class BatchCost:
-    """Seconds of device time for a batch: fixed + per_sample * samples, fitted by least squares
-    to recent batches (moments weighted by recency). Both terms matter. A GPU batch costs mostly
-    its launches and copies (an H100 ran one recording in 3.0 ms, and 4,096 at 0.07 ms each:
-    docs/benchmarks/backends-cuda.md), a CPU batch mostly its samples. An estimate proportional
-    to the samples prices a GPU batch of 16 frames as 16 single frames, which closes batches early
-    and refuses requests the device has room for."""
+class SampleCost:
+    """Seconds of device time per IQ sample, a moving average over recent batches: what the work
+    queued ahead of a new request will take. Full batches dominate under load, which is when the
+    estimate matters."""
 
-    WEIGHT = 0.1  # of the newest batch
-    # batch sizes must spread this much (standard deviation over mean) to tell the terms apart
-    MIN_SPREAD = 0.1
+    WEIGHT = 0.2  # of the newest batch; about the last ten batches count
 
     def __init__(self) -> None:
-        self.fixed_s = 0.0
-        self.per_sample_s = 0.0
-        self._moments: np.ndarray | None = None  # weighted means of x, y, x^2, xy
-        self._fitted = False  # a slope was fitted from batches of different sizes
+        self.seconds_per_sample = 0.0
 
     def observe(self, seconds: float, samples: int) -> None:
-        x, y = float(max(samples, 1)), float(seconds)
-        latest = np.array([x, y, x * x, x * y])
-        if self._moments is None:
-            self._moments = latest
+        latest = seconds / max(samples, 1)
+        if self.seconds_per_sample == 0.0:
+            self.seconds_per_sample = latest
         else:
-            self._moments += self.WEIGHT * (latest - self._moments)
-        mean_x, mean_y, mean_xx, mean_xy = self._moments
-        variance = mean_xx - mean_x * mean_x
-        if variance > (self.MIN_SPREAD * mean_x) ** 2:
-            slope = (mean_xy - mean_x * mean_y) / variance
-            self._fitted = True
-        elif self._fitted:
-            slope = self.per_sample_s  # same-sized batches: only the fixed part can move
-        else:
-            slope = mean_y / mean_x  # nothing to separate yet: all of it per sample
-        # neither term negative: noise can tip the fit either way
-        self.per_sample_s = min(max(slope, 0.0), mean_y / mean_x)
-        self.fixed_s = mean_y - self.per_sample_s * mean_x
+            self.seconds_per_sample += self.WEIGHT * (latest - self.seconds_per_sample)
 
 
 def warmup_batch_sizes(max_batch: int) -> list[int]:
@@ -202,7 +180,7 @@ class Engine:
         self._deadline_s = deadline_s
         self._warmup_samples = warmup_samples
         self._max_queue_wait_s = max_queue_wait_s
-        self._cost = BatchCost()
+        self._cost = SampleCost()
         self._queued_samples = 0  # in the frames of _pending
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
@@ -321,21 +299,16 @@ class Engine:
         the GIL from the worker, its batches slowed, and slower batches refused more). Lock held."""
         if self._max_queue_wait_s is None or not self._pending:
             return
-        limit_s, fixed_s = self._max_queue_wait_s, self._cost.fixed_s
-        frames = len(self._pending)
-        frame_s = self._queued_samples * self._cost.per_sample_s / frames  # a mean queued frame
-        # a batch closes at max_batch frames or at max_queue_wait of work (see _batch_is_full),
+        queued_s = self._queued_samples * self._cost.seconds_per_sample
+        frame_s = queued_s / len(self._pending)
+        # a batch closes at max_batch frames or at max_queue_wait of work, whichever comes first,
         # but holds at least one frame
-        room = limit_s - fixed_s
-        per_batch = self._max_batch
-        if frame_s > 0:
-            per_batch = max(1, min(per_batch, ceil(room / frame_s))) if room > 0 else 1
-        batch_s = max(fixed_s + frame_s, min(fixed_s + per_batch * frame_s, limit_s))
-        ahead_s = frames // per_batch * batch_s
-        if ahead_s > limit_s:
+        full_batch_s = max(frame_s, min(self._max_batch * frame_s, self._max_queue_wait_s))
+        ahead_s = queued_s // full_batch_s * full_batch_s if full_batch_s > 0 else 0.0
+        if ahead_s > self._max_queue_wait_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is queued ahead; "
-                f"the limit is {1000 * limit_s:.0f} ms"
+                f"the limit is {1000 * self._max_queue_wait_s:.0f} ms"
             )
 
     async def predict(
@@ -427,7 +400,7 @@ class Engine:
             return True
         if self._max_queue_wait_s is None:
             return False
-        return self._cost.fixed_s + samples * self._cost.per_sample_s >= self._max_queue_wait_s
+        return samples * self._cost.seconds_per_sample >= self._max_queue_wait_s
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
