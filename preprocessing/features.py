@@ -17,10 +17,39 @@ A transform in use that is named in `sorted_transforms` has its spectrum sorted,
 first. The line that x^2, x^4 or x^8 leaves sits at 2, 4 or 8 times the carrier offset, which is
 anywhere in the band; sorted, its height and the spread of the rest stay and its position (the
 offset, a nuisance) goes, so a linear token embedding sees a line the same way wherever it falls.
+
+Besides spectra, `transforms` may name per-frame distribution features (opt-in; DISTRIBUTIONS):
+the empirical quantile function of a per-sample quantity, at nfft evenly spaced probabilities from
+0 (the minimum) to 1 (the maximum), so ascending. They fill one slot of nfft values each, like a
+spectrum. Spectra say where the power is in frequency; these say how the samples are distributed,
+aimed at what the spectra confuse (the orders of PSK/QAM, the FSK/FM family):
+
+    "amp_q"  |x|^2 of each sample, the instantaneous power relative to the frame's mean power:
+             one level for FSK/FM (constant modulus; pulse-shaped PSK only at its symbol
+             instants), a few rings for QAM/ASK, on/off for OOK. In dB with the floor when
+             `db` is set: the spectra's unit (a bin of white noise and a sample of mean power
+             are both 0 dB).
+    "if_q"   the instantaneous frequency angle(x[n+1] conj x[n]), less the frame's mean frequency
+             (the carrier offset, a nuisance), in FFT bins of the frame (cycles/sample * nfft):
+             two plateaus at +-deviation for 2FSK, a smooth spread for GFSK/GMSK/FM, near zero with
+             jumps at symbol changes for PSK/QAM. Bins put an FSK tone's plateau at the distance,
+             in bins, at which the "x" spectrum shows it, and bound the values by +-nfft/2, on the
+             scale of the dB features (+-128 for the default nfft).
+
+They are taken from the unit frame with its white noise floor filtered out (wiener_cleaned): a
+per-sample statistic sees the noise of the whole band, so a signal of a tenth of the band at
+20 dB in-band SNR looks, sample by sample, like one at 10 dB, and its constant modulus or its FSK
+plateaus drown. (In a CPU A/B the unfiltered features gained about a point at SNR >= 10 dB
+and lost one at 0 dB; filtered, they gained 3 to 5 points at both.)
+Both are unchanged by a gain and a phase rotation, if_q also by a carrier offset of whole bins
+(exactly) or any offset (to within the filter's leakage), and they are sorted by definition:
+`sorted_transforms` does not apply to them.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -90,15 +119,12 @@ class FeatureConfig:
         check_floor_db(self.floor_db)
         if not isinstance(self.db, bool):
             raise InvalidParameter("db", f"must be true or false, got {self.db!r}")
+        valid = ", ".join([*TRANSFORMS, *DISTRIBUTIONS])
         if not isinstance(self.transforms, tuple) or not self.transforms:
-            raise InvalidParameter(
-                "transforms", f"must be a non-empty list of {sorted(TRANSFORMS)}"
-            )
+            raise InvalidParameter("transforms", f"must be a non-empty list of {valid}")
         for name in self.transforms:
-            if not isinstance(name, str) or name not in TRANSFORMS:
-                raise InvalidParameter(
-                    "transforms", f"unknown transform {name!r}; valid: {', '.join(TRANSFORMS)}"
-                )
+            if not isinstance(name, str) or (name not in TRANSFORMS and name not in DISTRIBUTIONS):
+                raise InvalidParameter("transforms", f"unknown transform {name!r}; valid: {valid}")
         if len(set(self.transforms)) != len(self.transforms):
             raise InvalidParameter("transforms", f"repeats a name: {list(self.transforms)}")
         if not isinstance(self.sorted_transforms, tuple) or not set(
@@ -106,7 +132,8 @@ class FeatureConfig:
         ).issubset(TRANSFORMS):
             raise InvalidParameter(
                 "sorted_transforms",
-                f"must be a list of transform names ({', '.join(TRANSFORMS)}), "
+                f"must be a list of spectrum transform names ({', '.join(TRANSFORMS)}; "
+                f"{', '.join(DISTRIBUTIONS)} are sorted by definition), "
                 f"got {self.sorted_transforms!r}",
             )
 
@@ -135,25 +162,39 @@ class FeatureConfig:
 
 def frame_features(frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     """[..., T, nfft] complex frames -> [..., T, F] float32 features."""
+    spectral = [name for name in cfg.transforms if name in TRANSFORMS]
+    distributions = [name for name in cfg.transforms if name in DISTRIBUTIONS]
 
-    def features_of(block: torch.Tensor) -> torch.Tensor:
-        unit = rms_normalize(block)  # [..., t, nfft]
+    def spectra_of(unit: torch.Tensor) -> torch.Tensor:
+        """[..., t, nfft] unit frames -> [..., t, len(spectral), nfft] spectra, dB if cfg.db."""
         # each transform is written into its slot, then windowed in place: no stack, no copies
-        stacked = unit.new_empty(*unit.shape[:-1], len(cfg.transforms), cfg.nfft)
-        for k, name in enumerate(cfg.transforms):
+        stacked = unit.new_empty(*unit.shape[:-1], len(spectral), cfg.nfft)
+        for k, name in enumerate(spectral):
             TRANSFORMS[name](unit, stacked[..., k, :])
         w = window_tensor(cfg.window, cfg.nfft, unit.device, unit.real.dtype, True)
         torch.view_as_real(stacked).mul_(w)
         power = shifted_power(stacked)  # [..., t, K, nfft]
-        for k, name in enumerate(cfg.transforms):
+        for k, name in enumerate(spectral):
             if name in cfg.sorted_transforms:
                 power[..., k, :] = sorted_descending(power[..., k, :])
-        if cfg.db:
-            power = to_db(power, cfg.floor_db)
-        return power.flatten(-2).to(torch.float32)
+        return to_db(power, cfg.floor_db) if cfg.db else power
 
-    # per frame: the unit frame, the K transforms and their spectra, all complex
-    per_frame = (1 + 2 * len(cfg.transforms)) * cfg.nfft * frames.element_size()
+    def features_of(block: torch.Tensor) -> torch.Tensor:
+        unit = rms_normalize(block)  # [..., t, nfft]
+        if not distributions:  # the spectra alone, as the shipped models were trained on
+            return spectra_of(unit).flatten(-2).to(torch.float32)
+        slots = dict(zip(spectral, spectra_of(unit).unbind(-2), strict=True)) if spectral else {}
+        clean = wiener_cleaned(unit)  # shared by the distribution features
+        for name in distributions:
+            slots[name] = DISTRIBUTIONS[name](clean, cfg)
+        return (
+            torch.stack([slots[name] for name in cfg.transforms], -2).flatten(-2).to(torch.float32)
+        )
+
+    # per frame: the unit frame, the spectral transforms and their spectra, all complex; the
+    # cleaned frame and its spectrum, and a few frames' worth of temporaries per distribution
+    per_frame = 1 + 2 * len(spectral) + (3 + 2 * len(distributions) if distributions else 0)
+    per_frame *= cfg.nfft * frames.element_size()
     return map_frame_blocks(frames, features_of, cfg.n_features, torch.float32, per_frame)
 
 
@@ -164,6 +205,108 @@ def sorted_descending(rows: torch.Tensor) -> torch.Tensor:
     if rows.device.type == "cpu":
         return torch.from_numpy(np.sort(rows.numpy(), axis=-1)[..., ::-1].copy())
     return rows.sort(dim=-1, descending=True).values
+
+
+def sorted_ascending(rows: torch.Tensor) -> torch.Tensor:
+    """Each row of [..., n] sorted, smallest first (numpy on the CPU: see sorted_descending)."""
+    if rows.device.type == "cpu":
+        return torch.from_numpy(np.sort(rows.numpy(), axis=-1))
+    return rows.sort(dim=-1).values
+
+
+# the noise floor is read at this quantile of the frame's periodogram bins (wiener_cleaned)
+NOISE_QUANTILE = 0.1
+
+
+def wiener_cleaned(unit: torch.Tensor) -> torch.Tensor:
+    """[..., nfft] unit frames -> the same with the white noise floor filtered out, unit RMS again.
+
+    The frame's own periodogram gives the noise floor N: on bins that hold only noise, |FFT|^2 is
+    exponential with mean N, so its q-quantile is -N ln(1 - q); read at q = NOISE_QUANTILE = 0.1,
+    that holds while the signal fills under about 90 % of the band (the synthetic classes fill at
+    most 76 %, rfmodel.data's MAX_BANDWIDTH; a signal filling the band is taken for noise).
+
+    A bin passes if its power P exceeds N ln(nfft), which a bin of noise alone does with
+    probability 1/nfft, about once a frame, and is then scaled by the Wiener gain 1 - N / P.
+    The Wiener gain alone (every bin above N) keeps about a fifth of the noise outside the signal's
+    band, and lost to the threshold in a CPU A/B. A frame of noise alone keeps about one bin, so
+    it looks like a tone here; the spectra still tell it. No window: the filter acts on the frame
+    as one period, so a frame with no noise keeps its samples, bar the bins under the threshold.
+    """
+    nfft = unit.shape[-1]
+    if nfft < 2:  # one bin: no band to find a floor in
+        return unit
+    spectrum = torch.fft.fft(unit)
+    pairs = torch.view_as_real(spectrum)
+    power = pairs[..., 0].square() + pairs[..., 1].square()
+    k = max(1, int(NOISE_QUANTILE * nfft))
+    floor = sorted_ascending(power)[..., k - 1 : k] / -math.log(1 - k / nfft)
+    # where(), not a clamp: P = N = 0 (a silent frame) gives 0/0, which must not reach the output
+    gain = torch.where(power > math.log(nfft) * floor, 1 - floor / power, 0)
+    return rms_normalize(torch.fft.ifft(spectrum * gain))
+
+
+def power_quantiles(clean: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """amp_q: [..., nfft] cleaned unit frames -> [..., nfft] their samples' |x|^2, ascending; dB
+    (with the floor) if cfg.db. nfft samples give exactly nfft quantiles: the sorted values."""
+    pairs = torch.view_as_real(clean)
+    power = sorted_ascending(pairs[..., 0].square() + pairs[..., 1].square())
+    return to_db(power, cfg.floor_db) if cfg.db else power
+
+
+def frequency_quantiles(clean: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """if_q: [..., nfft] cleaned unit frames -> [..., nfft] quantiles of the instantaneous
+    frequency about the frame's mean frequency, in FFT bins (module docstring), ascending."""
+    nfft = clean.shape[-1]
+    if nfft < 2:  # no sample pair: no frequency; the centre of the distribution
+        return clean.real.new_zeros(clean.shape)
+    pairs = torch.view_as_real(clean)
+    re, im = pairs[..., 0], pairs[..., 1]
+    # z[n] = x[n+1] conj x[n]: angle(z) is the phase advance over one sample
+    z_re = re[..., 1:] * re[..., :-1] + im[..., 1:] * im[..., :-1]
+    z_im = im[..., 1:] * re[..., :-1] - re[..., 1:] * im[..., :-1]
+    # the mean frequency is angle(sum z) (the lag-1 autocorrelation; weighting by |z| lets the
+    # strong samples, whose phase noise does not dominate, decide it). Taking the angle of
+    # z conj(sum z) rather than subtracting angles centres each value on it with the cut at
+    # +-pi opposite it, and a carrier offset, which turns every z and sum z alike, cancels exactly.
+    s_re = z_re.sum(-1, keepdim=True)
+    s_im = z_im.sum(-1, keepdim=True)
+    # + 0.0 turns -0 into +0: a zero sample (z = 0) then gets atan2(+0, +0) = 0, the mean, and
+    # not atan2(+0, -0) = pi, which would depend on the signs of zeros
+    c_re = (z_re * s_re + z_im * s_im).add_(0.0)
+    c_im = (z_im * s_re - z_re * s_im).add_(0.0)
+    bins = torch.atan2(c_im, c_re).mul_(nfft / (2 * math.pi))
+    # nfft - 1 values -> nfft quantiles at probabilities k / (nfft - 1), linear between order
+    # statistics (numpy's default quantile method), so the slot is nfft wide like the others
+    ordered = sorted_ascending(bins)
+    lower, upper, frac = quantile_positions(nfft - 1, nfft, ordered.device, ordered.dtype)
+    below, above = ordered[..., lower], ordered[..., upper]
+    return below.add_((above - below).mul_(frac))
+
+
+@functools.lru_cache(maxsize=64)
+def quantile_positions(
+    n_values: int, n_quantiles: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Order statistics each side of, and the fraction between them for, the quantiles at
+    probabilities k / (n_quantiles - 1) of n_values sorted values (numpy's method="linear")."""
+    position = np.linspace(0.0, n_values - 1, n_quantiles)
+    lower = np.floor(position).astype(np.int64)
+    upper = np.minimum(lower + 1, n_values - 1)
+    frac = position - lower
+    return (
+        torch.tensor(lower, device=device),
+        torch.tensor(upper, device=device),
+        torch.tensor(frac, dtype=dtype, device=device),
+    )
+
+
+# name -> [..., nfft] complex frames (unit RMS, through wiener_cleaned) and the config ->
+# [..., nfft] real quantiles
+DISTRIBUTIONS: dict[str, Callable[[torch.Tensor, FeatureConfig], torch.Tensor]] = {
+    "amp_q": power_quantiles,
+    "if_q": frequency_quantiles,
+}
 
 
 def compute_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:

@@ -115,9 +115,14 @@ def test_power_spectra_any_parameters(x, nfft, hop, window, db, floor_db, normal
 
 
 @FAST
-@given(x=complex_tensors(), nfft=st.integers(1, 300), max_samples=st.integers(1, 2048))
-def test_features_of_any_samples(x, nfft, max_samples):
-    cfg = FeatureConfig(nfft=nfft, hop=max(1, nfft // 2))
+@given(
+    x=complex_tensors(),
+    nfft=st.integers(1, 300),
+    max_samples=st.integers(1, 2048),
+    transforms=st.sampled_from([("x", "x2", "x4", "x8"), ("x", "env", "amp_q", "if_q")]),
+)
+def test_features_of_any_samples(x, nfft, max_samples, transforms):
+    cfg = FeatureConfig(nfft=nfft, hop=max(1, nfft // 2), transforms=transforms)
     checked = expect_result_or_input_error(lambda: validate_samples(x, cfg, max_samples) or True)
     if checked:
         features = compute_features(x[None], cfg)

@@ -37,6 +37,21 @@ def test_features_cuda_equal_cpu():
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=0.05)
 
 
+def test_distribution_features_cuda_equal_cpu():
+    cfg = FeatureConfig(transforms=("x", "amp_q", "if_q"))
+    x = random_complex((3, 8192), torch.complex128)
+    cpu = compute_features(x, cfg)
+    cuda = compute_features(x.cuda(), cfg)
+    # complex128: round-off moves no value across the +-pi cut of if_q or the noise filter's
+    # threshold (either would move a quantile far)
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=1e-4)
+    x32 = x.to(torch.complex64)
+    cuda32 = compute_features(x32.cuda(), cfg)[..., 256:512]
+    torch.testing.assert_close(
+        cuda32.cpu(), compute_features(x32, cfg)[..., 256:512], rtol=0, atol=0.05
+    )
+
+
 def test_batch_features_on_cuda():
     cfg = FeatureConfig()
     recs = [random_complex((n,), torch.complex64) for n in (4000, 1000, 4000)]
