@@ -3,14 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from test_feature_frames import features_of_random, random_complex
 
 from preprocessing import spectra
 from preprocessing.errors import InvalidParameter
 from preprocessing.features import FeatureConfig, compute_features, feature_frames
-
-
-def random_complex(rng, shape, dtype=np.complex128):
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
 
 
 def wiener_reference(y, quantile=0.1):
@@ -72,11 +69,7 @@ def fsk2(rng, n, deviation, sps):
     ],
 )
 def test_matches_reference(cfg):
-    rng = np.random.default_rng(cfg.nfft)
-    x = random_complex(rng, (2, 1000))
-    ours = compute_features(torch.from_numpy(x), cfg)
-    assert ours.dtype == torch.float32
-    assert ours.shape == (2, feature_frames(1000, cfg), cfg.n_features)
+    x, ours = features_of_random(cfg)
     for b in range(2):
         ref = reference_distributions(x[b], cfg)
         for name in ("amp_q", "if_q"):

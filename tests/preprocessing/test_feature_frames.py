@@ -41,6 +41,16 @@ def reference_features(x, cfg):
     return np.stack(rows)
 
 
+def features_of_random(cfg):
+    """Two random recordings of 1,000 samples and their features, of the right dtype and shape."""
+    rng = np.random.default_rng(cfg.nfft)
+    x = random_complex(rng, (2, 1000))
+    ours = compute_features(torch.from_numpy(x), cfg)
+    assert ours.dtype == torch.float32
+    assert ours.shape == (2, feature_frames(1000, cfg), cfg.n_features)
+    return x, ours
+
+
 def psk_qam(rng, n, order):
     """Unit-power random symbols, one sample per symbol (rectangular pulses are enough here)."""
     if order in ("bpsk", "qpsk"):
@@ -107,11 +117,7 @@ def test_unknown_transform_lists_valid_names():
     ],
 )
 def test_matches_reference(cfg):
-    rng = np.random.default_rng(cfg.nfft)
-    x = random_complex(rng, (2, 1000))
-    ours = compute_features(torch.from_numpy(x), cfg)
-    assert ours.dtype == torch.float32
-    assert ours.shape == (2, feature_frames(1000, cfg), cfg.n_features)
+    x, ours = features_of_random(cfg)
     for b in range(2):
         ref = reference_features(x[b], cfg)
         np.testing.assert_allclose(ours[b].numpy(), ref, rtol=1e-5, atol=1e-4)
