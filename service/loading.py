@@ -12,17 +12,18 @@ from service.inference import TorchRunner, resolve_device
 from service.settings import Settings
 
 
-def default_torch_threads() -> int:
-    """All the cores this process may use but one, which is left to the HTTP event loop: on a
-    small machine, intra-op threads that compete with the loop for a core stall each other
-    (on a busy 2-core machine, 2 threads gave a model p99 near 1 s where 1 thread gave 35 ms)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+def default_torch_threads(workers: int) -> int:
+    """A worker's share of the cores this process may use, but one, which is left to its HTTP
+    event loop: on a small machine, intra-op threads that compete with the loop for a core stall
+    each other (on a busy 2-core machine, 2 threads gave a model p99 near 1 s where 1 thread gave
+    35 ms)."""
+    return max(1, len(os.sched_getaffinity(0)) // workers - 1)
 
 
 def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
     """Raises rfmodel.bundle.BundleError or service.inference.DeviceError with a message fit for
     the operator."""
-    torch.set_num_threads(settings.torch_threads or default_torch_threads())
+    torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.workers))
     device = resolve_device(settings.device)
     path = settings.model_dir or shipped_model_dir(settings.attn_backend, settings.norm)
     # an explicit model directory keeps its own backend unless one is asked for as well

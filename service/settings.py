@@ -59,8 +59,17 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="server processes sharing the port, each with its own model copy and "
+        "batching engine; >1 on a GPU host whose single event loop is the bottleneck",
+    )
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads; default: the usable cores less one"
+        None,
+        ge=1,
+        description="torch intra-op threads per worker; default: the usable cores shared among "
+        "the workers, less one each",
     )
     api_key: str | None = Field(
         None, min_length=1, description="if set, require 'Authorization: Bearer <key>'"
