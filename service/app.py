@@ -33,6 +33,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
         budget_s=settings.latency_budget_ms / 1000,
         max_batch=settings.max_batch,
         routes=ROUTE_LABELS,
+        workers=settings.workers,
     )
     engine = Engine(
         runner,

@@ -2,17 +2,28 @@
 docs/architecture.md; deploy/ alert rules and dashboards depend on them).
 
 One `ServiceMetrics` per app, on its own registry, so several services (tests) never share state.
+
+With several workers (`rfcls serve --workers N`), prometheus_client's multiprocess mode: each worker
+writes its samples to files in a directory the parent names in PROMETHEUS_MULTIPROC_DIR, and
+/metrics, answered by whichever worker takes the scrape, reads the files of all of them. Counters
+and histograms are summed over the workers (those that have exited included), the queue and
+in-flight gauges over the live ones. The sliding-window p50/p99 are computed from one process's
+memory at scrape time, so they cannot be merged: they describe the worker that answered the
+scrape, labelled with its pid; the histograms give quantiles over all workers.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +38,8 @@ OUTCOMES = ("ok", "client_error", "rejected", "timeout", "error")
 REJECTION_REASONS = ("queue_full", "deadline", "too_large", "invalid", "unauthorized")
 STAGES = ("queue", "preprocess", "inference")
 DEFAULT_WINDOW = 1024
+# read by prometheus_client when a process imports it: the parent sets it before workers start
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def budget_buckets(budget_s: float) -> list[float]:
@@ -43,10 +56,11 @@ def batch_buckets(max_batch: int) -> list[float]:
 
 
 class LatencyWindow(Collector):
-    """p50 and p99 of the last `size` request latencies, computed at scrape time."""
+    """p50 and p99 of the last `size` request latencies, computed at scrape time; labelled with
+    `pid` when it is one worker's of several."""
 
-    def __init__(self, backend: str, size: int = DEFAULT_WINDOW):
-        self._backend = backend
+    def __init__(self, backend: str, size: int = DEFAULT_WINDOW, pid: int | None = None):
+        self._labels = {"backend": backend} | ({} if pid is None else {"pid": str(pid)})
         self._values: deque[float] = deque(maxlen=size)
         self._lock = threading.Lock()
 
@@ -68,9 +82,9 @@ class LatencyWindow(Collector):
             family = GaugeMetricFamily(
                 f"rfcls_latency_{name}_seconds",
                 f"{q} of the last {self._values.maxlen} successful request latencies",
-                labels=["backend"],
+                labels=list(self._labels),
             )
-            family.add_metric([self._backend], value)
+            family.add_metric(list(self._labels.values()), value)
             yield family
 
 
@@ -84,13 +98,18 @@ class ServiceMetrics:
         budget_s: float,
         max_batch: int,
         routes: Iterable[str],
-        registry: CollectorRegistry | None = None,
         window: int = DEFAULT_WINDOW,
+        workers: int = 1,
     ):
-        self.registry = registry if registry is not None else CollectorRegistry()
+        # what /metrics exposes
+        self.registry = CollectorRegistry()
         self.backend = backend
         self.budget_s = budget_s
-        reg = self.registry
+        if workers > 1:
+            multiprocess.MultiProcessCollector(self.registry)
+            reg = None  # this worker's samples reach /metrics through its files, not twice
+        else:
+            reg = self.registry
         buckets = budget_buckets(budget_s)
         self.request_duration = Histogram(
             "rfcls_request_duration_seconds",
@@ -128,24 +147,43 @@ class ServiceMetrics:
         self.frames = Counter(
             "rfcls_frames_total", "IQ frames classified", ["backend"], registry=reg
         )
+        # multiprocess_mode says how the workers' values combine (ignored with one process)
         self.budget = Gauge(
-            "rfcls_latency_budget_seconds", "The end-to-end latency budget", registry=reg
+            "rfcls_latency_budget_seconds",
+            "The end-to-end latency budget",
+            registry=reg,
+            multiprocess_mode="max",  # the same in every worker
         )
         self.queue_depth = Gauge(
-            "rfcls_queue_depth", "Requests waiting for the model", registry=reg
+            "rfcls_queue_depth",
+            "Requests waiting for the model",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.inflight = Gauge(
-            "rfcls_inflight_requests", "Classification requests being handled", registry=reg
+            "rfcls_inflight_requests",
+            "Classification requests being handled",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.rejections = Counter(
             "rfcls_rejections_total", "Requests refused, by reason", ["reason"], registry=reg
         )
-        self.model_info = Info("rfcls_model", "The model being served", registry=reg)
-        self.latency_window = LatencyWindow(backend, window)
-        reg.register(self.latency_window)
+        # an info metric as the gauge the text format shows it as: Info has no multiprocess mode
+        self.model_info = Gauge(
+            "rfcls_model_info",
+            "The model being served",
+            ["backend", "model_version", "device"],
+            registry=reg,
+            multiprocess_mode="max",
+        )
+        self.latency_window = LatencyWindow(
+            backend, window, pid=os.getpid() if workers > 1 else None
+        )
+        self.registry.register(self.latency_window)
 
         self.budget.set(budget_s)
-        self.model_info.info({"backend": backend, "model_version": model_version, "device": device})
+        self.model_info.labels(backend, model_version, device).set(1)
         # every series exists from the start, so rate() and alerts see 0 rather than nothing
         for route in routes:
             self.over_budget.labels(route, backend)
@@ -177,3 +215,21 @@ class ServiceMetrics:
 
     def reject(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+
+@contextmanager
+def multiprocess_metrics_dir() -> Iterator[str]:
+    """For the parent of several workers, around their whole life: a fresh directory for their
+    metric files in PROMETHEUS_MULTIPROC_DIR, which the workers inherit; removed at exit."""
+    with tempfile.TemporaryDirectory(prefix="rfcls-metrics-") as path:
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = path
+        try:
+            yield path
+        finally:
+            del os.environ[MULTIPROCESS_DIR_VARIABLE]
+
+
+def worker_exited(pid: int) -> None:
+    """An exited worker's live gauges (queue depth, in flight) stop counting; its counters and
+    histograms stay in the totals."""
+    multiprocess.mark_process_dead(pid)

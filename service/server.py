@@ -2,20 +2,32 @@
 
 The flags and their help are generated from the Settings model, so they cannot drift from the
 RFCLS_* variables; a flag wins over its variable.
+
+With `workers` > 1 this process binds the socket and supervises that many spawned worker processes,
+each of them serving it as the single process does; it never imports torch, so CUDA is only ever
+initialised in the workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import signal
+import socket
 import sys
+import time
 import types
 import typing
+from multiprocessing.context import SpawnProcess
 from typing import Any
 
 import uvicorn
+from uvicorn._subprocess import get_subprocess
+from uvicorn.config import STARTUP_FAILURE
 
 from service.engine import Engine
+from service.metrics import multiprocess_metrics_dir, worker_exited
 from service.settings import (
     Settings,
     SettingsError,
@@ -30,6 +42,7 @@ log = logging.getLogger("rfcls")
 # Secrets are read from the environment only, so they never show in a process listing.
 ENV_ONLY = {"api_key"}
 GRACEFUL_SHUTDOWN_S = 30
+SUPERVISE_EVERY_S = 0.5  # as uvicorn's Multiprocess
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,12 +96,40 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"rfcls serve: invalid settings\n{exc}", file=sys.stderr)
         return 2
+    configure_logging(settings)
+    for name in unknown_env_vars():
+        log.warning("%s is not a setting; ignored (see rfcls serve --help)", name)
+    if settings.workers > 1:
+        return Workers(settings).run()
+    server = load_server(settings)
+    if server is None:
+        return 2
+    server.run()
+    return 0
+
+
+def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for name in unknown_env_vars():
-        log.warning("%s is not a setting; ignored (see rfcls serve --help)", name)
 
+
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # per-request access lines cost latency; the metrics count every request anyway
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        workers=settings.workers,
+    )
+
+
+def load_server(settings: Settings) -> DrainingServer | None:
+    """The model, its engine and the app, ready to serve; None, the reason printed, when the model
+    cannot be loaded."""
     # torch is imported only now, so `--help` and settings errors stay fast
     from rfmodel.bundle import BundleError
     from service.app import build_app, build_context
@@ -99,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         card, runner = load_model(settings)
     except (BundleError, DeviceError) as exc:
         print(f"rfcls serve: cannot load the model: {exc}", file=sys.stderr)
-        return 2
+        return None
     log.info(
         "model %s (backend %s, %d classes) on %s from %s",
         card.version,
@@ -109,14 +150,84 @@ def run(args: argparse.Namespace) -> int:
         card.path,
     )
     ctx = build_context(settings, card, runner)
-    config = uvicorn.Config(
-        build_app(ctx),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # per-request access lines cost latency; the metrics count every request anyway
-        access_log=settings.log_level == "debug",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-    )
-    DrainingServer(config, ctx.engine).run()
-    return 0
+    return DrainingServer(uvicorn_config(settings, build_app(ctx)), ctx.engine)
+
+
+def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
+    """A worker process's whole life: its own model copy and engine, serving the parent's socket."""
+    configure_logging(settings)
+    server = load_server(settings)
+    if server is None:
+        # uvicorn's convention: the supervisor stops rather than restart a worker that cannot start
+        sys.exit(STARTUP_FAILURE)
+    server.run(sockets)
+
+
+class Workers:
+    """`settings.workers` worker processes on one socket bound here, supervised the way uvicorn's
+    Multiprocess supervisor does it (uvicorn/supervisors/multiprocess.py; it cannot run our own
+    server in its children): a worker that dies is logged and replaced, one that fails to start
+    stops them all, and SIGINT or SIGTERM stops every worker, each draining its requests first."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        # bind_socket is uvicorn's; each worker builds its own app, so this config has none
+        self._config = uvicorn_config(settings, app=None)
+        self._stop_signal: int | None = None
+        self._failed = False
+        self._processes: list[SpawnProcess] = []
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        with multiprocess_metrics_dir():
+            sock = self._config.bind_socket()
+            self._processes = [self._start(sock) for _ in range(self._settings.workers)]
+            while True:
+                time.sleep(SUPERVISE_EVERY_S)
+                # checked before replacing: a signal to the process group also stops the workers
+                if self._stop_signal is not None or self._failed:
+                    break
+                self._replace_dead(sock)
+            if self._stop_signal is not None:
+                log.info("%s: stopping the workers", signal.Signals(self._stop_signal).name)
+            # the workers' copies keep the socket open until each has stopped accepting
+            sock.close()
+            self._stop_all()
+        return 2 if self._failed else 0
+
+    def _on_signal(self, sig: int, frame: types.FrameType | None) -> None:
+        self._stop_signal = sig
+
+    def _start(self, sock: socket.socket) -> SpawnProcess:
+        # spawned, not forked: a forked child of a process that has touched CUDA cannot use it
+        process = get_subprocess(
+            self._config, functools.partial(serve_worker, self._settings), [sock]
+        )
+        process.start()
+        log.info("started worker [%d]", process.pid)
+        return process
+
+    def _replace_dead(self, sock: socket.socket) -> None:
+        for i, process in enumerate(self._processes):
+            if process.is_alive():
+                continue
+            process.join()
+            worker_exited(process.pid)
+            if process.exitcode == STARTUP_FAILURE:
+                log.error("worker [%d] failed to start; stopping", process.pid)
+                self._failed = True
+                return
+            log.error(
+                "worker [%d] died (exit code %s); starting another", process.pid, process.exitcode
+            )
+            self._processes[i] = self._start(sock)
+
+    def _stop_all(self) -> None:
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the worker drains, as a single process does
+        for process in self._processes:
+            process.join()
+            worker_exited(process.pid)
+        log.info("all workers have stopped")
