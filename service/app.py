@@ -52,6 +52,10 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ctx.engine.start()  # warms up in its own thread; ready once done
+        if ctx.settings.workers > 1:
+            # one of several takes connections only once warm: the kernel would hand a cold
+            # worker its share of them, to be refused, while the others could serve them
+            await asyncio.to_thread(ctx.engine.wait_for_warm_up)
         yield
         # uvicorn has waited for the open requests by now; this answers anything still queued
         await asyncio.to_thread(ctx.engine.stop)

@@ -189,6 +189,7 @@ class Engine:
         self._draining = False  # readiness off; requests still taken until stop()
         self._stopping = False  # no more requests; the worker ends once the queue is empty
         self._warm = False
+        self._warm_up_ended = threading.Event()
         self._thread = threading.Thread(target=self._work, name="rfcls-engine", daemon=True)
 
     # ---- state -------------------------------------------------------------------------------
@@ -211,6 +212,10 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
+
+    def wait_for_warm_up(self) -> None:
+        """Until the warm-up has ended, in success or not (then readiness stays false)."""
+        self._warm_up_ended.wait()
 
     def begin_drain(self) -> None:
         """Readiness turns false so load balancers look elsewhere; requests already on their way
@@ -335,10 +340,13 @@ class Engine:
     def _work(self) -> None:
         try:
             self._warm_up()
+            self._warm = True
         except Exception:
             log.exception("warm-up failed; the service will not become ready")
+        finally:
+            self._warm_up_ended.set()
+        if not self._warm:
             return
-        self._warm = True
         log.info("engine warm (batch sizes %s); ready", warmup_batch_sizes(self._max_batch))
         while (batch := self._next_batch()) is not None:
             if batch:  # empty when the head request was cancelled meanwhile
