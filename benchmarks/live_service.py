@@ -1,5 +1,6 @@
 """The real service for load scripts: `python -m service serve` in a subprocess on a model bundle,
-its resident memory read from /proc, its Prometheus counters read from /metrics.
+its resident memory read from /proc (with several workers, theirs too), its Prometheus counters
+read from /metrics.
 
 The bundle is the shipped model for the backend when its weights exist, else a randomly
 initialised model of the same size in a temporary directory: latency and memory do not depend on
@@ -121,15 +122,37 @@ class ServiceProcess:
         return code
 
     def rss_bytes(self) -> int:
-        return rss_bytes(self.process.pid)
+        """The server's and its workers' (RFCLS_WORKERS > 1), pages they share counted in each."""
+        return sum(rss_bytes(pid) for pid in [self.process.pid, *descendants(self.process.pid)])
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """Resident set size of a process (Linux /proc); 0 once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # a worker that exited after it was listed
+        return 0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    return 0  # a zombie: exited, not yet reaped
+
+
+def descendants(pid: int) -> list[int]:
+    """The children of a process, their children and so on (Linux /proc)."""
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*")
+        for child in _read(task / "children").split()
+    ]
+    return [p for child in children for p in (child, *descendants(child))]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # exited meanwhile
+        return ""
 
 
 class RssSampler:
