@@ -9,14 +9,21 @@ import subprocess
 import numpy as np
 import pytest
 from live_servers import metric
-from prometheus_client import generate_latest
+from prometheus_client import generate_latest, values
 
-from service.metrics import LatencyWindow, ServiceMetrics, batch_buckets, budget_buckets
+from service.metrics import (
+    MULTIPROCESS_DIR_VARIABLE,
+    LatencyWindow,
+    ServiceMetrics,
+    batch_buckets,
+    budget_buckets,
+    worker_exited,
+)
 
 ROUTE = "/v1/classify"
 
 
-def make(budget_s: float = 0.03, window: int = 100) -> ServiceMetrics:
+def make(budget_s: float = 0.03, window: int = 100, workers: int = 1) -> ServiceMetrics:
     return ServiceMetrics(
         backend="gqa",
         model_version="v7",
@@ -25,6 +32,7 @@ def make(budget_s: float = 0.03, window: int = 100) -> ServiceMetrics:
         max_batch=16,
         routes=[ROUTE],
         window=window,
+        workers=workers,
     )
 
 
@@ -80,6 +88,29 @@ def test_requests_feed_counters_histogram_and_window():
     # every outcome and rejection reason exists before it first happens
     assert metric(text, "rfcls_requests_total", outcome="timeout", **labels) == 0
     assert metric(text, "rfcls_rejections_total", reason="unauthorized") == 0
+
+
+def test_workers_metrics_add_up_over_the_workers(tmp_path, monkeypatch):
+    """Two workers' metrics, as prometheus_client's multiprocess mode keeps them: in files, one set
+    per process id (faked here; a real worker's is set when prometheus_client is imported)."""
+    monkeypatch.setenv(MULTIPROCESS_DIR_VARIABLE, str(tmp_path))
+    workers = []
+    for pid in (101, 102):
+        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda pid=pid: pid))
+        m = make(workers=2)
+        m.observe_request(ROUTE, "ok", 0.010)
+        m.inflight.inc()
+        workers.append(m)
+    labels = {"route": ROUTE, "backend": "gqa", "outcome": "ok"}
+    text = generate_latest(workers[0].registry).decode()  # either worker answers a scrape
+    assert metric(text, "rfcls_requests_total", **labels) == 2
+    assert metric(text, "rfcls_inflight_requests") == 2
+    assert metric(text, "rfcls_latency_budget_seconds") == 0.03
+    assert metric(text, "rfcls_model_info", backend="gqa", device="cpu", model_version="v7") == 1
+    worker_exited(102)
+    text = generate_latest(workers[0].registry).decode()
+    assert metric(text, "rfcls_requests_total", **labels) == 2  # what it served still counts
+    assert metric(text, "rfcls_inflight_requests") == 1  # what it held does not
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

@@ -46,6 +46,7 @@ def test_defaults(clean_env):
     assert s.latency_budget_ms == 30 and s.effective_deadline_ms == 120
     assert s.effective_max_queue_wait_ms == pytest.approx(10)
     assert s.api_key is None and s.cors_origin_list == []
+    assert s.workers == 1
 
 
 def test_environment_and_flags(clean_env):
@@ -76,6 +77,17 @@ def test_invalid_values_name_the_variable_and_the_valid_values(clean_env):
     assert "--device='tpu' is not valid; valid values: 'auto', 'cpu' or 'cuda'" in str(err.value)
 
 
+def test_workers_must_be_at_least_one(clean_env):
+    clean_env.setenv("RFCLS_WORKERS", "0")
+    with pytest.raises(SettingsError, match=r"^RFCLS_WORKERS='0' is not valid: .*greater than"):
+        load_settings()
+    with pytest.raises(
+        SettingsError, match=r"^--workers='-1' is not valid: .*greater than or equal to 1"
+    ):
+        load_settings(workers="-1")
+    assert load_settings(workers="4").workers == 4
+
+
 def test_help_lists_every_setting():
     result = serve("--help")
     assert result.returncode == 0
@@ -91,9 +103,12 @@ def test_an_unknown_value_stops_the_start_without_a_traceback():
     assert "Traceback" not in result.stderr
 
 
-def test_weights_of_another_backend_stop_the_start(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_weights_of_another_backend_stop_the_start(tmp_path, workers):
     bundle = build_tiny_bundle(tmp_path / "gqa", backend="gqa")
-    result = serve(env={"RFCLS_MODEL_DIR": str(bundle), "RFCLS_ATTN_BACKEND": "mha"})
+    env = {"RFCLS_MODEL_DIR": str(bundle), "RFCLS_ATTN_BACKEND": "mha", "RFCLS_PORT": "0"}
+    # a worker that cannot start stops them all rather than being started again and again
+    result = serve(env={**env, "RFCLS_WORKERS": workers})
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr and "'gqa'" in result.stderr
     assert "Traceback" not in result.stderr
