@@ -8,7 +8,8 @@ per second a closed loop of --concurrency clients gets answered (--capacity skip
 a figure from the benchmarks). Then --factor x that rate for --duration seconds. Passes when
 every request is answered, the admitted requests' p99 is within the latency budget, every refusal
 is a 503 with Retry-After answered within the budget, and the server's resident memory at the end
-is within MEMORY_BOUND_MIB of where it was before.
+is within MEMORY_BOUND_MIB of where it was before (with --setting RFCLS_WORKERS=N, the memory of
+the server and its workers together).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         before = requests_by_outcome(service.url, args.backend)
         result = asyncio.run(measure(service, args, request))
         after = requests_by_outcome(service.url, args.backend)
-        window = scrape(service.url)[series("rfcls_latency_p99_seconds", backend=args.backend)]
+        window = window_p99(service.url, args.backend)
         rss_after = service.rss_bytes()
     rss_before, overload_began = result["rss_before"], result["started"] - rss.started
     answers: list[Answer] = result["answers"]
@@ -179,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             "max_batch": settings.max_batch,
             "max_queue": settings.max_queue,
             "deadline_ms": settings.effective_deadline_ms,
+            "workers": settings.workers,
             "samples_per_request": args.samples,
         },
         "capacity_per_s": round(result["capacity"], 1),
@@ -232,6 +234,16 @@ def requests_by_outcome(url: str, backend: str) -> dict[str, float]:
     }
 
 
+def window_p99(url: str, backend: str) -> float:
+    """The server's p99 over its last admitted requests; with several workers, the p99 of the one
+    that answered the scrape (the series has its pid as a label)."""
+    return next(
+        value
+        for (name, labels), value in scrape(url).items()
+        if name == "rfcls_latency_p99_seconds" and ("backend", backend) in labels
+    )
+
+
 def write(
     out: Path, report: dict, answers: list[Answer], rss: list[tuple[float, int]], began: float
 ) -> None:
@@ -243,6 +255,7 @@ def write(
 
 def markdown(r: dict, png: str) -> str:
     s, a, x = r["settings"], r["admitted"], r["refused_503"]
+    one_worker = " (one worker's)" if s["workers"] > 1 else ""
     rows = [
         ("capacity (closed loop, measured)" if r["capacity_measured"] else "capacity (given)",
          f"{r['capacity_per_s']} requests/s"),
@@ -251,7 +264,8 @@ def markdown(r: dict, png: str) -> str:
         ("answers by status", ", ".join(f"{k}: {v}" for k, v in r["answers_by_status"].items())),
         ("admitted (200)", f"{a['count']} ({r['admitted_per_s']}/s); p50 {a['p50_ms']} ms, "
          f"p99 {a['p99_ms']} ms, max {a['max_ms']} ms; budget {s['latency_budget_ms']} ms; "
-         f"server-side p99 of the last 1024: {r['server_p99_ms_last_1024_admitted']} ms"),
+         f"server-side p99 of the last 1024{one_worker}: "
+         f"{r['server_p99_ms_last_1024_admitted']} ms"),
         ("refused (503)", f"{x['count']}, {r['refused_with_retry_after']} with Retry-After; "
          f"p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms, max {x['max_ms']} ms"),
         ("unanswered", str(r["unanswered"])),
@@ -272,7 +286,7 @@ def markdown(r: dict, png: str) -> str:
         f"{s['samples_per_request']} cf32 samples per request (v1 binary)",
         f"- service settings: budget {s['latency_budget_ms']} ms, max queue wait "
         f"{s['max_queue_wait_ms']} ms, max batch {s['max_batch']}, max queue {s['max_queue']}, "
-        f"deadline {s['deadline_ms']} ms",
+        f"deadline {s['deadline_ms']} ms, {s['workers']} worker process(es)",
         "- latencies are client-side, from writing the request to the end of the answer; the "
         "load generator runs on the same cores as the server",
         "",
