@@ -164,10 +164,12 @@ def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
 
 
 class Workers:
-    """`settings.workers` worker processes on one socket bound here, supervised the way uvicorn's
-    Multiprocess supervisor does it (uvicorn/supervisors/multiprocess.py; it cannot run our own
-    server in its children): a worker that dies is logged and replaced, one that fails to start
-    stops them all, and SIGINT or SIGTERM stops every worker, each draining its requests first."""
+    """`settings.workers` worker processes on one socket bound here, started as uvicorn starts its
+    workers and supervised by the policy of its Multiprocess supervisor: a worker that dies is
+    logged and replaced, one that fails to start stops them all, and SIGINT or SIGTERM stops every
+    worker, each draining its requests first. Multiprocess itself is not used because it builds its
+    children's server from its own classes (uvicorn 0.54), and ours must drain the engine; nor are
+    its health pings, which would have to be answered while a worker imports torch."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
@@ -200,7 +202,7 @@ class Workers:
         self._stop_signal = sig
 
     def _start(self, sock: socket.socket) -> SpawnProcess:
-        # spawned, not forked: a forked child of a process that has touched CUDA cannot use it
+        # spawned, never forked: a child forked after CUDA was initialised cannot use it
         process = get_subprocess(
             self._config, functools.partial(serve_worker, self._settings), [sock]
         )
