@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from preprocessing.errors import InputError
 from preprocessing.features import FeatureConfig, compute_features
-from rfmodel.bundle import save_bundle, weight_family
+from rfmodel.bundle import BundleError, load_bundle, save_bundle, weight_family
 from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import (
     DEVICE_CHOICES,
@@ -140,6 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT_FILE}"
     )
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start each model from the weights in DIR/<backend>-<norm>/ (a fine-tune with a "
+        "fresh optimizer and schedule; e.g. rfmodel/weights) instead of a random init",
+    )
+    parser.add_argument(
         "--stop-at",
         type=positive_int,
         default=None,
@@ -213,6 +220,8 @@ class Member:
     module: nn.Module  # `model`, or its DDP wrapper
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    # the version and training record of the weights it started from (--init-from)
+    initialised_from: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,13 +257,20 @@ def warmup_steps(args: argparse.Namespace) -> int:
 
 
 def build_member(
-    cfg: ModelConfig, args: argparse.Namespace, device: torch.device, ranks: Ranks
+    cfg: ModelConfig,
+    feature_cfg: FeatureConfig,
+    args: argparse.Namespace,
+    device: torch.device,
+    ranks: Ranks,
 ) -> Member:
     name = f"{weight_family(cfg.attn_backend)}-{cfg.norm}"
     # the init depends on the model's name only, so a model's weights do not depend on which
     # others train beside it
     torch.manual_seed(derived_seed(args.seed, INIT_KEY, zlib.crc32(name.encode())))
     model = RFClassifier(cfg).to(device)
+    initialised_from = None
+    if args.init_from is not None:
+        initialised_from = load_initial_weights(model, args.init_from / name, feature_cfg)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # gains and biases
     optimizer = torch.optim.AdamW(
@@ -274,7 +290,30 @@ def build_member(
         module = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    return Member(name, model, module, optimizer, scheduler)
+    return Member(name, model, module, optimizer, scheduler, initialised_from)
+
+
+def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureConfig) -> dict:
+    """Copy the weights of the bundle at `path` into `model`, whose model and feature configs it
+    must have (a fine-tune continues one model; it does not resize or re-feature it)."""
+    try:
+        bundle = load_bundle(path)
+    except BundleError as exc:
+        raise TrainError(f"init-from: {exc}") from exc
+    for what, theirs, ours in (
+        # features first: other features also change the model's input width
+        ("features", bundle.feature_config, feature_cfg),
+        ("model", bundle.model_config, model.cfg),
+    ):
+        differ = [
+            f"{k} {v!r} (this run: {ours.to_dict()[k]!r})"
+            for k, v in theirs.to_dict().items()
+            if ours.to_dict()[k] != v
+        ]
+        if differ:
+            raise TrainError(f"init-from: {path} has other {what} settings: {', '.join(differ)}")
+    model.load_state_dict(bundle.model.state_dict())
+    return {"version": bundle.version, "training": bundle.training}
 
 
 def run_identity(
@@ -293,6 +332,7 @@ def run_identity(
         "model": dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS),
         "features": feature_cfg.to_dict(),
         "world_size": ranks.world_size,
+        "init_from": None if args.init_from is None else str(args.init_from),
     }
 
 
@@ -515,7 +555,10 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     feature_cfg = FeatureConfig(**dataclass_overrides(args, FeatureConfig, ()))
     lengths = LengthMix.parse(args.lengths)
-    members = [build_member(cfg, args, device, ranks) for cfg in model_configs(args, feature_cfg)]
+    members = [
+        build_member(cfg, feature_cfg, args, device, ranks)
+        for cfg in model_configs(args, feature_cfg)
+    ]
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise TrainError(f"backends: {args.backends!r} trains the same weights twice ({names})")
@@ -583,6 +626,8 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         record = training_record(args, ranks, lengths, names, wall, device, step)
         for m in members:
             record["validation_accuracy"] = last_val.get(m.name)
+            if m.initialised_from is not None:
+                record["initialised_from"] = m.initialised_from
             path = save_bundle(out / m.name, m.model, feature_cfg, CLASSES, training=record)
             print(f"wrote {path}")
     return 0

@@ -167,3 +167,43 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
 def test_bad_options_fail_naming_the_field(tmp_path, capsys, option, field):
     assert train(tmp_path, "--steps", "1", *option) == 2
     assert field in capsys.readouterr().out
+
+
+def test_init_from_starts_each_model_from_its_bundle(tmp_path):
+    first = ("--steps", "3", "--backends", "mha,gqa")
+    assert train(tmp_path / "first", *first) == 0
+    # at learning rate 0 (weight decay scales with it) the weights stay where they started
+    again = ("--steps", "2", "--seed", "1", "--backends", "mha,gqa", "--lr", "0")
+    assert train(tmp_path / "again", *again, "--init-from", str(tmp_path / "first")) == 0
+    for name in ("mha-rmsnorm", "gqa-rmsnorm"):
+        start = load_file(tmp_path / "first" / name / "model.safetensors")
+        end = load_file(tmp_path / "again" / name / "model.safetensors")
+        assert all(torch.equal(start[k], end[k]) for k in start), name
+        record = load_bundle(tmp_path / "again" / name).training
+        first_bundle = load_bundle(tmp_path / "first" / name)
+        assert record["initialised_from"]["version"] == first_bundle.version
+        assert record["initialised_from"]["training"]["steps"] == 3
+    # and a random start at the same seed does move them: the test above can fail
+    assert train(tmp_path / "fresh", *again) == 0
+    fresh = load_file(tmp_path / "fresh" / "mha-rmsnorm" / "model.safetensors")
+    start = load_file(tmp_path / "first" / "mha-rmsnorm" / "model.safetensors")
+    assert not all(torch.equal(start[k], fresh[k]) for k in start)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--d-model", "32"), "d_model 16 (this run: 32)"),
+        (("--transforms", "x,x2"), "transforms"),
+        (("--backends", "latte"), "latte-rmsnorm"),
+    ],
+)
+def test_init_from_refuses_other_settings_naming_them(tmp_path, capsys, extra, named):
+    assert train(tmp_path / "first", "--steps", "1") == 0
+    capsys.readouterr()
+    assert (
+        train(tmp_path / "again", "--steps", "1", "--init-from", str(tmp_path / "first"), *extra)
+        == 2
+    )
+    out = capsys.readouterr().out
+    assert "init-from" in out and named in out, out
