@@ -50,3 +50,17 @@ def test_a_short_overload_answers_everything_and_counts_agree(tmp_path):
     report = outputs(out)
     assert report["unanswered"] == 0 and not report["capacity_measured"]
     assert report["checks"]["server counts equal client counts"]
+
+
+@pytest.mark.slow
+def test_a_measured_capacity_is_the_admitted_rate_of_its_closed_loop(tmp_path):
+    out = tmp_path / "overload"
+    overload.main(["--capacity-duration", "1", "--duration", "1", "--out", str(out)])
+    report = outputs(out)
+    assert report["capacity_measured"] and report["unanswered"] == 0
+    by_status = report["capacity_answers_by_status"]
+    assert report["capacity_per_s"] == pytest.approx(by_status.get("200", 0), abs=0.1)
+    admitted_share = by_status.get("200", 0) / sum(by_status.values())
+    (check,) = (v for k, v in report["checks"].items() if k.startswith("capacity phase admitted"))
+    assert check == (admitted_share >= overload.CAPACITY_ADMITTED_SHARE)
+    assert report["checks"]["server counts equal client counts"]
