@@ -18,7 +18,7 @@ first. The line that x^2, x^4 or x^8 leaves sits at 2, 4 or 8 times the carrier 
 anywhere in the band; sorted, its height and the spread of the rest stay and its position (the
 offset, a nuisance) goes, so a linear token embedding sees a line the same way wherever it falls.
 
-Besides spectra, `transforms` may name per-frame distribution features (opt-in; DISTRIBUTIONS):
+Besides spectra, `transforms` may name per-frame distribution features (DISTRIBUTIONS):
 the empirical quantile function of a per-sample quantity, at nfft evenly spaced probabilities from
 0 (the minimum) to 1 (the maximum), so ascending. They fill one slot of nfft values each, like a
 spectrum. Spectra say where the power is in frequency; these say how the samples are distributed,
@@ -100,7 +100,8 @@ class FeatureConfig:
     nfft: int = 256
     hop: int = 128
     window: str = "hann"
-    transforms: tuple[str, ...] = ("x", "x2", "x4", "x8")
+    # the shipped weights' features (docs/model-card.md)
+    transforms: tuple[str, ...] = ("x", "x2", "x4", "x8", "env", "amp_q", "if_q")
     db: bool = True
     floor_db: float = -100.0
     sorted_transforms: tuple[str, ...] = ("x2", "x4", "x8")

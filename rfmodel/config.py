@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_features: int = 1024  # values per token (one FFT frame); preprocessing's default is 4 * 256
+    n_features: int = 1792  # values per token (one FFT frame); preprocessing's default is 7 * 256
     n_classes: int = 14  # len(rfmodel.data.CLASSES); training passes it explicitly
     d_model: int = 128
     n_layers: int = 4

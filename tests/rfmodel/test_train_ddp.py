@@ -38,7 +38,7 @@ def test_two_ranks_train_as_one_process_on_both_sub_streams(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path / "single"), *TINY])
     features = FeatureConfig(nfft=32, hop=32)
     (cfg,) = train.model_configs(args, features)
-    member = train.build_member(cfg, args, torch.device("cpu"), train.Ranks())
+    member = train.build_member(cfg, features, args, torch.device("cpu"), train.Ranks())
     rank_batches = [
         iter(training_loader(0, 14, LengthMix.parse("512"), 0, rank, 2, 0, pin_memory=False))
         for rank in (0, 1)
