@@ -311,14 +311,10 @@ def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureCo
         raise TrainError(f"init-from: {exc}") from exc
     for what, theirs, ours in (
         # features first: other features also change the model's input width
-        ("features", bundle.feature_config, feature_cfg),
-        ("model", bundle.model_config, model.cfg),
+        ("features", bundle.feature_config.to_dict(), feature_cfg.to_dict()),
+        ("model", bundle.model_config.to_dict(), model.cfg.to_dict()),
     ):
-        differ = [
-            f"{k} {v!r} (this run: {ours.to_dict()[k]!r})"
-            for k, v in theirs.to_dict().items()
-            if ours.to_dict()[k] != v
-        ]
+        differ = [f"{k} {v!r} (this run: {ours[k]!r})" for k, v in theirs.items() if ours[k] != v]
         if differ:
             raise TrainError(f"init-from: {path} has other {what} settings: {', '.join(differ)}")
     model.load_state_dict(bundle.model.state_dict())
