@@ -47,6 +47,10 @@ def test_score_matches_an_explicit_count():
     assert summary["accuracy_snr_ge_10db"] == pytest.approx((labels == predicted)[high].mean())
     assert summary["accuracy_snr_0db"] == metrics["accuracy_by_snr"]["0"]["accuracy"]
     assert summary["accuracy_overall"] == metrics["accuracy"]
+    high_counts = np.zeros((3, 3), int)
+    for t, p in zip(labels[high], predicted[high], strict=True):
+        high_counts[t, p] += 1
+    assert metrics["confusion_matrix_snr_ge_10db"]["counts"] == high_counts.tolist()
 
 
 @pytest.fixture
