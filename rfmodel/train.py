@@ -55,7 +55,7 @@ from rfmodel.cli_args import (
     positive_int,
 )
 from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
-from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.data import CLASSES, SNR_RANGE, make_eval_set
 from rfmodel.evaluate import predict
 from rfmodel.train_stream import (
     DEFAULT_LENGTHS,
@@ -117,6 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lengths",
         default=DEFAULT_LENGTHS,
         help="recording lengths and weights, LENGTH[:WEIGHT],... (default %(default)s)",
+    )
+    parser.add_argument(
+        "--snr-range",
+        default=f"{SNR_RANGE[0]:g},{SNR_RANGE[1]:g}",
+        help="in-band SNRs of the training stream, LOW,HIGH dB, drawn uniformly (default "
+        "%(default)s; a negative LOW needs the = form: --snr-range=-5,30)",
     )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument(
@@ -201,6 +207,17 @@ def scalar_type(f: dataclasses.Field) -> type | None:
 def dataclass_overrides(args: argparse.Namespace, cls: type, exclude: tuple[str, ...]) -> dict:
     names = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def parse_snr_range(text: str) -> tuple[float, float]:
+    """`LOW,HIGH` (dB) -> (low, high), low <= high."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise TrainError(f"snr-range: {text!r} is not LOW,HIGH in dB") from None
+    if not low <= high:
+        raise TrainError(f"snr-range: low {low:g} dB is above high {high:g} dB")
+    return low, high
 
 
 def split_names(text: str, valid: tuple[str, ...] | None, field: str) -> list[str]:
@@ -330,6 +347,7 @@ def run_identity(
         "seed": args.seed,
         "batch_size": args.batch_size,
         "lengths": str(LengthMix.parse(args.lengths)),
+        "snr_range": list(parse_snr_range(args.snr_range)),
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         "warmup_steps": args.warmup_steps,
@@ -560,6 +578,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     feature_cfg = FeatureConfig(**dataclass_overrides(args, FeatureConfig, ()))
     lengths = LengthMix.parse(args.lengths)
+    snr_range = parse_snr_range(args.snr_range)
     members = [
         build_member(cfg, feature_cfg, args, device, ranks)
         for cfg in model_configs(args, feature_cfg)
@@ -585,6 +604,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         ranks.world_size,
         args.workers,
         pin_memory=device.type == "cuda",
+        snr_range=snr_range,
     )
     val = None
     if args.val_per_class and ranks.main:
@@ -659,6 +679,7 @@ def training_record(args, ranks, lengths, names, wall, device, steps) -> dict[st
         "clip": args.clip,
         "seed": args.seed,
         "lengths": str(lengths),
+        "snr_range": list(parse_snr_range(args.snr_range)),
         "validation": {"seed": VALIDATION_SEED, "n_per_class": args.val_per_class},
         "trained_with": names,
         "wall_time_s": round(wall, 2),

@@ -16,7 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
-from rfmodel.data import SyntheticStream
+from rfmodel.data import SNR_RANGE, SyntheticStream
 
 # spawn-key tags of the model-init and dropout seeds, apart from the data's own domains
 INIT_KEY = 0x696E_6900  # "ini"
@@ -80,6 +80,7 @@ def training_loader(
     world_size: int,
     workers: int,
     pin_memory: bool,
+    snr_range: tuple[float, float] = SNR_RANGE,
 ) -> DataLoader:
     """Batches (iq [B, N] complex64, labels [B] int64, snr_db [B] float32) for steps start_step + 1,
     start_step + 2, ... of this rank, built by `workers` processes (0: in this process)."""
@@ -87,6 +88,7 @@ def training_loader(
         seed,
         lengths=lengths.lengths,
         length_weights=lengths.weights,
+        snr_range=snr_range,
         batch_size=batch_size,
         start=start_step * world_size,
         rank=rank,

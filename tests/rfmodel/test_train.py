@@ -56,6 +56,7 @@ def check_tiny_model_learns(out, device: str, *extra: str):
     (validation,) = log_events(out, "validation")
     record = load_bundle(out / "mha-rmsnorm").training
     assert record["steps"] == 40 and record["batch_size"] == 28 and record["seed"] == 0
+    assert record["snr_range"] == [-10.0, 30.0]
     assert record["validation_accuracy"] == validation["accuracy"]["mha-rmsnorm"]
     assert record["wall_time_s"] > 0 and record["device"].startswith(device)
 
@@ -159,6 +160,8 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
         (("--backends", "mha,bogus"), "backends"),
         (("--norms", "batchnorm"), "norms"),
         (("--lengths", "4096:-1"), "lengths"),
+        (("--snr-range", "30,20"), "snr-range"),
+        (("--snr-range", "0"), "snr-range"),
         (("--n-heads", "3"), "n_heads"),
         (("--nfft", "0"), "nfft"),
         (("--transforms", "x,x3"), "transforms"),
@@ -228,3 +231,8 @@ def test_a_compiled_step_trains_as_the_eager_one(tmp_path):
     eager_loss = log_events(tmp_path / "eager", "train")[-1]["loss"]
     compiled_loss = log_events(tmp_path / "compiled", "train")[-1]["loss"]
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
+
+
+def test_the_snr_range_reaches_the_bundle(tmp_path):
+    assert train(tmp_path, "--steps", "1", "--snr-range=-5,30") == 0
+    assert load_bundle(tmp_path / "mha-rmsnorm").training["snr_range"] == [-5.0, 30.0]

@@ -22,7 +22,7 @@ def test_length_mix_rejects_bad_entries_naming_the_option(text):
         LengthMix.parse(text)
 
 
-def batches(start_step, workers, rank=0, world_size=1, n=4):
+def batches(start_step, workers, rank=0, world_size=1, n=4, **kwargs):
     loader = training_loader(
         seed=3,
         batch_size=6,
@@ -32,6 +32,7 @@ def batches(start_step, workers, rank=0, world_size=1, n=4):
         world_size=world_size,
         workers=workers,
         pin_memory=False,
+        **kwargs,
     )
     return list(itertools.islice(loader, n))
 
@@ -44,6 +45,14 @@ def test_loader_gives_complex_batches_of_one_length():
     iq, labels, snr = batches(0, workers=0, n=1)[0]
     assert iq.dtype == torch.complex64 and iq.shape[0] == 6 and iq.shape[1] in (256, 512)
     assert labels.dtype == torch.int64 and snr.shape == (6,)
+
+
+def test_the_loader_draws_snrs_from_its_range():
+    snr = torch.cat([s for _, _, s in batches(0, workers=0, n=8, snr_range=(12.0, 14.0))])
+    signal = snr[torch.isfinite(snr)]  # noise has none
+    assert signal.numel() > 20 and ((signal >= 12.0) & (signal <= 14.0)).all()
+    default = torch.cat([s for _, _, s in batches(0, workers=0, n=8)])
+    assert (default[torch.isfinite(default)] < 12.0).any()  # the range above is not the default
 
 
 def test_resuming_at_a_step_with_workers_continues_the_same_sequence():
