@@ -339,15 +339,20 @@ def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureCo
 
 
 def run_identity(
-    args: argparse.Namespace, ranks: Ranks, names: list[str], feature_cfg: FeatureConfig
+    args: argparse.Namespace,
+    ranks: Ranks,
+    names: list[str],
+    feature_cfg: FeatureConfig,
+    lengths: LengthMix,
+    snr_range: tuple[float, float],
 ) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (--steps may change)."""
     return {
         "members": names,
         "seed": args.seed,
         "batch_size": args.batch_size,
-        "lengths": str(LengthMix.parse(args.lengths)),
-        "snr_range": list(parse_snr_range(args.snr_range)),
+        "lengths": str(lengths),
+        "snr_range": list(snr_range),
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         "warmup_steps": args.warmup_steps,
@@ -589,7 +594,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(args, ranks, names, feature_cfg)
+    identity = run_identity(args, ranks, names, feature_cfg, lengths, snr_range)
     start, wall_before = 0, 0.0
     if args.resume:
         start, wall_before = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
@@ -648,7 +653,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
             print(f"stopped at step {step} of {args.steps}; continue with --resume")
         return 0
     if ranks.main:
-        record = training_record(args, ranks, lengths, names, wall, device, step)
+        record = training_record(args, ranks, lengths, snr_range, names, wall, device, step)
         for m in members:
             record["validation_accuracy"] = last_val.get(m.name)
             if m.initialised_from is not None:
@@ -666,7 +671,7 @@ def progress_text(record: dict[str, Any]) -> str:
     return f"loss/acc {per_model} lr {record['lr']:.2e} {record['examples_per_s']:,.0f} ex/s"
 
 
-def training_record(args, ranks, lengths, names, wall, device, steps) -> dict[str, Any]:
+def training_record(args, ranks, lengths, snr_range, names, wall, device, steps) -> dict[str, Any]:
     return {
         "steps": steps,
         "batch_size": args.batch_size * ranks.world_size,
@@ -679,7 +684,7 @@ def training_record(args, ranks, lengths, names, wall, device, steps) -> dict[st
         "clip": args.clip,
         "seed": args.seed,
         "lengths": str(lengths),
-        "snr_range": list(parse_snr_range(args.snr_range)),
+        "snr_range": list(snr_range),
         "validation": {"seed": VALIDATION_SEED, "n_per_class": args.val_per_class},
         "trained_with": names,
         "wall_time_s": round(wall, 2),
