@@ -27,6 +27,7 @@ def bench_config(size: str, backend: str, norm: str = "rmsnorm") -> ModelConfig:
     return ModelConfig(
         n_features=FEATURES.n_features,
         n_classes=len(CLASSES),
+        recording_head=FEATURES.recording_segment > 0,
         attn_backend=backend,
         norm=norm,
         **MODEL_SIZES[size],

@@ -15,6 +15,7 @@ from benchmarks.memory import peak_growth_bytes
 from benchmarks.models import FEATURES, bench_config, bench_dtype, samples_for_tokens
 from benchmarks.timing import summarize_ms, time_calls, time_once
 from preprocessing.features import compute_features
+from preprocessing.recording import recording_features
 from preprocessing.spectra import n_frames
 from rfmodel.classifier import RFClassifier
 from rfmodel.config import NORMS
@@ -51,7 +52,12 @@ def request_fn(model: RFClassifier, tokens: int, device: torch.device) -> Callab
     already on the device, then the model."""
     dtype = model.embed.weight.dtype
     iq = torch.randn(1, samples_for_tokens(tokens), dtype=torch.complex64, device=device)
-    return lambda: model(compute_features(iq, FEATURES).to(dtype))
+
+    def request() -> object:
+        recording = recording_features(iq, FEATURES)  # [1, F] or None
+        return model(compute_features(iq, FEATURES).to(dtype), recording=recording)
+
+    return request
 
 
 def measure_point(spec: PointSpec) -> dict:
@@ -133,11 +139,11 @@ def compiled_throughput(
     fused, fixed shapes), compile time beside it; or the error that stopped it."""
     dtype = model.embed.weight.dtype
     compiled = torch.compile(model, dynamic=False)
-    x = torch.randn(batch, spec.tokens, FEATURES.n_features, device=device, dtype=dtype)
+    forward = random_batch(compiled, batch, spec.tokens, device, dtype)
     try:
-        compile_s = time_once(lambda: compiled(x), device)
+        compile_s = time_once(forward, device)
         seconds = time_calls(
-            lambda: compiled(x),
+            forward,
             device,
             spec.latency_repeats,
             spec.min_repeats,
@@ -161,12 +167,12 @@ def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.devic
     up to max_batch whose forward fits in memory and in the per-call time limit."""
     dtype = model.embed.weight.dtype
     batches: list[dict] = []
-    best: tuple[int, torch.Tensor, float] | None = None
+    best: tuple[int, Callable[[], object], float] | None = None
     limited_by = f"max batch {spec.max_batch}"
     batch = 1
     while batch <= spec.max_batch:
         outcome = try_batch(model, batch, spec.tokens, device, dtype)
-        batches.append({k: v for k, v in outcome.items() if k != "x"})
+        batches.append({k: v for k, v in outcome.items() if k != "forward"})
         if outcome["status"] == OUT_OF_MEMORY:
             limited_by = f"out of memory at batch {batch}"
             break
@@ -174,13 +180,13 @@ def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.devic
             batches[-1]["status"] = TIME_LIMIT
             limited_by = f"time limit at batch {batch}"
             break
-        best = (batch, outcome["x"], outcome["peak_mb"])
+        best = (batch, outcome["forward"], outcome["peak_mb"])
         batch *= 2
     if best is None:
         return {"batch": None, "batch_limited_by": limited_by, "batches": batches}
-    batch, x, peak_mb = best
+    batch, forward, peak_mb = best
     seconds = time_calls(
-        lambda: model(x), device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s
+        forward, device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s
     )
     median_s = summarize_ms(seconds)["p50_ms"] / 1e3
     return {
@@ -194,6 +200,22 @@ def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.devic
     }
 
 
+def random_batch(
+    model: Callable[..., object],
+    batch: int,
+    tokens: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Callable[[], object]:
+    """The model's forward on a random batch of features (and of recording features when the
+    benchmarked config has a recording head); timing does not depend on the values."""
+    x = torch.randn(batch, tokens, FEATURES.n_features, device=device, dtype=dtype)
+    recording = None
+    if FEATURES.recording_segment > 0:
+        recording = torch.randn(batch, FEATURES.n_features, device=device, dtype=dtype)
+    return lambda: model(x, recording=recording)
+
+
 def try_batch(
     model: RFClassifier, batch: int, tokens: int, device: torch.device, dtype: torch.dtype
 ) -> dict:
@@ -201,10 +223,8 @@ def try_batch(
     and peak memory growth, or the out-of-memory status."""
     elapsed: list[float] = []
     try:
-        x = torch.randn(batch, tokens, FEATURES.n_features, device=device, dtype=dtype)
-        peak = peak_growth_bytes(
-            lambda: elapsed.append(time_once(lambda: model(x), device)), device
-        )
+        forward = random_batch(model, batch, tokens, device, dtype)
+        peak = peak_growth_bytes(lambda: elapsed.append(time_once(forward, device)), device)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
@@ -215,7 +235,7 @@ def try_batch(
             "status": "ok",
             "first_call_s": elapsed[0],
             "peak_mb": peak / MB,
-            "x": x,
+            "forward": forward,
         }
     # outside the except block, so the failed attempt's tensors are gone before the next one
     if device.type == "cuda":

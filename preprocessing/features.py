@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -64,6 +64,7 @@ from preprocessing.errors import (
     TooManySamples,
 )
 from preprocessing.spectra import (
+    MAX_NFFT,
     check_complex,
     check_floor_db,
     check_frame_sizes,
@@ -105,6 +106,8 @@ class FeatureConfig:
     db: bool = True
     floor_db: float = -100.0
     sorted_transforms: tuple[str, ...] = ("x2", "x4", "x8")
+    # samples per segment of the whole-recording features (preprocessing.recording); 0: none
+    recording_segment: int = 0
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
@@ -120,6 +123,20 @@ class FeatureConfig:
         check_floor_db(self.floor_db)
         if not isinstance(self.db, bool):
             raise InvalidParameter("db", f"must be true or false, got {self.db!r}")
+        segment = self.recording_segment
+        if isinstance(segment, bool) or segment != 0:
+            if (
+                isinstance(segment, bool)
+                or not isinstance(segment, int)
+                or not self.nfft <= segment <= MAX_NFFT
+                or segment % self.nfft
+            ):
+                raise InvalidParameter(
+                    "recording_segment",
+                    f"must be 0 (none) or a multiple of nfft={self.nfft} up to "
+                    f"MAX_NFFT={MAX_NFFT}, got {segment!r}",
+                )
+            check_window(self.window, segment)
         valid = ", ".join([*TRANSFORMS, *DISTRIBUTIONS])
         if not isinstance(self.transforms, tuple) or not self.transforms:
             raise InvalidParameter("transforms", f"must be a non-empty list of {valid}")
@@ -324,9 +341,24 @@ def batch_features(
     """Recordings of different lengths -> (x [B, Tmax, F] zero-padded, mask [B, Tmax] bool, True
     for a real token). Recordings with the same frame count are computed as one batch; samples
     after the last whole frame are never used, so they are dropped first."""
+    check_recordings(recordings, cfg)
+    device = torch.device(device) if device is not None else recordings[0].device
+    frame_counts = [n_frames(rec.shape[0], cfg.nfft, cfg.hop) for rec in recordings]
+    t_max = max(frame_counts)
+    x = torch.zeros(len(recordings), t_max, cfg.n_features, device=device)
+    mask = torch.zeros(len(recordings), t_max, dtype=torch.bool, device=device)
+    used = [cfg.nfft + (count - 1) * cfg.hop for count in frame_counts]
+    for rows, batch in stacked_groups(recordings, used, device):
+        count = n_frames(batch.shape[-1], cfg.nfft, cfg.hop)
+        x[rows, :count] = compute_features(batch, cfg)
+        mask[rows, :count] = True
+    return x, mask
+
+
+def check_recordings(recordings: Sequence[torch.Tensor], cfg: FeatureConfig) -> None:
+    """At least one recording; each complex, one-dimensional, and at least one frame long."""
     if len(recordings) == 0:
         raise InvalidParameter("recordings", "needs at least one recording")
-    frame_counts = []
     for index, rec in enumerate(recordings):
         check_complex(rec, f"recordings[{index}]")
         if rec.ndim != 1:
@@ -338,21 +370,19 @@ def batch_features(
                 "samples",
                 f"recording {index} has {rec.shape[0]} samples; at least nfft={cfg.nfft} needed",
             )
-        frame_counts.append(n_frames(rec.shape[0], cfg.nfft, cfg.hop))
-    device = torch.device(device) if device is not None else recordings[0].device
-    t_max = max(frame_counts)
-    x = torch.zeros(len(recordings), t_max, cfg.n_features, device=device)
-    mask = torch.zeros(len(recordings), t_max, dtype=torch.bool, device=device)
+
+
+def stacked_groups(
+    recordings: Sequence[torch.Tensor], used: Sequence[int], device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(rows, batch [b, n]) per distinct used length n: the recordings whose first `used` samples
+    are all that is read, cut to them and stacked on `device`, and their indices."""
     groups: dict[int, list[int]] = {}
-    for index, count in enumerate(frame_counts):
-        groups.setdefault(count, []).append(index)
-    for count, indices in groups.items():
-        used = cfg.nfft + (count - 1) * cfg.hop
-        batch = torch.stack([recordings[i][:used].to(device) for i in indices])
-        rows = torch.tensor(indices, device=device)
-        x[rows, :count] = compute_features(batch, cfg)
-        mask[rows, :count] = True
-    return x, mask
+    for index, n in enumerate(used):
+        groups.setdefault(n, []).append(index)
+    for n, indices in groups.items():
+        batch = torch.stack([recordings[i][:n].to(device) for i in indices])
+        yield torch.tensor(indices, device=device), batch
 
 
 def validate_samples(

@@ -68,11 +68,7 @@ def save_bundle(
     cfg = model.cfg
     if len(classes) != cfg.n_classes:
         raise BundleError(f"{len(classes)} class names for a model with {cfg.n_classes} outputs")
-    if feature_config.n_features != cfg.n_features:
-        raise BundleError(
-            f"features give {feature_config.n_features} values per frame, "
-            f"the model expects {cfg.n_features}"
-        )
+    check_compatible(cfg, feature_config, "")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path / WEIGHTS_FILE))
     digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
@@ -87,6 +83,21 @@ def save_bundle(
     if metrics is not None:
         write_metrics(path, metrics)
     return path
+
+
+def check_compatible(model: ModelConfig, features: FeatureConfig, where: str) -> None:
+    """The features make what the model reads: as many values per frame, and the recording's
+    features exactly when the model has a head for them."""
+    if features.n_features != model.n_features:
+        raise BundleError(
+            f"{where}features give {features.n_features} values per frame, "
+            f"the model expects {model.n_features}"
+        )
+    if model.recording_head != (features.recording_segment > 0):
+        raise BundleError(
+            f"{where}the model {'has' if model.recording_head else 'has no'} recording head but "
+            f"the features have recording_segment {features.recording_segment}"
+        )
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
@@ -126,11 +137,7 @@ def load_bundle(
                 f"{model_config.attn_backend!r}; its weights cannot run as {attn_backend!r}"
             )
         model_config = ModelConfig.from_dict({**raw["model"], "attn_backend": attn_backend})
-    if feature_config.n_features != model_config.n_features:
-        raise BundleError(
-            f"{path}: features give {feature_config.n_features} values per frame, "
-            f"the model expects {model_config.n_features}"
-        )
+    check_compatible(model_config, feature_config, f"{path}: ")
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise BundleError(f"no {WEIGHTS_FILE} in model directory {path}")

@@ -1,11 +1,13 @@
 """RFClassifier: a pre-norm transformer encoder over FFT-frame tokens, pooled over the real tokens
-(mean, or attention from one learned query), with a linear head. The attention backend, the norm
-and the pooling are chosen by the config."""
+(mean, or attention from one learned query), with a linear head; optionally a second linear head
+on the whole recording's features, added to the logits. The attention backend, the norm, the
+pooling and the recording head are chosen by the config."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from rfmodel.attention import build_attention
 from rfmodel.config import ModelConfig
@@ -49,11 +51,23 @@ class RFClassifier(nn.Module):
         attention_pool = cfg.pool == "attention"
         self.pool_query = nn.Parameter(torch.zeros(cfg.d_model)) if attention_pool else None
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+        # Beside the transformer, not a token in it: in a CPU A/B the same vector as one more
+        # token gained 0.7 points at SNR >= 10 dB, as its own head 7.1 (docs/experiments/
+        # recording_features). Zero: a model fine-tuned from weights without the head starts
+        # from their predictions.
+        self.recording_head = None
+        if cfg.recording_head:
+            self.recording_head = nn.Linear(cfg.n_features, cfg.n_classes)
+            nn.init.zeros_(self.recording_head.weight)
+            nn.init.zeros_(self.recording_head.bias)
         self.rope = RopeCache(cfg.rope_dim, cfg.rope_base)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x [B, T, F] features, mask [B, T] bool (True = real token) or None -> logits [B, C]."""
-        mask = self._check_inputs(x, mask)
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, recording: Tensor | None = None
+    ) -> Tensor:
+        """x [B, T, F] features, mask [B, T] bool (True = real token) or None, recording [B, F]
+        the recording's features (only and always with a recording head) -> logits [B, C]."""
+        mask = self._check_inputs(x, mask, recording)
         if mask is not None:
             # padded frames may hold anything (even NaN); zero them so nothing non-finite can
             # reach a real token through a zero attention weight (0 * NaN = NaN)
@@ -63,7 +77,14 @@ class RFClassifier(nn.Module):
         for block in self.blocks:
             h = block(h, mask, rope)
         h = self.norm(h)
-        return self.head(self._pool(h, mask))  # [B, C]
+        logits = self.head(self._pool(h, mask))  # [B, C]
+        if self.recording_head is None:
+            return logits
+        # without parameters: the slots' dB and bin scales differ and the head is linear; at
+        # least fp32, a bf16 mean over 1,792 values is coarse
+        wide = torch.promote_types(recording.dtype, torch.float32)
+        normed = F.layer_norm(recording.to(wide), recording.shape[-1:])  # [B, F]
+        return logits + self.recording_head(normed.to(logits.dtype))
 
     def _pool(self, h: Tensor, mask: Tensor | None) -> Tensor:
         """h [B, T, D] -> [B, D] over the real tokens."""
@@ -80,12 +101,20 @@ class RFClassifier(nn.Module):
         weights = torch.softmax(scores.to(wide), dim=1).to(h.dtype)  # [B, T]
         return torch.einsum("bt,btd->bd", weights, h)
 
-    def _check_inputs(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
+    def _check_inputs(
+        self, x: Tensor, mask: Tensor | None, recording: Tensor | None
+    ) -> Tensor | None:
         """Validate shapes; returns the mask to use (None when every token is real)."""
         if x.dim() != 3 or x.shape[-1] != self.cfg.n_features:
             raise ValueError(
                 f"features: expected [batch, frames, {self.cfg.n_features}], got {tuple(x.shape)}"
             )
+        if self.recording_head is None and recording is not None:
+            raise ValueError("recording: this model has no recording head (recording_head false)")
+        expected = (x.shape[0], self.cfg.n_features)
+        if self.recording_head is not None and (recording is None or recording.shape != expected):
+            got = None if recording is None else tuple(recording.shape)
+            raise ValueError(f"recording: expected [{expected[0]}, {expected[1]}], got {got}")
         if mask is None:
             return None
         if mask.dtype != torch.bool or mask.shape != x.shape[:2]:

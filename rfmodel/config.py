@@ -46,6 +46,8 @@ class ModelConfig:
     mla_absorb: bool = True  # mla: attend in latent space (W_uk, W_uv absorbed); False: naive
     dropout: float = 0.0  # on the residual branches (attention and MLP outputs)
     pool: str = "mean"  # over the real tokens: "mean", or "attention" (a learned query's softmax)
+    # the recording's own features (n_features, preprocessing.recording) to the logits as well
+    recording_head: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,8 +89,9 @@ class ModelConfig:
         _require_int("latte_window", self.latte_window, minimum=0)
         if self.q_lora_rank is not None:
             _require_int("q_lora_rank", self.q_lora_rank, minimum=1)
-        if not isinstance(self.mla_absorb, bool):
-            raise ConfigError("mla_absorb", f"must be true or false, got {self.mla_absorb!r}")
+        for name in ("mla_absorb", "recording_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _require_number("norm_eps", self.norm_eps, low=0.0, low_open=True)
         _require_number("rope_base", self.rope_base, low=1.0, low_open=True)
         _require_number("dropout", self.dropout, low=0.0, high=1.0)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
 from rfmodel.bundle import BundleError, load_bundle, write_metrics
 from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
 from rfmodel.data import CLASSES, make_eval_set
@@ -64,7 +65,8 @@ def predict(
     predicted = []
     for i in range(0, len(iq), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(iq[i : i + batch_size])).to(device)
-        logits = model(compute_features(batch, feature_cfg))  # [b, C]
+        recording = recording_features(batch, feature_cfg)  # [b, F] or None
+        logits = model(compute_features(batch, feature_cfg), recording=recording)  # [b, C]
         predicted.append(logits.argmax(-1).cpu())
     return torch.cat(predicted).numpy()
 

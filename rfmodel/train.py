@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from preprocessing.errors import InputError
 from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
 from rfmodel.bundle import BundleError, load_bundle, save_bundle, weight_family
 from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import (
@@ -76,7 +77,7 @@ MIN_LR_RATIO = 0.05  # cosine decays to this fraction of --lr, not to zero
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Config fields the command sets itself (from the feature config, class list, --backends, --norms).
-DERIVED_MODEL_FIELDS = ("n_features", "n_classes", "attn_backend", "norm")
+DERIVED_MODEL_FIELDS = ("n_features", "n_classes", "attn_backend", "norm", "recording_head")
 
 
 class TrainError(Exception):
@@ -321,20 +322,29 @@ def build_member(
 
 def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureConfig) -> dict:
     """Copy the weights of the bundle at `path` into `model`, whose model and feature configs it
-    must have (a fine-tune continues one model; it does not resize or re-feature it)."""
+    must have (a fine-tune continues one model; it does not resize or re-feature it). The one
+    change allowed is adding the recording head (and its features) to a model without one: the
+    head starts at zero, so the fine-tune starts from the bundle's predictions."""
     try:
         bundle = load_bundle(path)
     except BundleError as exc:
         raise TrainError(f"init-from: {exc}") from exc
+    adds_head = model.cfg.recording_head and not bundle.model_config.recording_head
+    addable = {"recording_segment", "recording_head"} if adds_head else set()
     for what, theirs, ours in (
         # features first: other features also change the model's input width
         ("features", bundle.feature_config.to_dict(), feature_cfg.to_dict()),
         ("model", bundle.model_config.to_dict(), model.cfg.to_dict()),
     ):
-        differ = [f"{k} {v!r} (this run: {ours[k]!r})" for k, v in theirs.items() if ours[k] != v]
+        differ = [
+            f"{k} {v!r} (this run: {ours[k]!r})"
+            for k, v in theirs.items()
+            if ours[k] != v and k not in addable
+        ]
         if differ:
             raise TrainError(f"init-from: {path} has other {what} settings: {', '.join(differ)}")
-    model.load_state_dict(bundle.model.state_dict())
+    missing, unexpected = model.load_state_dict(bundle.model.state_dict(), strict=not adds_head)
+    assert not unexpected and all(key.startswith("recording_head.") for key in missing)
     return {"version": bundle.version, "training": bundle.training}
 
 
@@ -504,6 +514,7 @@ def model_configs(args: argparse.Namespace, feature_cfg: FeatureConfig) -> list[
         ModelConfig(
             n_features=feature_cfg.n_features,
             n_classes=len(CLASSES),
+            recording_head=feature_cfg.recording_segment > 0,
             attn_backend=backend,
             norm=norm,
             **overrides,
@@ -527,11 +538,16 @@ def model_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def train_step(
-    m: Member, x: torch.Tensor, labels: torch.Tensor, clip: float
+    m: Member,
+    x: torch.Tensor,
+    recording: torch.Tensor | None,
+    labels: torch.Tensor,
+    clip: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on features x [B, T, F]; returns (loss, correct count), not synced."""
+    """One optimizer step on features x [B, T, F] (and the recording's, [B, F], if the model
+    reads them); returns (loss, correct count), not synced."""
     with torch.autocast(x.device.type, torch.bfloat16, enabled=x.device.type == "cuda"):
-        logits = m.module(x)  # [B, C]
+        logits = m.module(x, recording=recording)  # [B, C]
     loss = F.cross_entropy(logits.float(), labels)
     m.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -627,8 +643,10 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         torch.manual_seed(derived_seed(args.seed, DROPOUT_KEY, ranks.rank, step))
         iq = iq.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        x = compute_features(iq, feature_cfg)  # [B, T, F] float32, outside autocast: FFTs in fp32
-        meter.add([train_step(m, x, labels, args.clip) for m in members])
+        # float32, outside autocast: FFTs in fp32
+        x = compute_features(iq, feature_cfg)  # [B, T, F]
+        recording = recording_features(iq, feature_cfg)  # [B, F] or None
+        meter.add([train_step(m, x, recording, labels, args.clip) for m in members])
         log.bar.update(1)
 
         if step % args.log_every == 0 or step == end:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from preprocessing.features import FeatureConfig, batch_features, compute_features
+from preprocessing.recording import batch_recording_features, recording_features
 from service.engine import BatchOutput, OutOfMemory
 
 
@@ -50,12 +51,14 @@ class TorchRunner:
             # equal lengths, the common case: one stacked copy, no padding, no mask
             iq = torch.from_numpy(np.stack(frames)).to(self.device)  # [B, N] complex64
             x, mask = compute_features(iq, self.feature_config), None  # [B, T, F]
+            recording = recording_features(iq, self.feature_config)  # [B, F] or None
         else:
             tensors = [torch.from_numpy(f).to(self.device) for f in frames]
             x, mask = batch_features(tensors, self.feature_config)  # [B, Tmax, F], [B, Tmax]
+            recording = batch_recording_features(tensors, self.feature_config)
         self._synchronize()
         t1 = time.perf_counter()
-        logits = self.model(x, mask)  # [B, C]
+        logits = self.model(x, mask, recording)  # [B, C]
         probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         t2 = time.perf_counter()
         return BatchOutput(probabilities, preprocess_s=t1 - t0, inference_s=t2 - t1)

@@ -140,3 +140,42 @@ def test_dropout_is_active_in_training_only():
     torch.testing.assert_close(model(x), model(x))
     model.train()
     assert not torch.allclose(model(x), model(x))
+
+
+def test_recording_head_adds_a_linear_map_of_the_normalised_recording_features():
+    """logits = the transformer's + W (r - mean r) / std r + b, std without Bessel's correction
+    (a layer norm without parameters), checked against that formula in float64."""
+    with_head = tiny_model(recording_head=True)
+    without = tiny_model()
+    without.load_state_dict(with_head.state_dict(), strict=False)
+    seqs, x, mask = padded_batch()
+    r = torch.randn(
+        len(seqs), TINY["n_features"], dtype=F64, generator=torch.Generator().manual_seed(5)
+    )
+    # zero at the start: a fine-tune that adds the head starts from the old predictions
+    torch.testing.assert_close(with_head(x, mask, r), without(x, mask), rtol=0, atol=0)
+    torch.manual_seed(6)
+    nn.init.normal_(with_head.recording_head.weight)
+    nn.init.normal_(with_head.recording_head.bias)
+    normed = (r - r.mean(-1, keepdim=True)) / (
+        r.var(-1, unbiased=False, keepdim=True) + 1e-5
+    ).sqrt()
+    head = with_head.recording_head
+    expected = without(x, mask) + normed @ head.weight.T + head.bias
+    torch.testing.assert_close(with_head(x, mask, r), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("recording_head", "recording_shape", "message"),
+    [
+        (True, None, "recording: expected"),
+        (True, (3, 9), "recording: expected"),
+        (True, (2, 10), "recording: expected"),
+        (False, (3, 10), "recording: this model has no recording head"),
+    ],
+)
+def test_recording_features_are_checked(recording_head, recording_shape, message):
+    _, x, mask = padded_batch()
+    r = None if recording_shape is None else torch.randn(*recording_shape, dtype=F64)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        tiny_model(recording_head=recording_head)(x, mask, r)

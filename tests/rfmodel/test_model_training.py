@@ -108,12 +108,15 @@ def test_task_is_not_solvable_without_attention(monkeypatch):
 @pytest.mark.parametrize(
     "cfg",
     [tiny(b) for b in ("mha", "gqa", "latent", "mla", "latte")]
-    + [tiny("mla", mla_absorb=False, q_lora_rank=8), tiny("latte", latte_window=2)],
+    + [tiny("mla", mla_absorb=False, q_lora_rank=8), tiny("latte", latte_window=2)]
+    + [tiny("mha", recording_head=True)],
 )
 def test_every_parameter_gets_a_gradient(cfg):
     torch.manual_seed(0)
     model = RFClassifier(cfg)
     x, mask, y = batch(8, torch.Generator().manual_seed(3))
-    torch.nn.functional.cross_entropy(model(x, mask), y).backward()
+    # the recording head starts at zero: its gradient is what has to reach it
+    recording = torch.randn(x.shape[0], x.shape[-1]) if cfg.recording_head else None
+    torch.nn.functional.cross_entropy(model(x, mask, recording), y).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not dead, f"no gradient reaches {dead}"

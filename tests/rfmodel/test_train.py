@@ -194,6 +194,33 @@ def test_init_from_starts_each_model_from_its_bundle(tmp_path):
     assert not all(torch.equal(start[k], fresh[k]) for k in start)
 
 
+def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsys):
+    assert train(tmp_path / "plain", "--steps", "2") == 0
+    head = ("--recording-segment", "128")
+    # added at learning rate 0: the transformer keeps the bundle's weights, the head its zeros
+    added = (*head, "--steps", "1", "--lr", "0", "--init-from", str(tmp_path / "plain"))
+    assert train(tmp_path / "added", *added) == 0
+    start = load_file(tmp_path / "plain" / "mha-rmsnorm" / "model.safetensors")
+    end = load_file(tmp_path / "added" / "mha-rmsnorm" / "model.safetensors")
+    assert all(torch.equal(start[k], end[k]) for k in start)
+    assert set(end) - set(start) == {"recording_head.weight", "recording_head.bias"}
+    assert not end["recording_head.weight"].any()
+    # trained, the head moves and the bundle says what the service must compute
+    assert (
+        train(tmp_path / "trained", *head, "--steps", "3", "--init-from", str(tmp_path / "plain"))
+        == 0
+    )
+    bundle = load_bundle(tmp_path / "trained" / "mha-rmsnorm")
+    assert bundle.model_config.recording_head and bundle.feature_config.recording_segment == 128
+    assert bundle.model.recording_head.weight.abs().sum() > 0
+    # taking the head away is not a fine-tune
+    capsys.readouterr()
+    assert (
+        train(tmp_path / "removed", "--steps", "1", "--init-from", str(tmp_path / "trained")) == 2
+    )
+    assert "recording_segment 128 (this run: 0)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

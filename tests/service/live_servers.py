@@ -26,11 +26,13 @@ TINY_CLASSES = ("noise", "tone", "bpsk", "qpsk", "fsk")
 
 def build_tiny_bundle(path: Path, backend: str = "mha", seed: int = 0) -> Path:
     """A randomly initialised model small enough that a test server starts and answers in
-    milliseconds; its labels are arbitrary, so tests check structure and consistency."""
-    features = FeatureConfig(nfft=64, hop=32)
+    milliseconds; its labels are arbitrary, so tests check structure and consistency. It reads
+    the recording's features too, as the shipped models do."""
+    features = FeatureConfig(nfft=64, hop=32, recording_segment=256)
     config = ModelConfig(
         n_features=features.n_features,
         n_classes=len(TINY_CLASSES),
+        recording_head=True,
         d_model=16,
         n_layers=1,
         n_heads=2,
@@ -43,7 +45,10 @@ def build_tiny_bundle(path: Path, backend: str = "mha", seed: int = 0) -> Path:
         v_head_dim=4,
     )
     torch.manual_seed(seed)
-    return save_bundle(path, RFClassifier(config), features, TINY_CLASSES)
+    model = RFClassifier(config)
+    # not zero as it starts for training, so that a wrong recording vector changes the answer
+    torch.nn.init.normal_(model.recording_head.weight)
+    return save_bundle(path, model, features, TINY_CLASSES)
 
 
 def wait_until(

@@ -20,6 +20,7 @@ from live_servers import TINY_CLASSES, metric
 
 from preprocessing.features import compute_features
 from preprocessing.formats import FORMATS, decode, encode
+from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
 from service.protocol.v1_schemas import SampleFormat
 
@@ -42,10 +43,11 @@ def reference(tiny_bundle):
         rows = []
         with torch.inference_mode():
             for iq in frames:
-                x = compute_features(
-                    torch.from_numpy(np.ascontiguousarray(iq))[None], bundle.feature_config
-                )
-                rows.append(torch.softmax(bundle.model(x).double(), dim=-1)[0].numpy())
+                iq = torch.from_numpy(np.ascontiguousarray(iq))[None]
+                x = compute_features(iq, bundle.feature_config)
+                recording = recording_features(iq, bundle.feature_config)
+                logits = bundle.model(x, recording=recording)
+                rows.append(torch.softmax(logits.double(), dim=-1)[0].numpy())
         return np.stack(rows)
 
     return probabilities

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 
 from preprocessing.features import compute_features
 from preprocessing.formats import decode, encode
+from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
 from service.protocol.v2_tensors import serialize_bytes
 
@@ -36,7 +37,8 @@ def model_probabilities(tiny_bundle):
     def run(iq: np.ndarray) -> np.ndarray:  # [N, S] complex -> [N, C]
         with torch.inference_mode():
             x = compute_features(torch.from_numpy(iq), bundle.feature_config)
-            return torch.softmax(bundle.model(x).double(), dim=-1).numpy()
+            recording = recording_features(torch.from_numpy(iq), bundle.feature_config)
+            return torch.softmax(bundle.model(x, recording=recording).double(), dim=-1).numpy()
 
     return run
 
