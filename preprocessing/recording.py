@@ -9,8 +9,8 @@ from the frame tokens pooled; gfsk from gmsk 0.967 against 0.600 (docs/experimen
 recording_features/).
 
 How: every slot of FeatureConfig.transforms is computed exactly as for a frame, over segments of
-S = recording_segment samples (or the largest multiple of nfft the recording holds, if it is
-shorter) instead of frames, averaged over the recording's whole segments, then brought from S
+S = recording_segment samples (or the recording's length, if it is shorter), cut to whole frames
+of nfft, instead of frames, averaged over the recording's whole segments, then brought from S
 values back to nfft:
     spectra kept in frequency order ("x", "env"): the mean of each S / nfft adjacent bins, the
         spectrum at the frames' resolution with S / nfft times less variance per bin;
@@ -46,9 +46,9 @@ BIN_VALUED = ("if_q",)
 
 
 def segment_length(n_samples: int, cfg: FeatureConfig) -> int:
-    """Samples per segment for a recording of n_samples: recording_segment, or the largest
-    multiple of nfft the recording holds if it is shorter."""
-    return min(cfg.recording_segment, n_samples // cfg.nfft * cfg.nfft)
+    """Samples per segment for a recording of n_samples (at least nfft): recording_segment, or
+    the recording if it is shorter, cut to whole frames of nfft (at least one)."""
+    return max(cfg.nfft, min(cfg.recording_segment, n_samples) // cfg.nfft * cfg.nfft)
 
 
 def used_samples(n_samples: int, cfg: FeatureConfig) -> int:

@@ -72,7 +72,7 @@ def test_config_defaults_and_round_trip():
     assert cfg.transforms == ("x", "x2", "x4", "x8", "env", "amp_q", "if_q")
     assert cfg.sorted_transforms == ("x2", "x4", "x8")
     assert cfg.n_features == 7 * 256 == ModelConfig().n_features
-    assert cfg.recording_segment == 0
+    assert cfg.recording_segment == 4096
     other = FeatureConfig(
         nfft=64, hop=16, window="hamming", transforms=("x", "env"), db=False, recording_segment=512
     )
@@ -101,11 +101,9 @@ def test_from_dict_rejects_unknown_keys():
         ({"floor_db": "low"}, "floor_db"),
         ({"sorted_transforms": ("x3",)}, "sorted_transforms"),
         ({"transforms": ("x", "x4"), "sorted_transforms": "x4"}, "sorted_transforms"),
-        ({"recording_segment": 1000}, "recording_segment"),
-        ({"recording_segment": 128}, "recording_segment"),
         ({"recording_segment": -256}, "recording_segment"),
         ({"recording_segment": True}, "recording_segment"),
-        ({"recording_segment": 1 << 17}, "recording_segment"),
+        ({"recording_segment": 4096.0}, "recording_segment"),
     ],
 )
 def test_invalid_config_names_the_field(kwargs, field):

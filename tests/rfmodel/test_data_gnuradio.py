@@ -31,7 +31,7 @@ def has_gnuradio() -> bool:
 @pytest.fixture
 def tiny_bundle(tmp_path):
     torch.manual_seed(0)
-    features = FeatureConfig(nfft=32, hop=32)
+    features = FeatureConfig(nfft=32, hop=32, recording_segment=0)
     cfg = ModelConfig(
         n_features=features.n_features, n_classes=len(CLASSES), d_model=16, n_layers=1, n_heads=2
     )

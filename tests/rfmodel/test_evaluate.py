@@ -67,6 +67,7 @@ def tiny_bundles(tmp_path):
             n_heads=2,
             n_latents=4,
             attn_backend=backend,
+            recording_head=True,  # as the shipped models: evaluation feeds it
         )
         path = tmp_path / "models" / f"{backend}-rmsnorm"
         paths.append(save_bundle(path, RFClassifier(cfg), features, CLASSES))

@@ -119,7 +119,8 @@ def test_lockstep_writes_one_loadable_bundle_per_backend(tmp_path):
         assert bundle.classes == tuple(CLASSES)
         assert bundle.training["trained_with"] == [f"{b}-rmsnorm" for b in backends]
         x = torch.randn(2, 31, bundle.model_config.n_features)
-        assert bundle.model(x).shape == (2, len(CLASSES))
+        recording = torch.randn(2, bundle.model_config.n_features)  # the default: with the head
+        assert bundle.model(x, recording=recording).shape == (2, len(CLASSES))
 
 
 def test_feature_lists_from_the_command_line_reach_the_bundle(tmp_path):
@@ -195,7 +196,7 @@ def test_init_from_starts_each_model_from_its_bundle(tmp_path):
 
 
 def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsys):
-    assert train(tmp_path / "plain", "--steps", "2") == 0
+    assert train(tmp_path / "plain", "--steps", "2", "--recording-segment", "0") == 0
     head = ("--recording-segment", "128")
     # added at learning rate 0: the transformer keeps the bundle's weights, the head its zeros
     added = (*head, "--steps", "1", "--lr", "0", "--init-from", str(tmp_path / "plain"))
@@ -215,9 +216,8 @@ def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsy
     assert bundle.model.recording_head.weight.abs().sum() > 0
     # taking the head away is not a fine-tune
     capsys.readouterr()
-    assert (
-        train(tmp_path / "removed", "--steps", "1", "--init-from", str(tmp_path / "trained")) == 2
-    )
+    removed = ("--recording-segment", "0", "--steps", "1")
+    assert train(tmp_path / "removed", *removed, "--init-from", str(tmp_path / "trained")) == 2
     assert "recording_segment 128 (this run: 0)" in capsys.readouterr().out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
 from rfmodel import train
 from rfmodel.bundle import load_bundle
 from rfmodel.train_stream import LengthMix, training_loader
@@ -45,8 +46,9 @@ def test_two_ranks_train_as_one_process_on_both_sub_streams(tmp_path):
     ]
     for _ in range(3):
         (iq0, labels0, _), (iq1, labels1, _) = (next(b) for b in rank_batches)
-        x = compute_features(torch.cat([iq0, iq1]), features)
-        train.train_step(member, x, None, torch.cat([labels0, labels1]), args.clip)
+        iq = torch.cat([iq0, iq1])
+        x, recording = compute_features(iq, features), recording_features(iq, features)
+        train.train_step(member, x, recording, torch.cat([labels0, labels1]), args.clip)
     trained = bundle.model.state_dict()
     for name, value in member.model.state_dict().items():
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-7, msg=name)
