@@ -107,6 +107,8 @@ class FeatureConfig:
     sorted_transforms: tuple[str, ...] = ("x2", "x4", "x8")
     # samples per segment of the whole recording's features (preprocessing.recording); 0: none
     recording_segment: int = 4096
+    # of which at most this many, the first: their cost stays bounded at any length
+    recording_max_segments: int = 8
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
@@ -126,6 +128,11 @@ class FeatureConfig:
         if isinstance(segment, bool) or not isinstance(segment, int) or segment < 0:
             raise InvalidParameter(
                 "recording_segment", f"must be 0 (none) or a number of samples, got {segment!r}"
+            )
+        count = self.recording_max_segments
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidParameter(
+                "recording_max_segments", f"must be a positive integer, got {count!r}"
             )
         valid = ", ".join([*TRANSFORMS, *DISTRIBUTIONS])
         if not isinstance(self.transforms, tuple) or not self.transforms:

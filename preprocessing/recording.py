@@ -10,8 +10,9 @@ recording_features/).
 
 How: every slot of FeatureConfig.transforms is computed exactly as for a frame, over segments of
 S = recording_segment samples (or the recording's length, if it is shorter), cut to whole frames
-of nfft, instead of frames, averaged over the recording's whole segments, then brought from S
-values back to nfft:
+of nfft, instead of frames, averaged over the recording's first whole segments (at most
+recording_max_segments: 8 x 4,096 samples cost about 4 ms on one CPU core, and more segments
+only smooth further), then brought from S values back to nfft:
     spectra kept in frequency order ("x", "env"): the mean of each S / nfft adjacent bins, the
         spectrum at the frames' resolution with S / nfft times less variance per bin;
     sorted spectra and the distributions: their nfft quantiles at evenly spaced probabilities,
@@ -19,8 +20,7 @@ values back to nfft:
     "if_q": rescaled from FFT bins of the segment to FFT bins of a frame, its unit.
 Both reductions are linear, so reducing before or after averaging the segments is the same.
 Segments rather than the whole recording keep the values' scale independent of its length
-(a line over a million samples would otherwise stand 24 dB higher than over 4,096) and the cost
-linear in it.
+(a line over a million samples would otherwise stand 24 dB higher than over 4,096).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def segment_length(n_samples: int, cfg: FeatureConfig) -> int:
 
 
 def used_samples(n_samples: int, cfg: FeatureConfig) -> int:
-    """The samples the recording features read: its whole segments."""
+    """The samples the recording features read: its first whole segments, at most
+    recording_max_segments of them."""
     segment = segment_length(n_samples, cfg)
-    return n_samples // segment * segment
+    return min(n_samples // segment, cfg.recording_max_segments) * segment
 
 
 def recording_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor | None:
@@ -68,7 +69,8 @@ def recording_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor | N
         raise TooFewSamples("samples", f"got {n} samples; at least nfft={cfg.nfft} needed")
     segment = segment_length(n, cfg)
     per_segment = dataclasses.replace(cfg, nfft=segment, hop=segment, recording_segment=0)
-    mean = compute_features(iq, per_segment).mean(-2)  # [B, K * S] over the whole segments
+    used = iq[..., : used_samples(n, cfg)]
+    mean = compute_features(used, per_segment).mean(-2)  # [B, K * S] over the segments
     slots = mean.unflatten(-1, (len(cfg.transforms), segment))  # [B, K, S]
     lower, upper, frac = quantile_positions(segment, cfg.nfft, mean.device, mean.dtype)
     reduced = []

@@ -27,7 +27,7 @@ def reference_recording(x, cfg):
     (computed as for frames of the segment's length), averaged, brought back to nfft values."""
     segment = min(cfg.recording_segment, x.size // cfg.nfft * cfg.nfft)
     seg_cfg = dataclasses.replace(cfg, nfft=segment, hop=segment, recording_segment=0)
-    used = x[: x.size // segment * segment]
+    used = x[: min(x.size // segment, cfg.recording_max_segments) * segment]
     distributions = reference_distributions(used, seg_cfg)
     probabilities = np.linspace(0, 1, cfg.nfft)
     slots = []
@@ -55,6 +55,7 @@ def reference_recording(x, cfg):
         (MIXED, 128),
         (dataclasses.replace(MIXED, db=False, window="blackman", recording_segment=64), 300),
         (FeatureConfig(nfft=16, hop=16, recording_segment=256), 777),
+        (dataclasses.replace(MIXED, recording_max_segments=3), 1000),  # the first 3 of 7
     ],
 )
 def test_matches_float64_reference(cfg, n):
@@ -92,6 +93,16 @@ def test_a_spectral_line_keeps_its_height_whatever_the_recording_length():
     )
     assert short > 30  # the line: well above the 0 dB noise floor
     assert abs(long - short) < 1.0
+
+
+def test_only_the_first_segments_are_read():
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(random_complex(rng, (2, 1000)))
+    capped = dataclasses.replace(MIXED, recording_max_segments=2)
+    torch.testing.assert_close(
+        recording_features(x, capped), recording_features(x[:, :256], capped), rtol=0, atol=0
+    )
+    assert not torch.equal(recording_features(x, capped), recording_features(x, MIXED))
 
 
 def test_batch_of_mixed_lengths_equals_each_alone():

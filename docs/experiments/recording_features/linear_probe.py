@@ -1,6 +1,6 @@
 """Experiment: how well a linear model separates each confused pair at SNR 10-30 dB, from the
 frame tokens pooled (their mean and standard deviation over the recording) or from the
-recording's own features (recording_token.py). 1,600 recordings of 4,096 samples per pair, the
+recording's own features (preprocessing.recording). 1,600 recordings of 4,096 samples per pair, the
 first 1,200 to fit on, the last 400 to score.
 
     python docs/experiments/recording_features/linear_probe.py
@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from recording_token import recording_features
 
 from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
 from rfmodel.data import generate_example
 
 PAIRS = (("qpsk", "8psk"), ("16qam", "64qam"), ("gfsk", "gmsk"))
