@@ -220,9 +220,12 @@ def test_sample_cost_follows_recent_batches():
 
 
 async def queue_behind_a_held_batch(runner: ScriptedRunner, engine: Engine, tags) -> None:
-    """Queue one single-frame request per tag while the worker is held, then let it all run."""
+    """Queue one single-frame request per tag while the worker is held, then let it all run.
+    The tags are queued once the held batch is past its estimated end, so what is left of it no
+    longer counts against them."""
     held = hold_worker(runner, engine)
     await wait_entered(runner)
+    await asyncio.sleep(runner.seconds_per_frame + 0.01)
     waiting = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in tags]
     await asyncio.sleep(0.01)
     runner.gate.set()
@@ -230,20 +233,23 @@ async def queue_behind_a_held_batch(runner: ScriptedRunner, engine: Engine, tags
 
 
 async def test_a_request_behind_too_much_work_is_refused_at_once():
-    runner = ScriptedRunner(seconds_per_frame=0.1)
-    engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.05), runner)
+    runner = ScriptedRunner(seconds_per_frame=0.2)
+    engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.1), runner)
     held = hold_worker(runner, engine)
     await wait_entered(runner)
-    # the busy device alone is no reason to refuse: nothing is queued ahead
-    admitted = asyncio.ensure_future(engine.predict([frame(64, 1)]))
+    # the batch on the device has about 0.2 s left by the engine's estimate
+    with pytest.raises(QueueFull, match="ahead"):
+        await engine.predict([frame(64, 1)])
+    await asyncio.sleep(0.15)  # now about 0.05 s: a request would start soon enough
+    admitted = asyncio.ensure_future(engine.predict([frame(64, 2)]))
     await asyncio.sleep(0.01)
-    with pytest.raises(QueueFull, match="queued ahead"):
-        await engine.predict([frame(64, 2)])  # behind a full batch of about 0.1 s
+    with pytest.raises(QueueFull, match="ahead"):
+        await engine.predict([frame(64, 3)])  # behind a full batch of about 0.2 s
     runner.gate.set()
     await asyncio.gather(held, admitted)
-    served = await engine.predict([frame(64, 3)])  # the queue has emptied
-    assert list(served.probabilities[:, 0]) == [3]
-    assert runner.batches == [[-1.0], [1.0], [3.0]]
+    served = await engine.predict([frame(64, 4)])  # the queue has emptied
+    assert list(served.probabilities[:, 0]) == [4]
+    assert runner.batches == [[-1.0], [2.0], [4.0]]
     engine.stop()
 
 
@@ -291,6 +297,7 @@ async def test_a_frame_longer_than_the_limit_is_a_full_batch_of_its_own():
     engine = started(make_engine(runner, max_batch=4, max_queue_wait_s=0.05), runner)
     held = hold_worker(runner, engine)
     await wait_entered(runner)
+    await asyncio.sleep(0.03)  # the running batch has about 0.03 s left
     engine.submit([frame(64, 1)], lambda _: None)  # nothing queued ahead: admitted
     with pytest.raises(QueueFull):
         engine.submit([frame(64, 2)], lambda _: None)  # behind a batch of 0.06 s
