@@ -355,8 +355,16 @@ class Engine:
             return
         log.info("engine warm (batch sizes %s); ready", warmup_batch_sizes(self._max_batch))
         while (batch := self._next_batch()) is not None:
-            if batch:  # empty when the head request was cancelled meanwhile
+            if not batch:  # empty when the head request was cancelled meanwhile
+                continue
+            samples = sum(len(item.request.frames[item.index]) for item in batch)
+            self._busy_until = time.perf_counter() + samples * self._cost.seconds_per_sample
+            try:
                 self._run(batch)
+            finally:
+                # done, whatever the estimate said: an estimate inflated by one slow batch must
+                # not outlive the batch it was made for
+                self._busy_until = 0.0
 
     def _warm_up(self) -> None:
         rng = np.random.default_rng(0)
@@ -451,8 +459,6 @@ class Engine:
 
     def _run(self, batch: list[_Item]) -> None:
         start = time.perf_counter()
-        samples = sum(len(item.request.frames[item.index]) for item in batch)
-        self._busy_until = start + samples * self._cost.seconds_per_sample
         requests = list(dict.fromkeys(item.request for item in batch))
         for request in requests:
             if request.started is None:
