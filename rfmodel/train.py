@@ -149,8 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="run each model's forward and backward through torch.compile (fewer, fused kernels: "
-        "a small model's eager step on a GPU is mostly kernel launches)",
+        help="run each model's forward and backward through torch.compile (fewer, fused kernels). "
+        "Each recording length of --lengths compiles anew: on an H100, 12 compiled steps took "
+        "110 s where 200 eager steps took 31 s (docs/model-card.md, 'Next')",
     )
     parser.add_argument(
         "--init-from",
