@@ -44,7 +44,7 @@ def test_defaults(clean_env):
         8000,
     )
     assert s.latency_budget_ms == 30 and s.effective_deadline_ms == 120
-    assert s.effective_max_queue_wait_ms == pytest.approx(10)
+    assert s.effective_max_queue_wait_ms == pytest.approx(6)
     assert s.api_key is None and s.cors_origin_list == []
     assert s.workers == 1
 
@@ -56,7 +56,7 @@ def test_environment_and_flags(clean_env):
     clean_env.setenv("RFCLS_LOG_LEVEL", "WARNING")
     s = load_settings(port=9001)
     assert s.attn_backend == "latte" and s.port == 9001 and s.log_level == "warning"
-    assert s.effective_deadline_ms == 80 and s.effective_max_queue_wait_ms == pytest.approx(20 / 3)
+    assert s.effective_deadline_ms == 80 and s.effective_max_queue_wait_ms == pytest.approx(20 / 5)
     assert s.cors_origin_list == ["https://a.example", "https://b.example"]
     assert load_settings(attn_backend="gqa").attn_backend == "gqa"  # a flag wins
 
