@@ -19,6 +19,7 @@ from preprocessing.features import (
     validate_samples,
 )
 from preprocessing.formats import FORMATS, decode, from_iq_lists, read_sigmf
+from preprocessing.recording import batch_recording_features, recording_features
 from preprocessing.spectra import n_frames, power_spectra
 from preprocessing.stream import StreamFramer
 
@@ -86,7 +87,12 @@ def test_iq_lists_any_json(i, q):
 @example(fields={"transforms": [["x"]]})  # unhashable names once raised TypeError
 @given(
     fields=st.dictionaries(
-        st.sampled_from(["nfft", "hop", "window", "transforms", "db", "floor_db", "other"]),
+        st.sampled_from(
+            [
+                *("nfft", "hop", "window", "transforms", "db", "floor_db"),
+                *("recording_segment", "recording_max_segments", "other"),
+            ]
+        ),
         json_values | sizes,
     )
 )
@@ -140,6 +146,28 @@ def test_batch_features_of_any_recordings(recordings, nfft):
         t_max = max(n_frames(r.shape[0], nfft, nfft) for r in recordings)
         assert x.shape == (len(recordings), t_max, cfg.n_features)
         assert mask.shape == (len(recordings), t_max)
+
+
+@settings(FAST, max_examples=80)
+@given(
+    recordings=st.lists(complex_tensors(1024), max_size=3),
+    nfft=st.integers(1, 128),
+    segment=st.integers(0, 2048),
+    max_segments=st.integers(1, 4),
+)
+def test_recording_features_of_any_recordings(recordings, nfft, segment, max_segments):
+    cfg = FeatureConfig(
+        nfft=nfft, hop=nfft, recording_segment=segment, recording_max_segments=max_segments
+    )
+    out = expect_result_or_input_error(lambda: batch_recording_features(recordings, cfg))
+    if out is not None:
+        assert out.shape == (len(recordings), cfg.n_features)
+    elif segment == 0:
+        return  # None: no recording features configured
+    for rec in recordings:
+        if expect_result_or_input_error(lambda r=rec: validate_samples(r, cfg) or True):
+            # valid samples never give NaN features
+            assert torch.isfinite(recording_features(rec[None], cfg)).all()
 
 
 @FAST
