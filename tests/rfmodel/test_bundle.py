@@ -1,0 +1,54 @@
+"""A model directory can only be saved and loaded with the features its model reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from preprocessing.features import FeatureConfig
+from rfmodel.bundle import CONFIG_FILE, BundleError, load_bundle, save_bundle
+from rfmodel.classifier import RFClassifier
+from rfmodel.config import ModelConfig
+
+FEATURES = FeatureConfig(nfft=32, hop=32, recording_segment=128)
+CLASSES = ("a", "b", "c")
+
+
+def tiny(**overrides) -> RFClassifier:
+    sizes = dict(d_model=16, n_layers=1, n_heads=2, n_classes=3, recording_head=True)
+    return RFClassifier(ModelConfig(**{"n_features": FEATURES.n_features, **sizes, **overrides}))
+
+
+def test_a_saved_bundle_loads_with_its_recording_head(tmp_path):
+    torch.manual_seed(0)
+    model = tiny()
+    torch.nn.init.normal_(model.recording_head.weight)
+    bundle = load_bundle(save_bundle(tmp_path, model, FEATURES, CLASSES))
+    assert bundle.feature_config == FEATURES and bundle.model_config.recording_head
+    x, recording = torch.randn(2, 5, FEATURES.n_features), torch.randn(2, FEATURES.n_features)
+    model.eval()
+    torch.testing.assert_close(bundle.model(x, recording=recording), model(x, recording=recording))
+
+
+@pytest.mark.parametrize(
+    ("model", "features", "message"),
+    [
+        (dict(n_features=7 * 16), FEATURES, "values per frame"),
+        ({}, FeatureConfig(nfft=32, hop=32, recording_segment=0), "has recording head but"),
+        (dict(recording_head=False), FEATURES, "has no recording head but"),
+    ],
+)
+def test_saving_refuses_features_the_model_does_not_read(tmp_path, model, features, message):
+    with pytest.raises(BundleError, match=message):
+        save_bundle(tmp_path, tiny(**model), features, CLASSES)
+
+
+def test_loading_refuses_a_config_whose_features_were_changed(tmp_path):
+    path = save_bundle(tmp_path, tiny(), FEATURES, CLASSES)
+    config = json.loads((path / CONFIG_FILE).read_text())
+    config["features"]["recording_segment"] = 0
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=f"{path}: the model has recording head but"):
+        load_bundle(path)
