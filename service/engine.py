@@ -182,9 +182,8 @@ class Engine:
         self._max_queue_wait_s = max_queue_wait_s
         self._cost = SampleCost()
         self._queued_samples = 0  # in the frames of _pending
-        self._busy_until = (
-            0.0  # when the batch on the device should end (perf_counter), by estimate
-        )
+        # when the batch on the device should end (perf_counter), by estimate; 0 when idle
+        self._busy_until = 0.0
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order

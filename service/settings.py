@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     max_queue_wait_ms: float | None = Field(
         None,
         gt=0,
-        description="refuse (503) a request whose full batches queued ahead would take longer "
-        f"(ms), and hold no more work in one batch; default {QUEUE_WAIT_SHARE:.2g}x the budget",
+        description="refuse (503) a request whose work ahead (what is left of the running batch "
+        "and the full batches queued) would take longer (ms), and hold no more work in one "
+        f"batch; default {QUEUE_WAIT_SHARE:.2g}x the budget",
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
