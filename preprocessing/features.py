@@ -107,8 +107,9 @@ class FeatureConfig:
     sorted_transforms: tuple[str, ...] = ("x2", "x4", "x8")
     # samples per segment of the whole recording's features (preprocessing.recording); 0: none
     recording_segment: int = 4096
-    # of which at most this many, the first: their cost stays bounded at any length
-    recording_max_segments: int = 8
+    # of which at most this many, the first: the most the shipped models saw in training (16,384
+    # samples), and the cost stays bounded at any length
+    recording_max_segments: int = 4
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable

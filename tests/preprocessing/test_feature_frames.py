@@ -72,7 +72,7 @@ def test_config_defaults_and_round_trip():
     assert cfg.transforms == ("x", "x2", "x4", "x8", "env", "amp_q", "if_q")
     assert cfg.sorted_transforms == ("x2", "x4", "x8")
     assert cfg.n_features == 7 * 256 == ModelConfig().n_features
-    assert cfg.recording_segment == 4096
+    assert (cfg.recording_segment, cfg.recording_max_segments) == (4096, 4)
     other = FeatureConfig(
         nfft=64, hop=16, window="hamming", transforms=("x", "env"), db=False, recording_segment=512
     )

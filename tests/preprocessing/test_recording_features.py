@@ -19,6 +19,7 @@ MIXED = FeatureConfig(
     transforms=("x", "x4", "amp_q", "env", "if_q", "x2"),
     sorted_transforms=("x4", "x2"),
     recording_segment=128,
+    recording_max_segments=8,
 )
 
 
