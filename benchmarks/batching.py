@@ -318,6 +318,7 @@ def served_settings(mode: str, plan: Plan) -> dict:
         "max_batch": settings.max_batch,
         "max_wait_ms": settings.max_wait_ms,
         "max_queue_wait_ms": settings.effective_max_queue_wait_ms,
+        "max_queue_wait_ceiling_ms": settings.effective_max_queue_wait_ceiling_ms,
         "max_queue": settings.max_queue,
         "deadline_ms": settings.effective_deadline_ms,
     }
@@ -344,8 +345,9 @@ def markdown(report: dict) -> str:
         f"- model: {report['model']['backend']}, {report['model']['weights']} weights; each "
         f"request one frame of {load['samples']} cf32 samples, binary POST /v1/classify",
         f"- server: `rfcls serve` in a subprocess, default settings (batching on: max batch "
-        f"{on['max_batch']}, max wait {on['max_wait_ms']:g} ms, max queue wait "
-        f"{on['max_queue_wait_ms']:g} ms); batching off: the same with max batch "
+        f"{on['max_batch']}, max wait {on['max_wait_ms']:g} ms, queue-wait limit "
+        f"{on['max_queue_wait_ms']:g} ms rising to {on['max_queue_wait_ceiling_ms']:g} ms while "
+        "answers are quick); batching off: the same with max batch "
         f"{off['max_batch']}; torch threads: the usable cores less one; load from this "
         "benchmark's process on the same machine",
         f"- latency: client-observed, from writing the request to reading the answer; "

@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         "settings": {
             "latency_budget_ms": budget_ms,
             "max_queue_wait_ms": settings.effective_max_queue_wait_ms,
+            "max_queue_wait_ceiling_ms": settings.effective_max_queue_wait_ceiling_ms,
             "max_batch": settings.max_batch,
             "max_queue": settings.max_queue,
             "deadline_ms": settings.effective_deadline_ms,
@@ -310,8 +311,9 @@ def markdown(r: dict, png: str) -> str:
         f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
         f"- model: {r['model']['backend']}, {r['model']['weights']} weights; "
         f"{s['samples_per_request']} cf32 samples per request (v1 binary)",
-        f"- service settings: budget {s['latency_budget_ms']} ms, max queue wait "
-        f"{s['max_queue_wait_ms']} ms, max batch {s['max_batch']}, max queue {s['max_queue']}, "
+        f"- service settings: budget {s['latency_budget_ms']} ms, queue-wait limit "
+        f"{s['max_queue_wait_ms']} ms rising to {s['max_queue_wait_ceiling_ms']} ms while "
+        f"answers are quick, max batch {s['max_batch']}, max queue {s['max_queue']}, "
         f"deadline {s['deadline_ms']} ms, {s['workers']} worker process(es)",
         "- latencies are client-side, from writing the request to the end of the answer; the "
         "load generator runs on the same cores as the server",

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from service.admission import QueueWaitLimit
 from service.context import ModelCard, ServiceContext
 from service.engine import Engine, Runner
 from service.metrics import ServiceMetrics
@@ -42,7 +43,11 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
         max_wait_s=settings.max_wait_ms / 1000,
         max_queue=settings.max_queue,
         deadline_s=settings.effective_deadline_ms / 1000,
-        max_queue_wait_s=settings.effective_max_queue_wait_ms / 1000,
+        queue_wait=QueueWaitLimit(
+            floor_s=settings.effective_max_queue_wait_ms / 1000,
+            ceiling_s=settings.effective_max_queue_wait_ceiling_ms / 1000,
+            budget_s=settings.latency_budget_ms / 1000,
+        ),
         warmup_samples=max(card.feature_config.nfft, min(settings.max_samples, WARMUP_SAMPLES)),
     )
     return ServiceContext(settings=settings, card=card, engine=engine, metrics=metrics)
@@ -74,7 +79,9 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     # added innermost first: metrics wrap everything (a 413 is counted), CORS answers preflights
     # before they count as classification requests
     app.add_middleware(BodyLimitMiddleware, max_bytes=ctx.settings.max_body_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=ctx.metrics)
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=ctx.metrics, on_answered=ctx.engine.observe_answered
+    )
     if origins := ctx.settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.admission import QueueWaitLimit
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class Engine:
         max_queue: int,
         deadline_s: float,
         warmup_samples: int,
-        max_queue_wait_s: float | None = None,
+        queue_wait: QueueWaitLimit | None = None,
     ):
         self._runner = runner
         self._metrics = metrics
@@ -179,7 +180,9 @@ class Engine:
         self._max_queue = max_queue
         self._deadline_s = deadline_s
         self._warmup_samples = warmup_samples
-        self._max_queue_wait_s = max_queue_wait_s
+        self._queue_wait = queue_wait
+        if queue_wait is not None:
+            metrics.queue_wait_limit.set(queue_wait.limit_s)
         self._cost = SampleCost()
         self._queued_samples = 0  # in the frames of _pending
         # when the batch on the device should end (perf_counter), by estimate; 0 when idle
@@ -304,22 +307,31 @@ class Engine:
         request arriving late in it starts soon. (An earlier version left it out entirely, so a
         request could wait a whole batch; when one 32k-sample frame came to cost 18 ms on the CPU,
         that wait and its own batch passed the 30 ms budget: admitted p99 60 ms at 64 clients.)
-        Lock held."""
-        if self._max_queue_wait_s is None:
+        The limit is the queue-wait limit's current one (service/admission.py); a batch holds
+        at most its floor. Lock held."""
+        if self._queue_wait is None:
             return
         ahead_s = max(0.0, self._busy_until - time.perf_counter())
         if self._pending:
             queued_s = self._queued_samples * self._cost.seconds_per_sample
             frame_s = queued_s / len(self._pending)
-            # a batch closes at max_batch frames or at max_queue_wait of work, whichever comes
-            # first, but holds at least one frame
-            full_batch_s = max(frame_s, min(self._max_batch * frame_s, self._max_queue_wait_s))
+            # a batch closes at max_batch frames or at the floor's work, whichever comes first,
+            # but holds at least one frame
+            batch_work_s = min(self._max_batch * frame_s, self._queue_wait.floor_s)
+            full_batch_s = max(frame_s, batch_work_s)
             ahead_s += queued_s // full_batch_s * full_batch_s if full_batch_s > 0 else 0.0
-        if ahead_s > self._max_queue_wait_s:
+        if ahead_s > self._queue_wait.limit_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is ahead; "
-                f"the limit is {1000 * self._max_queue_wait_s:.0f} ms"
+                f"the limit is {1000 * self._queue_wait.limit_s:.0f} ms"
             )
+
+    def observe_answered(self, seconds: float) -> None:
+        """An answered request's latency as the HTTP layer measured it, which steers the
+        queue-wait limit. Event loop."""
+        if self._queue_wait is not None:
+            self._queue_wait.observe(seconds)
+            self._metrics.queue_wait_limit.set(self._queue_wait.limit_s)
 
     async def predict(
         self,
@@ -414,14 +426,16 @@ class Engine:
         return batch, False
 
     def _batch_is_full(self, frames: int, samples: int) -> bool:
-        """At max_batch frames, or at the estimated work of max_queue_wait: a request admitted
-        behind the running batch then waits for at most that long, and its own batch takes about
-        as long again, so the budget holds on a slow device too, where a full batch would not."""
+        """At max_batch frames, or at the estimated work of the queue-wait floor: a request
+        admitted behind the running batch then waits for about the limit, and its own batch
+        takes at most about the floor, so the budget holds on a slow device too, where a full
+        batch would not. The floor, not the current limit: the limit rises only while answers
+        are quick, and longer batches would then lengthen every wait behind them."""
         if frames >= self._max_batch:
             return True
-        if self._max_queue_wait_s is None:
+        if self._queue_wait is None:
             return False
-        return samples * self._cost.seconds_per_sample >= self._max_queue_wait_s
+        return samples * self._cost.seconds_per_sample >= self._queue_wait.floor_s
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))

@@ -160,6 +160,12 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.queue_wait_limit = Gauge(
+            "rfcls_queue_wait_limit_seconds",
+            "Work ahead past which a new request is refused (503); steered by recent latencies",
+            registry=reg,
+            multiprocess_mode="liveall",  # each worker steers its own
+        )
         self.inflight = Gauge(
             "rfcls_inflight_requests",
             "Classification requests being handled",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,9 +38,18 @@ def route_label(path: str) -> str | None:
 
 
 class RequestMetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+    """on_answered gets the duration of each request answered with a prediction: the engine
+    steers its admission by them."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        on_answered: Callable[[float], None] | None = None,
+    ):
         self.app = app
         self.metrics = metrics
+        self.on_answered = on_answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         label = route_label(scope["path"]) if scope["type"] == "http" else None
@@ -60,4 +70,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, observed_send)
         finally:
             self.metrics.inflight.dec()
-            self.metrics.observe_request(label, outcome(status), time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(label, outcome(status), seconds)
+            if self.on_answered is not None and outcome(status) == "ok":
+                self.on_answered(seconds)

@@ -10,6 +10,8 @@ import time
 import pytest
 from scripted_runner import ScriptedRunner, frame
 
+from service import admission
+from service.admission import QueueWaitLimit
 from service.engine import (
     BatchFailed,
     BatchOutput,
@@ -234,7 +236,7 @@ async def queue_behind_a_held_batch(runner: ScriptedRunner, engine: Engine, tags
 
 async def test_a_request_behind_too_much_work_is_refused_at_once():
     runner = ScriptedRunner(seconds_per_frame=0.2)
-    engine = started(make_engine(runner, max_batch=1, max_queue_wait_s=0.1), runner)
+    engine = started(make_engine(runner, max_batch=1, queue_wait=QueueWaitLimit.fixed(0.1)), runner)
     held = hold_worker(runner, engine)
     await wait_entered(runner)
     # the batch on the device has about 0.2 s left by the engine's estimate
@@ -255,7 +257,9 @@ async def test_a_request_behind_too_much_work_is_refused_at_once():
 
 async def test_a_busy_device_admits_what_joins_the_next_batch():
     runner = ScriptedRunner(seconds_per_frame=0.02)
-    engine = started(make_engine(runner, max_batch=4, max_queue_wait_s=0.035), runner)
+    engine = started(
+        make_engine(runner, max_batch=4, queue_wait=QueueWaitLimit.fixed(0.035)), runner
+    )
     # the running frame and one queued already hold more work than the limit; the next batch
     # still has room, so nobody waits for more than the running batch
     await queue_behind_a_held_batch(runner, engine, [1, 2])
@@ -265,7 +269,9 @@ async def test_a_busy_device_admits_what_joins_the_next_batch():
 
 async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
     runner = ScriptedRunner(seconds_per_frame=0.02)
-    engine = started(make_engine(runner, max_batch=8, max_queue_wait_s=0.05), runner)
+    engine = started(
+        make_engine(runner, max_batch=8, queue_wait=QueueWaitLimit.fixed(0.05)), runner
+    )
     await queue_behind_a_held_batch(runner, engine, range(1, 6))
     # every frame costs at least 0.02 s, so three reach the 0.05 s limit
     sizes = [len(b) for b in runner.batches[1:]]
@@ -275,7 +281,10 @@ async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
 
 async def test_batches_closed_by_work_count_as_full_batches_ahead():
     runner = ScriptedRunner(seconds_per_frame=0.02)
-    engine = started(make_engine(runner, max_batch=8, max_queue=16, max_queue_wait_s=0.05), runner)
+    engine = started(
+        make_engine(runner, max_batch=8, max_queue=16, queue_wait=QueueWaitLimit.fixed(0.05)),
+        runner,
+    )
     held = hold_worker(runner, engine)
     await wait_entered(runner)
     # each batch closes at about 3 frames of work, long before 8 frames: once two such batches
@@ -294,7 +303,9 @@ async def test_batches_closed_by_work_count_as_full_batches_ahead():
 
 async def test_a_frame_longer_than_the_limit_is_a_full_batch_of_its_own():
     runner = ScriptedRunner(seconds_per_frame=0.06)
-    engine = started(make_engine(runner, max_batch=4, max_queue_wait_s=0.05), runner)
+    engine = started(
+        make_engine(runner, max_batch=4, queue_wait=QueueWaitLimit.fixed(0.05)), runner
+    )
     held = hold_worker(runner, engine)
     await wait_entered(runner)
     await asyncio.sleep(0.03)  # the running batch has about 0.03 s left
@@ -303,6 +314,32 @@ async def test_a_frame_longer_than_the_limit_is_a_full_batch_of_its_own():
         engine.submit([frame(64, 2)], lambda _: None)  # behind a batch of 0.06 s
     runner.gate.set()
     await held
+    engine.stop()
+
+
+async def test_quick_answers_raise_the_limit_so_what_the_floor_refused_is_admitted():
+    runner = ScriptedRunner(seconds_per_frame=0.2)
+    now = [0.0]
+    # a floor of 0.1 s and a ceiling of 0.5 s against a 1 s budget, on a clock of our own
+    limit = QueueWaitLimit(0.1, 0.5, 1.0, clock=lambda: now[0])
+    engine = started(make_engine(runner, max_batch=1, queue_wait=limit), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    # about 0.2 s is left of the running batch: over the floor
+    with pytest.raises(QueueFull, match="the limit is 100 ms"):
+        await engine.predict([frame(64, 1)])
+    for _ in range(4):  # four intervals of quick answers: 4 steps of 0.05 s
+        for _ in range(admission.MIN_ANSWERS):
+            engine.observe_answered(0.1)
+        now[0] += admission.INTERVAL_S
+        engine.observe_answered(0.1)
+    assert limit.limit_s == pytest.approx(0.3)
+    assert engine._metrics.queue_wait_limit._value.get() == pytest.approx(0.3)
+    admitted = asyncio.ensure_future(engine.predict([frame(64, 2)]))
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await asyncio.gather(held, admitted)
+    assert admitted.result().probabilities[0, 0] == 2
     engine.stop()
 
 

@@ -45,6 +45,7 @@ def test_defaults(clean_env):
     )
     assert s.latency_budget_ms == 30 and s.effective_deadline_ms == 120
     assert s.effective_max_queue_wait_ms == pytest.approx(6)
+    assert s.effective_max_queue_wait_ceiling_ms == pytest.approx(15)
     assert s.api_key is None and s.cors_origin_list == []
     assert s.workers == 1
 
@@ -59,6 +60,24 @@ def test_environment_and_flags(clean_env):
     assert s.effective_deadline_ms == 80 and s.effective_max_queue_wait_ms == pytest.approx(20 / 5)
     assert s.cors_origin_list == ["https://a.example", "https://b.example"]
     assert load_settings(attn_backend="gqa").attn_backend == "gqa"  # a flag wins
+
+
+def test_the_queue_wait_ceiling_is_never_below_the_limit(clean_env):
+    clean_env.setenv("RFCLS_MAX_QUEUE_WAIT_MS", "30000")  # admit everything: the ceiling follows
+    assert load_settings().effective_max_queue_wait_ceiling_ms == 30000
+    clean_env.setenv("RFCLS_MAX_QUEUE_WAIT_CEILING_MS", "20")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value) == (
+        "RFCLS_MAX_QUEUE_WAIT_CEILING_MS='20' is not valid: "
+        "Value error, must be at least the queue-wait limit, 30000 ms"
+    )
+    clean_env.delenv("RFCLS_MAX_QUEUE_WAIT_MS")
+    clean_env.setenv("RFCLS_LATENCY_BUDGET_MS", "200")  # its default limit: a fifth, 40 ms
+    with pytest.raises(SettingsError, match="at least the queue-wait limit, 40 ms"):
+        load_settings()
+    clean_env.setenv("RFCLS_MAX_QUEUE_WAIT_CEILING_MS", "40")  # = the limit: it holds still
+    assert load_settings().effective_max_queue_wait_ceiling_ms == 40
 
 
 def test_invalid_values_name_the_variable_and_the_valid_values(clean_env):

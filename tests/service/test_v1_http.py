@@ -360,6 +360,8 @@ def test_metrics_count_requests(server):
     )
     assert metric(after, "rfcls_inflight_requests") == 0
     assert metric(after, "rfcls_queue_depth") == 0
+    # RFCLS_MAX_QUEUE_WAIT_MS is 30 s here, so the ceiling is too and the limit holds there
+    assert metric(after, "rfcls_queue_wait_limit_seconds") == 30
     info = {
         "backend": "mha",
         "device": "cpu",
