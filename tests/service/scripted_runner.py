@@ -12,6 +12,7 @@ from live_servers import TINY_CLASSES
 from preprocessing.features import FeatureConfig
 from service.context import ModelCard
 from service.engine import BatchOutput, OutOfMemory
+from service.metrics import ServiceMetrics
 
 # What a service around a ScriptedRunner says it serves.
 CARD = ModelCard(
@@ -24,6 +25,18 @@ CARD = ModelCard(
     device="cpu",
     path=Path("/nonexistent"),
 )
+
+
+def make_metrics(max_batch: int = 4, device: str = "cpu") -> ServiceMetrics:
+    """The metrics of a test's engine: mha, a 30 ms budget, the v1 and v2 classify routes."""
+    return ServiceMetrics(
+        backend="mha",
+        model_version="test",
+        device=device,
+        budget_s=0.03,
+        max_batch=max_batch,
+        routes=["/v1/classify", "/v2/models/{name}/infer"],
+    )
 
 
 def frame(n: int, tag: float = 0.0) -> np.ndarray:

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import pytest
-from scripted_runner import ScriptedRunner, frame
+from scripted_runner import ScriptedRunner, frame, make_metrics
 
 from service import admission
 from service.admission import QueueWaitLimit
@@ -23,7 +23,6 @@ from service.engine import (
     length_bucket,
     warmup_batch_sizes,
 )
-from service.metrics import ServiceMetrics
 
 pytestmark = pytest.mark.anyio
 
@@ -42,15 +41,7 @@ def make_engine(runner, **overrides) -> Engine:
         "warmup_samples": 64,
     }
     options.update(overrides)
-    metrics = ServiceMetrics(
-        backend="mha",
-        model_version="test",
-        device="cpu",
-        budget_s=0.03,
-        max_batch=options["max_batch"],
-        routes=["/v1/classify"],
-    )
-    return Engine(runner, metrics, **options)
+    return Engine(runner, make_metrics(options["max_batch"]), **options)
 
 
 def started(engine: Engine, runner: ScriptedRunner) -> Engine:

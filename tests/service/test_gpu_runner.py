@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 import torch
+from scripted_runner import make_metrics
 
 from rfmodel.bundle import load_bundle
 from service.engine import Engine, OutOfMemory, Prediction
 from service.inference import TorchRunner
-from service.metrics import ServiceMetrics
 
 pytestmark = [
     pytest.mark.gpu,
@@ -76,14 +76,7 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tiny_bundle):
     torch.cuda.set_per_process_memory_fraction((base + 2.5 * per_frame) / total)
     try:
         counting = CountingRunner(gpu)
-        metrics = ServiceMetrics(
-            backend="mha",
-            model_version="t",
-            device="cuda",
-            budget_s=0.03,
-            max_batch=8,
-            routes=[],
-        )
+        metrics = make_metrics(max_batch=8, device="cuda")
         engine = Engine(
             counting,
             metrics,

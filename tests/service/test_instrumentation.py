@@ -4,8 +4,8 @@ answered ones handed on to steer admission."""
 from __future__ import annotations
 
 import pytest
+from scripted_runner import make_metrics
 
-from service.metrics import ServiceMetrics
 from service.protocol.instrumentation import RequestMetricsMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -35,14 +35,7 @@ async def call(app, path: str) -> None:
 
 
 async def test_only_answered_classifications_steer_admission():
-    metrics = ServiceMetrics(
-        backend="mha",
-        model_version="t",
-        device="cpu",
-        budget_s=0.03,
-        max_batch=4,
-        routes=["/v1/classify", "/v2/models/{name}/infer"],
-    )
+    metrics = make_metrics()
     answered: list[float] = []
     for status, path in [
         (200, "/v1/classify"),
