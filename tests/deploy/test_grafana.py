@@ -69,6 +69,7 @@ def test_dashboard_shows_what_the_runbook_needs():
         "rfcls_requests_total",
         "rfcls_batch_size_bucket",
         "rfcls_queue_depth",
+        "rfcls_queue_wait_limit_seconds",
         "rfcls_inflight_requests",
         "rfcls_rejections_total",
         "backend:rfcls_requests_failed:ratio_rate5m",
