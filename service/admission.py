@@ -1,5 +1,5 @@
 """How long the work ahead of a newcomer may take before the engine refuses it (service/engine.py):
-a limit steered by the latencies the service answers with.
+a limit steered by the latencies of the requests it admits.
 
 Why it moves: a fixed limit has to be set for overload, where the host's share of each request
 (HTTP, the GIL, refusing the rest) grows and only a fifth of the budget kept the admitted p99
@@ -64,7 +64,8 @@ class QueueWaitLimit:
         self._over_lower = 0
 
     def observe(self, seconds: float) -> None:
-        """One answered request's latency, as the HTTP layer measured it."""
+        """The latency of one admitted request (answered, or dropped at its deadline), as the
+        HTTP layer measured it."""
         self._answers += 1
         self._over_upper += seconds > self._upper_s
         self._over_lower += seconds > self._lower_s

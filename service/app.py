@@ -80,7 +80,7 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     # before they count as classification requests
     app.add_middleware(BodyLimitMiddleware, max_bytes=ctx.settings.max_body_bytes)
     app.add_middleware(
-        RequestMetricsMiddleware, metrics=ctx.metrics, on_answered=ctx.engine.observe_answered
+        RequestMetricsMiddleware, metrics=ctx.metrics, on_admitted=ctx.engine.observe_admitted
     )
     if origins := ctx.settings.cors_origin_list:
         app.add_middleware(

@@ -326,9 +326,9 @@ class Engine:
                 f"the limit is {1000 * self._queue_wait.limit_s:.0f} ms"
             )
 
-    def observe_answered(self, seconds: float) -> None:
-        """An answered request's latency as the HTTP layer measured it, which steers the
-        queue-wait limit. Event loop."""
+    def observe_admitted(self, seconds: float) -> None:
+        """The latency of a request this engine took (answered, or dropped at its deadline) as
+        the HTTP layer measured it, which steers the queue-wait limit. Event loop."""
         if self._queue_wait is not None:
             self._queue_wait.observe(seconds)
             self._metrics.queue_wait_limit.set(self._queue_wait.limit_s)

@@ -38,18 +38,19 @@ def route_label(path: str) -> str | None:
 
 
 class RequestMetricsMiddleware:
-    """on_answered gets the duration of each request answered with a prediction: the engine
-    steers its admission by them."""
+    """on_admitted gets the duration of each request the engine took: answered with a prediction,
+    or dropped once queued past its deadline (504, a slow answer too). The engine steers its
+    admission by them; refusals and bad requests say nothing of the queue's speed."""
 
     def __init__(
         self,
         app: ASGIApp,
         metrics: ServiceMetrics,
-        on_answered: Callable[[float], None] | None = None,
+        on_admitted: Callable[[float], None] | None = None,
     ):
         self.app = app
         self.metrics = metrics
-        self.on_answered = on_answered
+        self.on_admitted = on_admitted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         label = route_label(scope["path"]) if scope["type"] == "http" else None
@@ -72,5 +73,5 @@ class RequestMetricsMiddleware:
             self.metrics.inflight.dec()
             seconds = time.perf_counter() - started
             self.metrics.observe_request(label, outcome(status), seconds)
-            if self.on_answered is not None and outcome(status) == "ok":
-                self.on_answered(seconds)
+            if self.on_admitted is not None and outcome(status) in ("ok", "timeout"):
+                self.on_admitted(seconds)

@@ -321,9 +321,9 @@ async def test_quick_answers_raise_the_limit_so_what_the_floor_refused_is_admitt
         await engine.predict([frame(64, 1)])
     for _ in range(4):  # four intervals of quick answers: 4 steps of 0.05 s
         for _ in range(admission.MIN_ANSWERS):
-            engine.observe_answered(0.1)
+            engine.observe_admitted(0.1)
         now[0] += admission.INTERVAL_S
-        engine.observe_answered(0.1)
+        engine.observe_admitted(0.1)
     assert limit.limit_s == pytest.approx(0.3)
     assert engine._metrics.queue_wait_limit._value.get() == pytest.approx(0.3)
     admitted = asyncio.ensure_future(engine.predict([frame(64, 2)]))

@@ -1,5 +1,5 @@
-"""The metrics middleware: every classification request counted with its outcome, and only the
-answered ones handed on to steer admission."""
+"""The metrics middleware: every classification request counted with its outcome, and only those
+the engine took (answered, or dropped at their deadline) handed on to steer admission."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ async def call(app, path: str) -> None:
     await app({"type": "http", "path": path, "method": "POST"}, receive, send)
 
 
-async def test_only_answered_classifications_steer_admission():
+async def test_only_admitted_classifications_steer_admission():
     metrics = make_metrics()
-    answered: list[float] = []
+    admitted: list[float] = []
     for status, path in [
         (200, "/v1/classify"),
         (200, "/v2/models/rfcls/infer"),
@@ -45,8 +45,8 @@ async def test_only_answered_classifications_steer_admission():
         (504, "/v1/classify"),
         (200, "/v1/model"),  # not a classification route
     ]:
-        app = RequestMetricsMiddleware(answering(status), metrics, on_answered=answered.append)
+        app = RequestMetricsMiddleware(answering(status), metrics, on_admitted=admitted.append)
         await call(app, path)
-    assert len(answered) == 2 and all(0 <= s < 1 for s in answered)
+    assert len(admitted) == 3 and all(0 <= s < 1 for s in admitted)  # the 200s and the 504
     counted = metrics.requests.labels("/v1/classify", "mha", "rejected")._value.get()
     assert counted == 1
