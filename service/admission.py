@@ -52,11 +52,6 @@ class QueueWaitLimit:
         self._clock = clock
         self._restart()
 
-    @classmethod
-    def fixed(cls, limit_s: float) -> QueueWaitLimit:
-        """A limit that never moves (floor = ceiling)."""
-        return cls(limit_s, limit_s, budget_s=1.0)
-
     def _restart(self) -> None:
         self._since = self._clock()
         self._answers = 0

@@ -34,6 +34,13 @@ QUEUE_WAIT_SHARE = 1 / 5
 QUEUE_WAIT_CEILING_SHARE = 1 / 2
 
 
+def queue_wait_floor_ms(max_queue_wait_ms: float | None, latency_budget_ms: float) -> float:
+    """RFCLS_MAX_QUEUE_WAIT_MS, or its default share of the budget."""
+    if max_queue_wait_ms is not None:
+        return max_queue_wait_ms
+    return QUEUE_WAIT_SHARE * latency_budget_ms
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
@@ -107,10 +114,11 @@ class Settings(BaseSettings):
     def _ceiling_not_below_the_limit(
         cls, value: float | None, info: ValidationInfo
     ) -> float | None:
-        floor = info.data.get("max_queue_wait_ms")
-        if floor is None and "latency_budget_ms" in info.data:
-            floor = QUEUE_WAIT_SHARE * info.data["latency_budget_ms"]
-        if value is not None and floor is not None and value < floor:
+        if value is None or "latency_budget_ms" not in info.data:  # no ceiling, or a bad budget
+            return value
+        data = info.data
+        floor = queue_wait_floor_ms(data.get("max_queue_wait_ms"), data["latency_budget_ms"])
+        if value < floor:
             raise ValueError(f"must be at least the queue-wait limit, {floor:g} ms")
         return value
 
@@ -124,9 +132,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_max_queue_wait_ms(self) -> float:
-        if self.max_queue_wait_ms is not None:
-            return self.max_queue_wait_ms
-        return QUEUE_WAIT_SHARE * self.latency_budget_ms
+        return queue_wait_floor_ms(self.max_queue_wait_ms, self.latency_budget_ms)
 
     @property
     def effective_max_queue_wait_ceiling_ms(self) -> float:

@@ -71,7 +71,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, observed_send)
         finally:
             self.metrics.inflight.dec()
-            seconds = time.perf_counter() - started
-            self.metrics.observe_request(label, outcome(status), seconds)
-            if self.on_admitted is not None and outcome(status) in ("ok", "timeout"):
+            seconds, result = time.perf_counter() - started, outcome(status)
+            self.metrics.observe_request(label, result, seconds)
+            if self.on_admitted is not None and result in ("ok", "timeout"):
                 self.on_admitted(seconds)

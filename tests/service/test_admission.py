@@ -80,8 +80,8 @@ def test_too_few_answers_move_nothing():
     assert limit.limit_s == FLOOR
 
 
-def test_a_fixed_limit_never_moves():
-    limit = QueueWaitLimit.fixed(0.05)
+def test_a_limit_whose_floor_is_its_ceiling_never_moves():
+    limit = QueueWaitLimit(0.05, 0.05, BUDGET)
     for latency in [0.0] * 1000 + [10.0] * 1000:
         limit.observe(latency)
     assert limit.limit_s == 0.05

@@ -44,6 +44,11 @@ def make_engine(runner, **overrides) -> Engine:
     return Engine(runner, make_metrics(options["max_batch"]), **options)
 
 
+def fixed_limit(seconds: float) -> QueueWaitLimit:
+    """A queue-wait limit that never moves: its floor is its ceiling."""
+    return QueueWaitLimit(seconds, seconds, budget_s=1.0)
+
+
 def started(engine: Engine, runner: ScriptedRunner) -> Engine:
     engine.start()
     deadline = time.monotonic() + 10
@@ -227,7 +232,7 @@ async def queue_behind_a_held_batch(runner: ScriptedRunner, engine: Engine, tags
 
 async def test_a_request_behind_too_much_work_is_refused_at_once():
     runner = ScriptedRunner(seconds_per_frame=0.2)
-    engine = started(make_engine(runner, max_batch=1, queue_wait=QueueWaitLimit.fixed(0.1)), runner)
+    engine = started(make_engine(runner, max_batch=1, queue_wait=fixed_limit(0.1)), runner)
     held = hold_worker(runner, engine)
     await wait_entered(runner)
     # the batch on the device has about 0.2 s left by the engine's estimate
@@ -248,9 +253,7 @@ async def test_a_request_behind_too_much_work_is_refused_at_once():
 
 async def test_a_busy_device_admits_what_joins_the_next_batch():
     runner = ScriptedRunner(seconds_per_frame=0.02)
-    engine = started(
-        make_engine(runner, max_batch=4, queue_wait=QueueWaitLimit.fixed(0.035)), runner
-    )
+    engine = started(make_engine(runner, max_batch=4, queue_wait=fixed_limit(0.035)), runner)
     # the running frame and one queued already hold more work than the limit; the next batch
     # still has room, so nobody waits for more than the running batch
     await queue_behind_a_held_batch(runner, engine, [1, 2])
@@ -260,9 +263,7 @@ async def test_a_busy_device_admits_what_joins_the_next_batch():
 
 async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
     runner = ScriptedRunner(seconds_per_frame=0.02)
-    engine = started(
-        make_engine(runner, max_batch=8, queue_wait=QueueWaitLimit.fixed(0.05)), runner
-    )
+    engine = started(make_engine(runner, max_batch=8, queue_wait=fixed_limit(0.05)), runner)
     await queue_behind_a_held_batch(runner, engine, range(1, 6))
     # every frame costs at least 0.02 s, so three reach the 0.05 s limit
     sizes = [len(b) for b in runner.batches[1:]]
@@ -273,7 +274,7 @@ async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
 async def test_batches_closed_by_work_count_as_full_batches_ahead():
     runner = ScriptedRunner(seconds_per_frame=0.02)
     engine = started(
-        make_engine(runner, max_batch=8, max_queue=16, queue_wait=QueueWaitLimit.fixed(0.05)),
+        make_engine(runner, max_batch=8, max_queue=16, queue_wait=fixed_limit(0.05)),
         runner,
     )
     held = hold_worker(runner, engine)
@@ -294,9 +295,7 @@ async def test_batches_closed_by_work_count_as_full_batches_ahead():
 
 async def test_a_frame_longer_than_the_limit_is_a_full_batch_of_its_own():
     runner = ScriptedRunner(seconds_per_frame=0.06)
-    engine = started(
-        make_engine(runner, max_batch=4, queue_wait=QueueWaitLimit.fixed(0.05)), runner
-    )
+    engine = started(make_engine(runner, max_batch=4, queue_wait=fixed_limit(0.05)), runner)
     held = hold_worker(runner, engine)
     await wait_entered(runner)
     await asyncio.sleep(0.03)  # the running batch has about 0.03 s left
