@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from deploy_tools import DEPLOY, ROOT, tool
+from deploy_tools import DEPLOY, ROOT, contract_metrics, tool
 from prometheus_client.parser import text_string_to_metric_families
 
 # the service tests' helpers start the real server on a tiny random model
@@ -192,3 +192,28 @@ def test_prometheus_records_p99_and_budget_share_from_the_live_service(stack):
     (share,) = prometheus.query(OVER_BUDGET)
     expected_share = 1 - delta[BUDGET_S] / delta[math.inf]
     assert float(share["value"][1]) == pytest.approx(expected_share, abs=0.02)
+
+
+def test_the_service_exports_exactly_the_contract_metrics(tmp_path: Path):
+    """What dashboards, rules and alerts are checked against (docs/architecture.md) is what the
+    service serves: every metric in the table, of its type, and no rfcls metric outside it."""
+    bundle = build_tiny_bundle(tmp_path / "tiny-mha")
+    with ServerProcess({"RFCLS_MODEL_DIR": str(bundle), "RFCLS_DEVICE": "cpu"}) as server:
+        iq = np.random.default_rng(3).standard_normal(2 * 1024).astype(np.float32).tobytes()
+        answer = httpx.post(
+            f"{server.url}/v1/classify",
+            params={"format": "cf32"},
+            content=iq,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert answer.status_code == 200, answer.text
+        text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    exported = {}
+    for family in text_string_to_metric_families(text):
+        # prometheus_client adds a _created timestamp beside each counter and histogram, which
+        # the text parser reads as gauges of their own
+        if family.name.startswith("rfcls_") and not family.name.endswith("_created"):
+            # the parser names a counter's family without its _total suffix
+            name = family.name + "_total" if family.type == "counter" else family.name
+            exported[name] = family.type
+    assert exported == contract_metrics()
