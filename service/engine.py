@@ -330,8 +330,10 @@ class Engine:
         """The latency of a request this engine took (answered, or dropped at its deadline) as
         the HTTP layer measured it, which steers the queue-wait limit. Event loop."""
         if self._queue_wait is not None:
+            before = self._queue_wait.limit_s
             self._queue_wait.observe(seconds)
-            self._metrics.queue_wait_limit.set(self._queue_wait.limit_s)
+            if self._queue_wait.limit_s != before:  # most answers leave it where it was
+                self._metrics.queue_wait_limit.set(self._queue_wait.limit_s)
 
     async def predict(
         self,
