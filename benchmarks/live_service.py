@@ -43,9 +43,8 @@ def model_bundle(backend: str = "mha", norm: str = "rmsnorm") -> Iterator[ModelS
     """The shipped model for backend and norm, else a random-init one of the default size."""
     # torch only here, when a model is needed
     from preprocessing.features import FeatureConfig
-    from rfmodel.bundle import WEIGHTS_FILE, save_bundle, shipped_model_dir
+    from rfmodel.bundle import WEIGHTS_FILE, model_config_for, save_bundle, shipped_model_dir
     from rfmodel.classifier import RFClassifier
-    from rfmodel.config import ModelConfig
     from rfmodel.data import CLASSES
 
     shipped = shipped_model_dir(backend, norm)
@@ -53,9 +52,7 @@ def model_bundle(backend: str = "mha", norm: str = "rmsnorm") -> Iterator[ModelS
         yield ModelSource(shipped, "shipped")
         return
     features = FeatureConfig()
-    config = ModelConfig(
-        n_features=features.n_features, n_classes=len(CLASSES), attn_backend=backend, norm=norm
-    )
+    config = model_config_for(features, len(CLASSES), attn_backend=backend, norm=norm)
     with tempfile.TemporaryDirectory(prefix="rfcls-bundle-") as tmp:
         path = save_bundle(Path(tmp) / f"{backend}-{norm}", RFClassifier(config), features, CLASSES)
         yield ModelSource(path, "random")

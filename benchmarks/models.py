@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from preprocessing.features import FeatureConfig
-from rfmodel.bundle import CONFIG_FILE, WEIGHTS_FILE, shipped_model_dir
+from rfmodel.bundle import CONFIG_FILE, WEIGHTS_FILE, model_config_for, shipped_model_dir
 from rfmodel.config import ModelConfig
 from rfmodel.data import CLASSES
 
@@ -24,13 +24,8 @@ FEATURES = FeatureConfig()
 def bench_config(size: str, backend: str, norm: str = "rmsnorm") -> ModelConfig:
     if size not in MODEL_SIZES:
         raise ValueError(f"sizes: unknown model size {size!r}; valid: {', '.join(MODEL_SIZES)}")
-    return ModelConfig(
-        n_features=FEATURES.n_features,
-        n_classes=len(CLASSES),
-        recording_head=FEATURES.recording_segment > 0,
-        attn_backend=backend,
-        norm=norm,
-        **MODEL_SIZES[size],
+    return model_config_for(
+        FEATURES, len(CLASSES), attn_backend=backend, norm=norm, **MODEL_SIZES[size]
     )
 
 

@@ -211,8 +211,9 @@ def random_batch(
     benchmarked config has a recording head); timing does not depend on the values."""
     x = torch.randn(batch, tokens, FEATURES.n_features, device=device, dtype=dtype)
     recording = None
-    if FEATURES.recording_segment > 0:
-        recording = torch.randn(batch, FEATURES.n_features, device=device, dtype=dtype)
+    if FEATURES.recording_views:
+        width = FEATURES.recording_views * FEATURES.n_features
+        recording = torch.randn(batch, width, device=device, dtype=dtype)
     return lambda: model(x, recording=recording)
 
 

@@ -110,6 +110,8 @@ class FeatureConfig:
     # of which at most this many, the first: the most the shipped models saw in training (16,384
     # samples), and the cost stays bounded at any length
     recording_max_segments: int = 4
+    # the recording features again, of the segments filtered to their band (preprocessing.band)
+    recording_band_limit: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
@@ -123,8 +125,9 @@ class FeatureConfig:
         check_frame_sizes(self.nfft, self.hop)
         check_window(self.window, self.nfft)
         check_floor_db(self.floor_db)
-        if not isinstance(self.db, bool):
-            raise InvalidParameter("db", f"must be true or false, got {self.db!r}")
+        for name in ("db", "recording_band_limit"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidParameter(name, f"must be true or false, got {getattr(self, name)!r}")
         segment = self.recording_segment
         if isinstance(segment, bool) or not isinstance(segment, int) or segment < 0:
             raise InvalidParameter(
@@ -156,6 +159,14 @@ class FeatureConfig:
     @property
     def n_features(self) -> int:
         return len(self.transforms) * self.nfft
+
+    @property
+    def recording_views(self) -> int:
+        """Vectors of n_features in the recording's features: the segments as they are, and
+        filtered to their band if recording_band_limit; 0 without recording features."""
+        if self.recording_segment == 0:
+            return 0
+        return 2 if self.recording_band_limit else 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

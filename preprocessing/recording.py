@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import torch
 
+from preprocessing.band import band_limited
 from preprocessing.errors import TooFewSamples
 from preprocessing.features import (
     TRANSFORMS,
@@ -60,8 +61,9 @@ def used_samples(n_samples: int, cfg: FeatureConfig) -> int:
 
 
 def recording_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor | None:
-    """[B, N] complex -> [B, F] float32 on iq's device, F = cfg.n_features; None when the
-    config has no recording features (recording_segment 0)."""
+    """[B, N] complex -> [B, cfg.recording_views * F] float32 on iq's device, F = cfg.n_features:
+    the segments' features, then (recording_band_limit) those of the segments filtered to their
+    band; None when the config has no recording features (recording_segment 0)."""
     if cfg.recording_segment == 0:
         return None
     check_complex(iq, "iq")
@@ -69,8 +71,19 @@ def recording_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor | N
     if n < cfg.nfft:
         raise TooFewSamples("samples", f"got {n} samples; at least nfft={cfg.nfft} needed")
     segment = segment_length(n, cfg)
-    per_segment = dataclasses.replace(cfg, nfft=segment, hop=segment, recording_segment=0)
     used = iq[..., : used_samples(n, cfg)]
+    views = [segment_features(used, segment, cfg)]
+    if cfg.recording_band_limit:
+        segments = used.unflatten(-1, (-1, segment))  # [B, m, S]
+        band = band_limited(segments, cfg.nfft, cfg.window).flatten(-2)
+        views.append(segment_features(band, segment, cfg))
+    return torch.cat(views, -1)  # [B, views * F]
+
+
+def segment_features(used: torch.Tensor, segment: int, cfg: FeatureConfig) -> torch.Tensor:
+    """[B, m * segment] complex -> [B, F]: each slot over the m segments, averaged, brought back
+    to nfft values (module docstring)."""
+    per_segment = dataclasses.replace(cfg, nfft=segment, hop=segment, recording_segment=0)
     mean = compute_features(used, per_segment).mean(-2)  # [B, K * S] over the segments
     slots = mean.unflatten(-1, (len(cfg.transforms), segment))  # [B, K, S]
     lower, upper, frac = quantile_positions(segment, cfg.nfft, mean.device, mean.dtype)
@@ -98,7 +111,7 @@ def batch_recording_features(
         return None
     check_recordings(recordings, cfg)
     device = torch.device(device) if device is not None else recordings[0].device
-    out = torch.empty(len(recordings), cfg.n_features, device=device)
+    out = torch.empty(len(recordings), cfg.recording_views * cfg.n_features, device=device)
     used = [used_samples(rec.shape[0], cfg) for rec in recordings]
     for rows, batch in stacked_groups(recordings, used, device):
         out[rows] = recording_features(batch, cfg)

@@ -85,6 +85,18 @@ def save_bundle(
     return path
 
 
+def model_config_for(features: FeatureConfig, n_classes: int, **fields: Any) -> ModelConfig:
+    """A ModelConfig that reads what `features` make: its frame width, and a recording head over
+    as many views as they give."""
+    return ModelConfig(
+        n_features=features.n_features,
+        n_classes=n_classes,
+        recording_head=features.recording_views > 0,
+        recording_views=max(1, features.recording_views),
+        **fields,
+    )
+
+
 def check_compatible(model: ModelConfig, features: FeatureConfig, where: str) -> None:
     """The features make what the model reads: as many values per frame, and the recording's
     features exactly when the model has a head for them."""
@@ -97,6 +109,12 @@ def check_compatible(model: ModelConfig, features: FeatureConfig, where: str) ->
         raise BundleError(
             f"{where}the model {'has' if model.recording_head else 'has no'} recording head but "
             f"the features have recording_segment {features.recording_segment}"
+        )
+    if model.recording_head and model.recording_views != features.recording_views:
+        raise BundleError(
+            f"{where}the model's recording head reads {model.recording_views} views of the "
+            f"recording but the features give {features.recording_views} "
+            f"(recording_band_limit {features.recording_band_limit})"
         )
 
 

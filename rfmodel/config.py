@@ -46,8 +46,11 @@ class ModelConfig:
     mla_absorb: bool = True  # mla: attend in latent space (W_uk, W_uv absorbed); False: naive
     dropout: float = 0.0  # on the residual branches (attention and MLP outputs)
     pool: str = "mean"  # over the real tokens: "mean", or "attention" (a learned query's softmax)
-    # the recording's own features (n_features, preprocessing.recording) to the logits as well
+    # the recording's own features (preprocessing.recording) to the logits as well: a linear
+    # head over recording_views vectors of n_features, plus an MLP of recording_hidden units if > 0
     recording_head: bool = False
+    recording_views: int = 1
+    recording_hidden: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -55,6 +58,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def n_recording_features(self) -> int:
+        """Width of the recording's features (0 without a recording head)."""
+        return self.recording_views * self.n_features if self.recording_head else 0
 
     @property
     def rope_dim(self) -> int:
@@ -83,10 +91,12 @@ class ModelConfig:
             "qk_rope_head_dim",
             "qk_nope_head_dim",
             "v_head_dim",
+            "recording_views",
         ):
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("n_classes", self.n_classes, minimum=2)
         _require_int("latte_window", self.latte_window, minimum=0)
+        _require_int("recording_hidden", self.recording_hidden, minimum=0)
         if self.q_lora_rank is not None:
             _require_int("q_lora_rank", self.q_lora_rank, minimum=1)
         for name in ("mla_absorb", "recording_head"):

@@ -46,7 +46,13 @@ from tqdm import tqdm
 from preprocessing.errors import InputError
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
-from rfmodel.bundle import BundleError, load_bundle, save_bundle, weight_family
+from rfmodel.bundle import (
+    BundleError,
+    load_bundle,
+    model_config_for,
+    save_bundle,
+    weight_family,
+)
 from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import (
     DEVICE_CHOICES,
@@ -77,7 +83,14 @@ MIN_LR_RATIO = 0.05  # cosine decays to this fraction of --lr, not to zero
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Config fields the command sets itself (from the feature config, class list, --backends, --norms).
-DERIVED_MODEL_FIELDS = ("n_features", "n_classes", "attn_backend", "norm", "recording_head")
+DERIVED_MODEL_FIELDS = (
+    "n_features",
+    "n_classes",
+    "attn_backend",
+    "norm",
+    "recording_head",
+    "recording_views",
+)
 
 
 class TrainError(Exception):
@@ -321,17 +334,25 @@ def build_member(
     return Member(name, model, module, optimizer, scheduler, initialised_from)
 
 
+# what a fine-tune may switch on, by its off value: each part starts at zero (a recording head, its
+# MLP, the band-limited view's columns), so the fine-tune starts from the bundle's predictions
+SWITCHABLE = {
+    "recording_segment": 0,
+    "recording_head": False,
+    "recording_band_limit": False,
+    "recording_views": 1,
+    "recording_hidden": 0,
+}
+
+
 def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureConfig) -> dict:
     """Copy the weights of the bundle at `path` into `model`, whose model and feature configs it
-    must have (a fine-tune continues one model; it does not resize or re-feature it). The one
-    change allowed is adding the recording head (and its features) to a model without one: the
-    head starts at zero, so the fine-tune starts from the bundle's predictions."""
+    must have (a fine-tune continues one model; it does not resize or re-feature it), bar the
+    recording features and heads a fine-tune may switch on (SWITCHABLE)."""
     try:
         bundle = load_bundle(path)
     except BundleError as exc:
         raise TrainError(f"init-from: {exc}") from exc
-    adds_head = model.cfg.recording_head and not bundle.model_config.recording_head
-    addable = {"recording_segment", "recording_head"} if adds_head else set()
     for what, theirs, ours in (
         # features first: other features also change the model's input width
         ("features", bundle.feature_config.to_dict(), feature_cfg.to_dict()),
@@ -340,12 +361,20 @@ def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureCo
         differ = [
             f"{k} {v!r} (this run: {ours[k]!r})"
             for k, v in theirs.items()
-            if ours[k] != v and k not in addable
+            if ours[k] != v and not (k in SWITCHABLE and v == SWITCHABLE[k])
         ]
         if differ:
             raise TrainError(f"init-from: {path} has other {what} settings: {', '.join(differ)}")
-    missing, unexpected = model.load_state_dict(bundle.model.state_dict(), strict=not adds_head)
-    assert not unexpected and all(key.startswith("recording_head.") for key in missing)
+    state = bundle.model.state_dict()
+    key = "recording_head.weight"
+    if key in state and state[key].shape != model.state_dict()[key].shape:
+        # the first view's columns; the band-limited view's start at zero
+        wider = torch.zeros_like(model.state_dict()[key])
+        wider[:, : state[key].shape[1]] = state[key]
+        state[key] = wider
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert all(key.startswith(("recording_head.", "recording_mlp.")) for key in missing)
     return {"version": bundle.version, "training": bundle.training}
 
 
@@ -512,14 +541,7 @@ def model_configs(args: argparse.Namespace, feature_cfg: FeatureConfig) -> list[
             for norm in split_names(args.norms, NORMS, "norms")
         ]
     return [
-        ModelConfig(
-            n_features=feature_cfg.n_features,
-            n_classes=len(CLASSES),
-            recording_head=feature_cfg.recording_segment > 0,
-            attn_backend=backend,
-            norm=norm,
-            **overrides,
-        )
+        model_config_for(feature_cfg, len(CLASSES), attn_backend=backend, norm=norm, **overrides)
         for backend, norm in pairs
     ]
 

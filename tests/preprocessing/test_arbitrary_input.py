@@ -90,7 +90,8 @@ def test_iq_lists_any_json(i, q):
         st.sampled_from(
             [
                 *("nfft", "hop", "window", "transforms", "db", "floor_db"),
-                *("recording_segment", "recording_max_segments", "other"),
+                *("recording_segment", "recording_max_segments", "recording_band_limit"),
+                "other",
             ]
         ),
         json_values | sizes,
@@ -154,14 +155,19 @@ def test_batch_features_of_any_recordings(recordings, nfft):
     nfft=st.integers(1, 128),
     segment=st.integers(0, 2048),
     max_segments=st.integers(1, 4),
+    band_limit=st.booleans(),
 )
-def test_recording_features_of_any_recordings(recordings, nfft, segment, max_segments):
+def test_recording_features_of_any_recordings(recordings, nfft, segment, max_segments, band_limit):
     cfg = FeatureConfig(
-        nfft=nfft, hop=nfft, recording_segment=segment, recording_max_segments=max_segments
+        nfft=nfft,
+        hop=nfft,
+        recording_segment=segment,
+        recording_max_segments=max_segments,
+        recording_band_limit=band_limit,
     )
     out = expect_result_or_input_error(lambda: batch_recording_features(recordings, cfg))
     if out is not None:
-        assert out.shape == (len(recordings), cfg.n_features)
+        assert out.shape == (len(recordings), cfg.recording_views * cfg.n_features)
     elif segment == 0:
         return  # None: no recording features configured
     for rec in recordings:

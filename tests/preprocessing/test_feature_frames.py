@@ -106,6 +106,7 @@ def test_from_dict_rejects_unknown_keys():
         ({"recording_segment": 4096.0}, "recording_segment"),
         ({"recording_max_segments": 0}, "recording_max_segments"),
         ({"recording_max_segments": 2.0}, "recording_max_segments"),
+        ({"recording_band_limit": 1}, "recording_band_limit"),
     ],
 )
 def test_invalid_config_names_the_field(kwargs, field):

@@ -38,6 +38,7 @@ def test_a_saved_bundle_loads_with_its_recording_head(tmp_path):
         (dict(n_features=7 * 16), FEATURES, "values per frame"),
         ({}, FeatureConfig(nfft=32, hop=32, recording_segment=0), "has recording head but"),
         (dict(recording_head=False), FEATURES, "has no recording head but"),
+        (dict(recording_views=2), FEATURES, "reads 2 views of the recording but the features"),
     ],
 )
 def test_saving_refuses_features_the_model_does_not_read(tmp_path, model, features, message):

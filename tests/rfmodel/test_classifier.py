@@ -165,17 +165,50 @@ def test_recording_head_adds_a_linear_map_of_the_normalised_recording_features()
     torch.testing.assert_close(with_head(x, mask, r), expected, rtol=1e-10, atol=1e-10)
 
 
+def test_a_recording_head_over_two_views_normalises_each_and_adds_its_mlp():
+    """Two views of F values, each layer-normed on its own; the logits gain W n + b and the MLP's
+    W2 gelu(W1 n + b1) + b2, checked against those formulas in float64."""
+    with_head = tiny_model(recording_head=True, recording_views=2, recording_hidden=7)
+    without = tiny_model()
+    without.load_state_dict(with_head.state_dict(), strict=False)
+    seqs, x, mask = padded_batch()
+    g = torch.Generator().manual_seed(5)
+    r = torch.randn(len(seqs), 2 * TINY["n_features"], dtype=F64, generator=g)
+    r[:, TINY["n_features"] :] = 100 * r[:, TINY["n_features"] :] + 30  # another scale
+    torch.testing.assert_close(with_head(x, mask, r), without(x, mask), rtol=0, atol=0)
+    torch.manual_seed(6)
+    for p in (*with_head.recording_head.parameters(), *with_head.recording_mlp.parameters()):
+        nn.init.normal_(p)
+    views = r.unflatten(-1, (2, TINY["n_features"]))
+    normed = (views - views.mean(-1, keepdim=True)) / (
+        views.var(-1, unbiased=False, keepdim=True) + 1e-5
+    ).sqrt()
+    normed = normed.flatten(-2)
+    head = with_head.recording_head
+    up, _, down = with_head.recording_mlp
+    hidden = normed @ up.weight.T + up.bias
+    gelu = 0.5 * hidden * (1 + torch.erf(hidden / 2**0.5))
+    expected = (
+        without(x, mask) + normed @ head.weight.T + head.bias + gelu @ down.weight.T + down.bias
+    )
+    torch.testing.assert_close(with_head(x, mask, r), expected, rtol=1e-10, atol=1e-10)
+
+
+HEAD = dict(recording_head=True)
+
+
 @pytest.mark.parametrize(
-    ("recording_head", "recording_shape", "message"),
+    ("head", "recording_shape", "message"),
     [
-        (True, None, "recording: expected"),
-        (True, (3, 9), "recording: expected"),
-        (True, (2, 10), "recording: expected"),
-        (False, (3, 10), "recording: this model has no recording head"),
+        (HEAD, None, "recording: expected"),
+        (HEAD, (3, 9), "recording: expected"),
+        (HEAD, (2, 10), "recording: expected"),
+        ({**HEAD, "recording_views": 2}, (3, 10), r"recording: expected \[3, 20\]"),
+        ({}, (3, 10), "recording: this model has no recording head"),
     ],
 )
-def test_recording_features_are_checked(recording_head, recording_shape, message):
+def test_recording_features_are_checked(head, recording_shape, message):
     _, x, mask = padded_batch()
     r = None if recording_shape is None else torch.randn(*recording_shape, dtype=F64)
     with pytest.raises(ValueError, match=f"^{message}"):
-        tiny_model(recording_head=recording_head)(x, mask, r)
+        tiny_model(**head)(x, mask, r)

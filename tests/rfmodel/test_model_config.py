@@ -62,6 +62,8 @@ def test_build_attention_revalidates():
         ({"norm_eps": 0.0}, "norm_eps"),
         ({"rope_base": "10000"}, "rope_base"),
         ({"mla_absorb": 1}, "mla_absorb"),
+        ({"recording_views": 0}, "recording_views"),
+        ({"recording_hidden": -1}, "recording_hidden"),
     ],
 )
 def test_invalid_fields_are_named(overrides, field):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from preprocessing.features import FeatureConfig
+from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
 from rfmodel.config import ModelConfig
 from rfmodel.data import CLASSES
@@ -219,6 +220,30 @@ def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsy
     removed = ("--recording-segment", "0", "--steps", "1")
     assert train(tmp_path / "removed", *removed, "--init-from", str(tmp_path / "trained")) == 2
     assert "recording_segment 128 (this run: 0)" in capsys.readouterr().out
+
+
+def test_a_fine_tune_adds_the_band_view_and_the_mlp_from_the_bundles_predictions(tmp_path):
+    head = ("--recording-segment", "128")
+    assert train(tmp_path / "linear", *head, "--steps", "2") == 0
+    more = ("--recording-band-limit", "--recording-hidden", "8", "--lr", "0")
+    added = (*head, *more, "--steps", "1", "--init-from", str(tmp_path / "linear"))
+    assert train(tmp_path / "added", *added) == 0
+    before, after = (load_bundle(tmp_path / d / "mha-rmsnorm") for d in ("linear", "added"))
+    assert after.feature_config.recording_band_limit and after.feature_config.recording_views == 2
+    assert (after.model_config.recording_views, after.model_config.recording_hidden) == (2, 8)
+    iq = torch.randn(3, 512, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+
+    def logits(bundle):
+        cfg = bundle.feature_config
+        with torch.no_grad():
+            return bundle.model(compute_features(iq, cfg), recording=recording_features(iq, cfg))
+
+    torch.testing.assert_close(logits(after), logits(before), rtol=0, atol=1e-6)
+    # the band view was read: trained, its columns of the linear head move
+    trained = (*head, *more[:3], "--steps", "3", "--init-from", str(tmp_path / "linear"))
+    assert train(tmp_path / "trained", *trained) == 0
+    weight = load_bundle(tmp_path / "trained" / "mha-rmsnorm").model.recording_head.weight
+    assert weight[:, weight.shape[1] // 2 :].abs().sum() > 0
 
 
 @pytest.mark.parametrize(
