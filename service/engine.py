@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from service.admission import QueueWaitLimit
+from service.batch_cost import BatchCost
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -135,24 +137,6 @@ def length_bucket(n_samples: int) -> int:
     return max(n_samples - 1, 0).bit_length()
 
 
-class SampleCost:
-    """Seconds of device time per IQ sample, a moving average over recent batches: what the work
-    queued ahead of a new request will take. Full batches dominate under load, which is when the
-    estimate matters."""
-
-    WEIGHT = 0.2  # of the newest batch; about the last ten batches count
-
-    def __init__(self) -> None:
-        self.seconds_per_sample = 0.0
-
-    def observe(self, seconds: float, samples: int) -> None:
-        latest = seconds / max(samples, 1)
-        if self.seconds_per_sample == 0.0:
-            self.seconds_per_sample = latest
-        else:
-            self.seconds_per_sample += self.WEIGHT * (latest - self.seconds_per_sample)
-
-
 def warmup_batch_sizes(max_batch: int) -> list[int]:
     sizes = [1]
     while sizes[-1] < max_batch:
@@ -183,7 +167,7 @@ class Engine:
         self._queue_wait = queue_wait
         if queue_wait is not None:
             metrics.queue_wait_limit.set(queue_wait.limit_s)
-        self._cost = SampleCost()
+        self._cost = BatchCost()
         self._queued_samples = 0  # in the frames of _pending
         # when the batch on the device should end (perf_counter), by estimate; 0 when idle
         self._busy_until = 0.0
@@ -313,18 +297,25 @@ class Engine:
             return
         ahead_s = max(0.0, self._busy_until - time.perf_counter())
         if self._pending:
-            queued_s = self._queued_samples * self._cost.seconds_per_sample
-            frame_s = queued_s / len(self._pending)
-            # a batch closes at max_batch frames or at the floor's work, whichever comes first,
-            # but holds at least one frame
-            batch_work_s = min(self._max_batch * frame_s, self._queue_wait.floor_s)
-            full_batch_s = max(frame_s, batch_work_s)
-            ahead_s += queued_s // full_batch_s * full_batch_s if full_batch_s > 0 else 0.0
+            batch_samples = self._full_batch_samples(self._queued_samples / len(self._pending))
+            # one that closed at the floor's work counts as the floor, as _batch_is_full aims
+            batch_s = min(self._cost.seconds(batch_samples), self._queue_wait.floor_s)
+            ahead_s += self._queued_samples // batch_samples * batch_s
         if ahead_s > self._queue_wait.limit_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is ahead; "
                 f"the limit is {1000 * self._queue_wait.limit_s:.0f} ms"
             )
+
+    def _full_batch_samples(self, frame_samples: float) -> float:
+        """Samples of a full batch of frames of this length: max_batch of them, or as many as
+        reach the queue-wait floor's work (_batch_is_full), at least one. Lock held."""
+        frames = self._max_batch
+        per_frame_s = self._cost.per_sample_s * frame_samples
+        if per_frame_s > 0:
+            room_s = self._queue_wait.floor_s - self._cost.fixed_s
+            frames = min(frames, max(1, math.ceil(room_s / per_frame_s)))
+        return frames * frame_samples
 
     def observe_admitted(self, seconds: float) -> None:
         """The latency of a request this engine took (answered, or dropped at its deadline) as
@@ -371,7 +362,7 @@ class Engine:
             if not batch:  # empty when the head request was cancelled meanwhile
                 continue
             samples = sum(len(item.request.frames[item.index]) for item in batch)
-            self._busy_until = time.perf_counter() + samples * self._cost.seconds_per_sample
+            self._busy_until = time.perf_counter() + self._cost.seconds(samples)
             try:
                 self._run(batch)
             finally:
@@ -437,7 +428,7 @@ class Engine:
             return True
         if self._queue_wait is None:
             return False
-        return samples * self._cost.seconds_per_sample >= self._queue_wait.floor_s
+        return self._cost.seconds(samples) >= self._queue_wait.floor_s
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
