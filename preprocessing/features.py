@@ -87,6 +87,11 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
 }
 
 
+# keys whose default came after weights were saved without them: a stored config that lacks one
+# predates it, and was made with the feature off
+PREDATING_FEATURES = {"recording_band_limit": False}
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Everything that decides the features. Stored with every trained model (to_dict) so the
@@ -111,7 +116,7 @@ class FeatureConfig:
     # samples), and the cost stays bounded at any length
     recording_max_segments: int = 4
     # the recording features again, of the segments filtered to their band (preprocessing.band)
-    recording_band_limit: bool = False
+    recording_band_limit: bool = True
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
@@ -184,7 +189,7 @@ class FeatureConfig:
             raise InvalidParameter(
                 "features", f"unknown keys {unknown}; valid keys: {sorted(known)}"
             )
-        return cls(**d)
+        return cls(**{**PREDATING_FEATURES, **d})
 
 
 def frame_features(frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:

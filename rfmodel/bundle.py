@@ -112,8 +112,8 @@ def check_compatible(model: ModelConfig, features: FeatureConfig, where: str) ->
         )
     if model.recording_head and model.recording_views != features.recording_views:
         raise BundleError(
-            f"{where}the model's recording head reads {model.recording_views} views of the "
-            f"recording but the features give {features.recording_views} "
+            f"{where}the model's recording head reads {model.recording_views} of the "
+            f"recording's views but the features give {features.recording_views} "
             f"(recording_band_limit {features.recording_band_limit})"
         )
 

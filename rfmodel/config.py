@@ -15,6 +15,11 @@ NORMS = ("rmsnorm", "layernorm")
 POOLS = ("mean", "attention")
 
 
+# keys whose default came after weights were saved without them: a stored config that lacks one
+# predates it, and its model was built without that part
+PREDATING = {"recording_hidden": 0}
+
+
 class ConfigError(ValueError):
     """A model config field with an invalid value; `field` names it."""
 
@@ -50,7 +55,7 @@ class ModelConfig:
     # head over recording_views vectors of n_features, plus an MLP of recording_hidden units if > 0
     recording_head: bool = False
     recording_views: int = 1
-    recording_hidden: int = 0
+    recording_hidden: int = 256
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,12 +129,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild a config; unknown keys are refused (they mean a config from another model or
-        version), missing keys take their defaults."""
+        version), missing keys take their defaults, or their PREDATING value."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown model config keys {unknown}")
-        return cls(**data)
+        return cls(**{**PREDATING, **data})
 
 
 def _require_int(field: str, value: Any, minimum: int) -> None:

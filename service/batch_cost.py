@@ -11,19 +11,16 @@ How: an exponentially weighted least-squares line through (samples, seconds) of 
 The warm-up runs every batch size once, so the line starts from batches of 1 to max_batch
 frames. While the recent batches are all about one size the slope is undetermined, and the line
 goes through the origin (the per-sample average); a negative part, which noise can give, is
-dropped and the other refitted alone. A batch counts at most OUTLIER_RATIO times the line's
-estimate for it: a least-squares line follows one slow batch (a pause, another process on the
-device) far, and a fixed part lifted by it would close the next twenty batches early.
+dropped and the other refitted alone.
 """
 
 from __future__ import annotations
 
 
 class BatchCost:
-    DECAY = 0.95  # per batch, of the weight of those before it: about the last twenty count
+    DECAY = 0.8  # per batch, of the weight of those before it: about the last five count
     # below this relative spread of the recent sizes (std / mean) the slope is left undetermined
     MIN_SPREAD = 0.05
-    OUTLIER_RATIO = 2.0
 
     def __init__(self) -> None:
         self._weight = 0.0
@@ -33,8 +30,6 @@ class BatchCost:
 
     def observe(self, seconds: float, samples: int) -> None:
         x = float(max(samples, 1))
-        if self._weight > 0:
-            seconds = min(seconds, self.OUTLIER_RATIO * self.seconds(x))
         d = self.DECAY
         self._weight = d * self._weight + 1.0
         self._x = d * self._x + x

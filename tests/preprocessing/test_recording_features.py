@@ -20,6 +20,7 @@ MIXED = FeatureConfig(
     sorted_transforms=("x4", "x2"),
     recording_segment=128,
     recording_max_segments=8,
+    recording_band_limit=False,  # the plain view; test_band_limited checks the second
 )
 
 
@@ -55,7 +56,7 @@ def reference_recording(x, cfg):
         (MIXED, 100),  # shorter than a segment: one of 96
         (MIXED, 128),
         (dataclasses.replace(MIXED, db=False, window="blackman", recording_segment=64), 300),
-        (FeatureConfig(nfft=16, hop=16, recording_segment=256), 777),
+        (FeatureConfig(nfft=16, hop=16, recording_segment=256, recording_band_limit=False), 777),
         (dataclasses.replace(MIXED, recording_max_segments=3), 1000),  # the first 3 of 7
     ],
 )

@@ -18,6 +18,7 @@ CLASSES = ("a", "b", "c")
 
 def tiny(**overrides) -> RFClassifier:
     sizes = dict(d_model=16, n_layers=1, n_heads=2, n_classes=3, recording_head=True)
+    sizes["recording_views"] = FEATURES.recording_views
     return RFClassifier(ModelConfig(**{"n_features": FEATURES.n_features, **sizes, **overrides}))
 
 
@@ -27,7 +28,8 @@ def test_a_saved_bundle_loads_with_its_recording_head(tmp_path):
     torch.nn.init.normal_(model.recording_head.weight)
     bundle = load_bundle(save_bundle(tmp_path, model, FEATURES, CLASSES))
     assert bundle.feature_config == FEATURES and bundle.model_config.recording_head
-    x, recording = torch.randn(2, 5, FEATURES.n_features), torch.randn(2, FEATURES.n_features)
+    x = torch.randn(2, 5, FEATURES.n_features)
+    recording = torch.randn(2, FEATURES.recording_views * FEATURES.n_features)
     model.eval()
     torch.testing.assert_close(bundle.model(x, recording=recording), model(x, recording=recording))
 
@@ -38,7 +40,7 @@ def test_a_saved_bundle_loads_with_its_recording_head(tmp_path):
         (dict(n_features=7 * 16), FEATURES, "values per frame"),
         ({}, FeatureConfig(nfft=32, hop=32, recording_segment=0), "has recording head but"),
         (dict(recording_head=False), FEATURES, "has no recording head but"),
-        (dict(recording_views=2), FEATURES, "reads 2 views of the recording but the features"),
+        (dict(recording_views=1), FEATURES, "reads 1 of the recording's views but the features"),
     ],
 )
 def test_saving_refuses_features_the_model_does_not_read(tmp_path, model, features, message):

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from preprocessing.features import FeatureConfig
-from rfmodel.bundle import save_bundle
+from rfmodel.bundle import model_config_for, save_bundle
 from rfmodel.classifier import RFClassifier
-from rfmodel.config import ModelConfig
 from rfmodel.data import CLASSES
 from rfmodel.evaluate import EVAL_SEED, score
 from service.cli import main
@@ -59,15 +58,15 @@ def tiny_bundles(tmp_path):
     paths = []
     for seed, backend in enumerate(("mha", "latte")):
         torch.manual_seed(seed)
-        cfg = ModelConfig(
-            n_features=features.n_features,
-            n_classes=len(CLASSES),
+        # with a recording head over both views, as the shipped models: evaluation feeds it
+        cfg = model_config_for(
+            features,
+            len(CLASSES),
             d_model=16,
             n_layers=1,
             n_heads=2,
             n_latents=4,
             attn_backend=backend,
-            recording_head=True,  # as the shipped models: evaluation feeds it
         )
         path = tmp_path / "models" / f"{backend}-rmsnorm"
         paths.append(save_bundle(path, RFClassifier(cfg), features, CLASSES))

@@ -18,7 +18,13 @@ def test_round_trip_through_json():
 
 
 def test_missing_keys_take_defaults():
-    assert ModelConfig.from_dict({"attn_backend": "gqa"}) == ModelConfig(attn_backend="gqa")
+    stored = {"attn_backend": "gqa", "recording_hidden": 64}
+    assert ModelConfig.from_dict(stored) == ModelConfig(attn_backend="gqa", recording_hidden=64)
+
+
+def test_a_config_saved_before_the_recording_mlp_loads_without_it():
+    assert ModelConfig.from_dict({"recording_head": True}).recording_hidden == 0
+    assert ModelConfig().recording_hidden == 256  # what training builds now
 
 
 def test_unknown_keys_are_refused():

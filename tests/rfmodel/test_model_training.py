@@ -116,7 +116,11 @@ def test_every_parameter_gets_a_gradient(cfg):
     model = RFClassifier(cfg)
     x, mask, y = batch(8, torch.Generator().manual_seed(3))
     # the recording head starts at zero: its gradient is what has to reach it
-    recording = torch.randn(x.shape[0], x.shape[-1]) if cfg.recording_head else None
+    recording = torch.randn(x.shape[0], cfg.n_recording_features) if cfg.recording_head else None
+    if model.recording_mlp is not None:
+        # its output layer starts at zero too, which holds its first layer's gradient at zero
+        # until that layer moves
+        torch.nn.init.normal_(model.recording_mlp[-1].weight)
     torch.nn.functional.cross_entropy(model(x, mask, recording), y).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not dead, f"no gradient reaches {dead}"

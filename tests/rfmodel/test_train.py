@@ -120,7 +120,7 @@ def test_lockstep_writes_one_loadable_bundle_per_backend(tmp_path):
         assert bundle.classes == tuple(CLASSES)
         assert bundle.training["trained_with"] == [f"{b}-rmsnorm" for b in backends]
         x = torch.randn(2, 31, bundle.model_config.n_features)
-        recording = torch.randn(2, bundle.model_config.n_features)  # the default: with the head
+        recording = torch.randn(2, bundle.model_config.n_recording_features)  # the default
         assert bundle.model(x, recording=recording).shape == (2, len(CLASSES))
 
 
@@ -197,8 +197,9 @@ def test_init_from_starts_each_model_from_its_bundle(tmp_path):
 
 
 def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsys):
-    assert train(tmp_path / "plain", "--steps", "2", "--recording-segment", "0") == 0
-    head = ("--recording-segment", "128")
+    linear = ("--no-recording-band-limit", "--recording-hidden", "0")  # the head alone
+    assert train(tmp_path / "plain", *linear, "--steps", "2", "--recording-segment", "0") == 0
+    head = ("--recording-segment", "128", *linear)
     # added at learning rate 0: the transformer keeps the bundle's weights, the head its zeros
     added = (*head, "--steps", "1", "--lr", "0", "--init-from", str(tmp_path / "plain"))
     assert train(tmp_path / "added", *added) == 0
@@ -217,14 +218,15 @@ def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsy
     assert bundle.model.recording_head.weight.abs().sum() > 0
     # taking the head away is not a fine-tune
     capsys.readouterr()
-    removed = ("--recording-segment", "0", "--steps", "1")
+    removed = ("--recording-segment", "0", *linear, "--steps", "1")
     assert train(tmp_path / "removed", *removed, "--init-from", str(tmp_path / "trained")) == 2
     assert "recording_segment 128 (this run: 0)" in capsys.readouterr().out
 
 
 def test_a_fine_tune_adds_the_band_view_and_the_mlp_from_the_bundles_predictions(tmp_path):
     head = ("--recording-segment", "128")
-    assert train(tmp_path / "linear", *head, "--steps", "2") == 0
+    linear = (*head, "--no-recording-band-limit", "--recording-hidden", "0")
+    assert train(tmp_path / "linear", *linear, "--steps", "2") == 0
     more = ("--recording-band-limit", "--recording-hidden", "8", "--lr", "0")
     added = (*head, *more, "--steps", "1", "--init-from", str(tmp_path / "linear"))
     assert train(tmp_path / "added", *added) == 0

@@ -51,4 +51,7 @@ def test_two_ranks_train_as_one_process_on_both_sub_streams(tmp_path):
         train.train_step(member, x, recording, torch.cat([labels0, labels1]), args.clip)
     trained = bundle.model.state_dict()
     for name, value in member.model.state_dict().items():
-        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-7, msg=name)
+        # Adam divides by the root of each gradient's second moment, so an entry whose gradient
+        # is near zero (the recording MLP's first layer while its zero-initialised output layer
+        # has hardly moved) turns the ranks' different summation round-off into steps of 4e-7
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
