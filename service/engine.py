@@ -297,9 +297,14 @@ class Engine:
             return
         ahead_s = max(0.0, self._busy_until - time.perf_counter())
         if self._pending:
-            batch_samples = self._full_batch_samples(self._queued_samples / len(self._pending))
-            # one that closed at the floor's work counts as the floor, as _batch_is_full aims
-            batch_s = min(self._cost.seconds(batch_samples), self._queue_wait.floor_s)
+            frame_samples = self._queued_samples / len(self._pending)
+            batch_samples = self._full_batch_samples(frame_samples)
+            # a batch closes at the floor's work (_batch_is_full aims there) but holds at least
+            # one frame, whose cost may pass the floor: on a CPU one 32k-sample frame costs 3x it
+            batch_s = max(
+                min(self._cost.seconds(batch_samples), self._queue_wait.floor_s),
+                self._cost.seconds(frame_samples),
+            )
             ahead_s += self._queued_samples // batch_samples * batch_s
         if ahead_s > self._queue_wait.limit_s:
             raise QueueFull(

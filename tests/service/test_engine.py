@@ -264,6 +264,23 @@ async def test_a_batch_holds_no_more_work_than_the_queue_wait_limit():
     engine.stop()
 
 
+async def test_a_queued_frame_costlier_than_the_limit_counts_in_full():
+    """One frame past the floor's work is a batch of its own, and the whole of it is ahead of a
+    newcomer (counting it at the floor's work admitted three times too many on a CPU, where a
+    32k-sample frame costs 18 ms against the 6 ms floor)."""
+    runner = ScriptedRunner(seconds_per_frame=0.05)
+    engine = started(make_engine(runner, max_batch=4, queue_wait=fixed_limit(0.03)), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    await asyncio.sleep(0.2)  # past the held batch's estimated end: only the queue counts
+    engine.submit([frame(64, 1)], lambda _: None)  # nothing queued ahead: admitted
+    with pytest.raises(QueueFull, match="ahead"):
+        engine.submit([frame(64, 2)], lambda _: None)
+    runner.gate.set()
+    await held
+    engine.stop()
+
+
 async def test_batches_closed_by_work_count_as_full_batches_ahead():
     runner = ScriptedRunner(seconds_per_frame=0.02)
     engine = started(
