@@ -16,9 +16,8 @@ import uvicorn
 
 from benchmarks.live_service import free_port, terminate
 from preprocessing.features import FeatureConfig
-from rfmodel.bundle import save_bundle
+from rfmodel.bundle import model_config_for, save_bundle
 from rfmodel.classifier import RFClassifier
-from rfmodel.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CLASSES = ("noise", "tone", "bpsk", "qpsk", "fsk")
@@ -27,12 +26,12 @@ TINY_CLASSES = ("noise", "tone", "bpsk", "qpsk", "fsk")
 def build_tiny_bundle(path: Path, backend: str = "mha", seed: int = 0) -> Path:
     """A randomly initialised model small enough that a test server starts and answers in
     milliseconds; its labels are arbitrary, so tests check structure and consistency. It reads
-    the recording's features too, as the shipped models do."""
+    the recording's features too, both views, as the shipped models do."""
     features = FeatureConfig(nfft=64, hop=32, recording_segment=256)
-    config = ModelConfig(
-        n_features=features.n_features,
-        n_classes=len(TINY_CLASSES),
-        recording_head=True,
+    config = model_config_for(
+        features,
+        len(TINY_CLASSES),
+        recording_hidden=8,
         d_model=16,
         n_layers=1,
         n_heads=2,
@@ -46,8 +45,9 @@ def build_tiny_bundle(path: Path, backend: str = "mha", seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = RFClassifier(config)
-    # not zero as it starts for training, so that a wrong recording vector changes the answer
+    # not zero as they start for training, so that a wrong recording vector changes the answer
     torch.nn.init.normal_(model.recording_head.weight)
+    torch.nn.init.normal_(model.recording_mlp[-1].weight)
     return save_bundle(path, model, features, TINY_CLASSES)
 
 
