@@ -17,7 +17,7 @@ POOLS = ("mean", "attention")
 
 # keys whose default came after weights were saved without them: a stored config that lacks one
 # predates it, and its model was built without that part
-PREDATING = {"recording_hidden": 0}
+PREDATING_MODEL = {"recording_hidden": 0}
 
 
 class ConfigError(ValueError):
@@ -129,12 +129,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild a config; unknown keys are refused (they mean a config from another model or
-        version), missing keys take their defaults, or their PREDATING value."""
+        version), missing keys take their defaults, or their PREDATING_MODEL value."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown model config keys {unknown}")
-        return cls(**{**PREDATING, **data})
+        return cls(**{**PREDATING_MODEL, **data})
 
 
 def _require_int(field: str, value: Any, minimum: int) -> None:
