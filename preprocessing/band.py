@@ -5,7 +5,7 @@ the whole band, at about -5 dB. The x^2, x^4 and x^8 spectra and the sample dist
 a segment are mostly noise times noise; filtered to its band it is back at 10 dB. On the
 held-out set, the same recording features of the filtered segments beside the plain ones (a
 2-layer MLP over a frozen mha's pooled output, 42,000 training recordings; docs/experiments/
-band_view/) scored 0.938 at SNR >= 10 dB and 0.469 at 0 dB, against 0.928 and 0.392 without them.
+band_view/) scored 0.936 at SNR >= 10 dB and 0.486 at 0 dB, against 0.928 and 0.402 without them.
 
 How: the Welch spectrum of the unit-RMS segment (frames of nfft, half overlapping, the features'
 window) gives a smooth power P per bin; averaged over many frames, bins of noise alone sit close
