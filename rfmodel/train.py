@@ -365,11 +365,11 @@ def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureCo
         ]
         if differ:
             raise TrainError(f"init-from: {path} has other {what} settings: {', '.join(differ)}")
-    state = bundle.model.state_dict()
+    state, ours = bundle.model.state_dict(), model.state_dict()
     key = "recording_head.weight"
-    if key in state and state[key].shape != model.state_dict()[key].shape:
+    if key in state and state[key].shape != ours[key].shape:
         # the first view's columns; the band-limited view's start at zero
-        wider = torch.zeros_like(model.state_dict()[key])
+        wider = torch.zeros_like(ours[key])
         wider[:, : state[key].shape[1]] = state[key]
         state[key] = wider
     missing, unexpected = model.load_state_dict(state, strict=False)
