@@ -14,6 +14,9 @@ from rfmodel.config import ModelConfig
 from rfmodel.norms import make_norm
 from rfmodel.rope import Rope, RopeCache
 
+# the least spread fit_recording_norm divides by: a thousandth of a dB or of an FFT bin
+SCALE_FLOOR = 1e-3
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -58,19 +61,26 @@ class RFClassifier(nn.Module):
         self.recording_head = None
         self.recording_mlp = None
         if cfg.recording_head:
-            self.recording_head = nn.Linear(cfg.n_recording_features, cfg.n_classes)
+            n = cfg.n_recording_features
+            self.recording_head = nn.Linear(n, cfg.n_classes)
             nn.init.zeros_(self.recording_head.weight)
             nn.init.zeros_(self.recording_head.bias)
+            if cfg.recording_norm == "standard":
+                # the identity until rfmodel.train fits them to the training data
+                self.register_buffer("recording_shift", torch.zeros(n))
+                self.register_buffer("recording_scale", torch.ones(n))
         if cfg.recording_head and cfg.recording_hidden:
-            # what the linear head cannot: over a frozen mha, a one-layer MLP over both views
-            # scored 0.445 at 0 dB, a linear layer 0.412 (docs/experiments/band_view). Its output
-            # starts at zero, so a fine-tune that adds it starts from the linear head's answers.
-            hidden = cfg.recording_hidden
-            self.recording_mlp = nn.Sequential(
-                nn.Linear(cfg.n_recording_features, hidden),
-                nn.GELU(),
-                nn.Linear(hidden, cfg.n_classes),
-            )
+            # what the linear head cannot: over a frozen mha, an MLP over both views scored 0.475
+            # at 0 dB, a linear layer 0.412 (docs/experiments/band_view). Its output starts at
+            # zero, so a fine-tune that adds it starts from the linear head's answers.
+            layers: list[nn.Module] = []
+            width = cfg.n_recording_features
+            for _ in range(cfg.recording_layers):
+                layers += [nn.Linear(width, cfg.recording_hidden), nn.GELU()]
+                if cfg.recording_dropout:  # only then: older weights keep their module indices
+                    layers.append(nn.Dropout(cfg.recording_dropout))
+                width = cfg.recording_hidden
+            self.recording_mlp = nn.Sequential(*layers, nn.Linear(width, cfg.n_classes))
             nn.init.zeros_(self.recording_mlp[-1].weight)
             nn.init.zeros_(self.recording_mlp[-1].bias)
         self.rope = RopeCache(cfg.rope_dim, cfg.rope_base)
@@ -93,16 +103,35 @@ class RFClassifier(nn.Module):
         logits = self.head(self._pool(h, mask))  # [B, C]
         if self.recording_head is None:
             return logits
-        # without parameters: the slots' dB and bin scales differ and the head is linear; at
-        # least fp32, a bf16 mean over 1,792 values is coarse. Each view on its own, so adding
-        # a view leaves what the first one's weights see unchanged.
-        wide = torch.promote_types(recording.dtype, torch.float32)
-        views = recording.to(wide).unflatten(-1, (self.cfg.recording_views, -1))  # [B, V, F]
-        normed = F.layer_norm(views, views.shape[-1:]).flatten(-2).to(logits.dtype)  # [B, V*F]
+        normed = self._normed_recording(recording).to(logits.dtype)  # [B, V*F]
         logits = logits + self.recording_head(normed)
         if self.recording_mlp is None:
             return logits
         return logits + self.recording_mlp(normed)
+
+    def _normed_recording(self, recording: Tensor) -> Tensor:
+        """[B, V*F] the recording's features -> the same scaled for the heads (cfg.recording_norm),
+        at least fp32: a bf16 mean over 1,792 values is coarse."""
+        wide = torch.promote_types(recording.dtype, torch.float32)
+        recording = recording.to(wide)
+        if self.cfg.recording_norm == "standard":
+            # per value: the slots' dB and bin scales differ, and so does how much each value
+            # varies between recordings. Each view layer-normed over its own values instead
+            # (recording_norm "layer") loses its level and spread: with that input a 1-layer
+            # MLP over a frozen mha scored 0.365 at 0 dB, standardised 0.445
+            # (docs/experiments/band_view)
+            return (recording - self.recording_shift.to(wide)) / self.recording_scale.to(wide)
+        views = recording.unflatten(-1, (self.cfg.recording_views, -1))  # [B, V, F]
+        return F.layer_norm(views, views.shape[-1:]).flatten(-2)
+
+    @torch.no_grad()
+    def fit_recording_norm(self, recording: Tensor) -> None:
+        """Set the standard norm's shift and scale to the mean and standard deviation of each
+        value over these recordings' features [N, V*F]."""
+        wide = recording.double()
+        self.recording_shift.copy_(wide.mean(0))
+        # a value that hardly varies is not blown up into unit-size noise
+        self.recording_scale.copy_(wide.std(0).clamp_min(SCALE_FLOOR))
 
     def _pool(self, h: Tensor, mask: Tensor | None) -> Tensor:
         """h [B, T, D] -> [B, D] over the real tokens."""

@@ -13,11 +13,17 @@ from typing import Any
 BACKENDS = ("mha", "flash", "gqa", "latent", "mla", "latte")
 NORMS = ("rmsnorm", "layernorm")
 POOLS = ("mean", "attention")
+RECORDING_NORMS = ("standard", "layer")
 
 
 # keys whose default came after weights were saved without them: a stored config that lacks one
 # predates it, and its model was built without that part
-PREDATING_MODEL = {"recording_hidden": 0}
+PREDATING_MODEL = {
+    "recording_hidden": 0,
+    "recording_layers": 1,
+    "recording_dropout": 0.0,
+    "recording_norm": "layer",
+}
 
 
 class ConfigError(ValueError):
@@ -52,10 +58,17 @@ class ModelConfig:
     dropout: float = 0.0  # on the residual branches (attention and MLP outputs)
     pool: str = "mean"  # over the real tokens: "mean", or "attention" (a learned query's softmax)
     # the recording's own features (preprocessing.recording) to the logits as well: a linear
-    # head over recording_views vectors of n_features, plus an MLP of recording_hidden units if > 0
+    # head over recording_views vectors of n_features, plus, if recording_hidden > 0, an MLP of
+    # recording_layers hidden layers of recording_hidden units (dropout recording_dropout)
     recording_head: bool = False
     recording_views: int = 1
     recording_hidden: int = 256
+    recording_layers: int = 2
+    recording_dropout: float = 0.2
+    # how the heads see the recording's features: "standard", each value shifted and scaled by
+    # its mean and spread over training data (the classifier's recording_shift and _scale,
+    # fitted by rfmodel.train); "layer", each view scaled over its own values
+    recording_norm: str = "standard"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -84,6 +97,11 @@ class ModelConfig:
             raise ConfigError("norm", f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
         if self.pool not in POOLS:
             raise ConfigError("pool", f"unknown pool {self.pool!r}; valid: {', '.join(POOLS)}")
+        if self.recording_norm not in RECORDING_NORMS:
+            raise ConfigError(
+                "recording_norm",
+                f"unknown {self.recording_norm!r}; valid: {', '.join(RECORDING_NORMS)}",
+            )
         for name in (
             "n_features",
             "d_model",
@@ -97,6 +115,7 @@ class ModelConfig:
             "qk_nope_head_dim",
             "v_head_dim",
             "recording_views",
+            "recording_layers",
         ):
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("n_classes", self.n_classes, minimum=2)
@@ -110,6 +129,7 @@ class ModelConfig:
         _require_number("norm_eps", self.norm_eps, low=0.0, low_open=True)
         _require_number("rope_base", self.rope_base, low=1.0, low_open=True)
         _require_number("dropout", self.dropout, low=0.0, high=1.0)
+        _require_number("recording_dropout", self.recording_dropout, low=0.0, high=1.0)
         if self.d_model % self.n_heads:
             raise ConfigError(
                 "n_heads", f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}"

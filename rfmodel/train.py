@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,6 +77,10 @@ from rfmodel.train_stream import (
 
 VALIDATION_SEED = 1_000_003
 VALIDATION_SAMPLES = 4096
+# the recordings whose features fit the recording norm (RFClassifier.fit_recording_norm): a seed
+# of their own, every class at in-band SNRs over the training stream's range
+NORM_FIT_SEED = 3_000_017
+NORM_FIT_SNRS = tuple(float(v) for v in np.arange(-10.0, 30.1, 2.5))
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
 CHECKPOINT_FORMAT = 1
@@ -144,6 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=max(1, (os.cpu_count() or 2) - 1),
         help="DataLoader processes generating IQ (0: in the training process)",
+    )
+    parser.add_argument(
+        "--norm-fit-per-class",
+        type=positive_int,
+        default=50,
+        help="recordings per class whose features fit the recording norm of a model that does "
+        "not bring one (ModelConfig.recording_norm 'standard'; default %(default)s)",
     )
     parser.add_argument("--log-every", type=positive_int, default=50)
     parser.add_argument(
@@ -300,15 +312,21 @@ def build_member(
     args: argparse.Namespace,
     device: torch.device,
     ranks: Ranks,
+    norm_fit: NormFitData,
 ) -> Member:
     name = f"{weight_family(cfg.attn_backend)}-{cfg.norm}"
     # the init depends on the model's name only, so a model's weights do not depend on which
     # others train beside it
     torch.manual_seed(derived_seed(args.seed, INIT_KEY, zlib.crc32(name.encode())))
     model = RFClassifier(cfg).to(device)
-    initialised_from = None
+    initialised_from, norm_loaded = None, False
     if args.init_from is not None:
-        initialised_from = load_initial_weights(model, args.init_from / name, feature_cfg)
+        initialised_from, norm_loaded = load_initial_weights(
+            model, args.init_from / name, feature_cfg
+        )
+    if cfg.recording_head and cfg.recording_norm == "standard" and not norm_loaded:
+        # a resumed run then loads the checkpoint's over it
+        model.fit_recording_norm(norm_fit.features(feature_cfg, device))
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # gains and biases
     optimizer = torch.optim.AdamW(
@@ -334,21 +352,52 @@ def build_member(
     return Member(name, model, module, optimizer, scheduler, initialised_from)
 
 
-# what a fine-tune may switch on, by its off value: each part starts at zero (a recording head, its
-# MLP, the band-limited view's columns), so the fine-tune starts from the bundle's predictions
+class NormFitData:
+    """The recording features RFClassifier.fit_recording_norm reads, computed once, when a model
+    first needs them: recordings of the length mix's most frequent length, the same on every
+    rank, so the ranks' norms agree."""
+
+    def __init__(self, per_class: int, lengths: LengthMix) -> None:
+        self.per_class = per_class
+        self.n_samples = max(zip(lengths.weights, lengths.lengths, strict=True))[1]
+        self._features: torch.Tensor | None = None
+
+    def features(self, feature_cfg: FeatureConfig, device: torch.device) -> torch.Tensor:
+        if self._features is None:
+            data = make_eval_set(
+                NORM_FIT_SEED, self.per_class, self.n_samples, snr_values=NORM_FIT_SNRS
+            )
+            iq = torch.from_numpy(data.iq).to(device)
+            self._features = torch.cat(
+                [recording_features(chunk, feature_cfg) for chunk in iq.split(256)]
+            )
+        return self._features
+
+
+# what a fine-tune may switch on or change, by its earlier value: each new part starts at zero
+# (a recording head, its MLP, the band-limited view's columns), so the fine-tune starts from the
+# bundle's predictions, bar the recording heads when their input's norm changes (they restart)
 SWITCHABLE = {
     "recording_segment": 0,
     "recording_head": False,
     "recording_band_limit": False,
     "recording_views": 1,
     "recording_hidden": 0,
+    "recording_layers": 1,
+    "recording_dropout": 0.0,
+    "recording_norm": "layer",
 }
+# the recording MLP's shape: weights of another shape do not carry over
+MLP_SHAPE = ("recording_hidden", "recording_layers", "recording_dropout")
 
 
-def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureConfig) -> dict:
+def load_initial_weights(
+    model: RFClassifier, path: Path, feature_cfg: FeatureConfig
+) -> tuple[dict, bool]:
     """Copy the weights of the bundle at `path` into `model`, whose model and feature configs it
     must have (a fine-tune continues one model; it does not resize or re-feature it), bar the
-    recording features and heads a fine-tune may switch on (SWITCHABLE)."""
+    recording features and heads a fine-tune may switch on (SWITCHABLE). Returns where they came
+    from, and whether the recording norm came with them (else it is still to be fitted)."""
     try:
         bundle = load_bundle(path)
     except BundleError as exc:
@@ -366,6 +415,20 @@ def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureCo
         if differ:
             raise TrainError(f"init-from: {path} has other {what} settings: {', '.join(differ)}")
     state, ours = bundle.model.state_dict(), model.state_dict()
+    theirs = bundle.model_config
+    stale = []  # prefixes of heads trained on another input or of another shape
+    if theirs.recording_norm != model.cfg.recording_norm:
+        stale += ["recording_head.", "recording_mlp."]
+    if any(getattr(theirs, f) != getattr(model.cfg, f) for f in MLP_SHAPE):
+        stale.append("recording_mlp.")
+    if (
+        "recording_shift" in state
+        and state["recording_shift"].shape != ours["recording_shift"].shape
+    ):
+        # another view was added: fitted again, on the same recordings the first view's part
+        # comes out as it was
+        stale += ["recording_shift", "recording_scale"]
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(stale))}
     key = "recording_head.weight"
     if key in state and state[key].shape != ours[key].shape:
         # the first view's columns; the band-limited view's start at zero
@@ -374,8 +437,10 @@ def load_initial_weights(model: RFClassifier, path: Path, feature_cfg: FeatureCo
         state[key] = wider
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected
-    assert all(key.startswith(("recording_head.", "recording_mlp.")) for key in missing)
-    return {"version": bundle.version, "training": bundle.training}
+    heads = ("recording_head.", "recording_mlp.", "recording_shift", "recording_scale")
+    assert all(key.startswith(heads) for key in missing), missing
+    norm_loaded = "recording_shift" in state
+    return {"version": bundle.version, "training": bundle.training}, norm_loaded
 
 
 def run_identity(
@@ -623,8 +688,9 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     feature_cfg = FeatureConfig(**dataclass_overrides(args, FeatureConfig, ()))
     lengths = LengthMix.parse(args.lengths)
     snr_range = parse_snr_range(args.snr_range)
+    norm_fit = NormFitData(args.norm_fit_per_class, lengths)
     members = [
-        build_member(cfg, feature_cfg, args, device, ranks)
+        build_member(cfg, feature_cfg, args, device, ranks, norm_fit)
         for cfg in model_configs(args, feature_cfg)
     ]
     names = [m.name for m in members]
@@ -661,15 +727,20 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     t_start = time.perf_counter()
     step = start
     for step, (iq, labels, _snr) in zip(range(start + 1, end + 1), loader, strict=False):
-        # dropout's random stream is a function of (seed, rank, step) like the data, so a
-        # checkpoint needs no RNG state and a resumed run draws what an uninterrupted one does
-        torch.manual_seed(derived_seed(args.seed, DROPOUT_KEY, ranks.rank, step))
         iq = iq.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         # float32, outside autocast: FFTs in fp32
         x = compute_features(iq, feature_cfg)  # [B, T, F]
         recording = recording_features(iq, feature_cfg)  # [B, F] or None
-        meter.add([train_step(m, x, recording, labels, args.clip) for m in members])
+        losses_and_correct = []
+        for m in members:
+            # dropout's random stream is a function of (seed, model, rank, step) like the data,
+            # so a checkpoint needs no RNG state, a resumed run draws what an uninterrupted one
+            # does, and a model draws the same alone or beside others
+            key = (DROPOUT_KEY, zlib.crc32(m.name.encode()), ranks.rank, step)
+            torch.manual_seed(derived_seed(args.seed, *key))
+            losses_and_correct.append(train_step(m, x, recording, labels, args.clip))
+        meter.add(losses_and_correct)
         log.bar.update(1)
 
         if step % args.log_every == 0 or step == end:

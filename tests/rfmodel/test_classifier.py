@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from rfmodel.classifier import RFClassifier
+from rfmodel.classifier import SCALE_FLOOR, RFClassifier
 from rfmodel.config import BACKENDS, ModelConfig
 from rfmodel.norms import RMSNorm
 
@@ -142,10 +142,11 @@ def test_dropout_is_active_in_training_only():
     assert not torch.allclose(model(x), model(x))
 
 
-def test_recording_head_adds_a_linear_map_of_the_normalised_recording_features():
-    """logits = the transformer's + W (r - mean r) / std r + b, std without Bessel's correction
-    (a layer norm without parameters), checked against that formula in float64."""
-    with_head = tiny_model(recording_head=True)
+def test_recording_head_adds_a_linear_map_of_the_layer_normed_recording_features():
+    """recording_norm "layer": logits = the transformer's + W (r - mean r) / std r + b, std
+    without Bessel's correction (a layer norm without parameters), checked against that formula
+    in float64."""
+    with_head = tiny_model(recording_head=True, recording_norm="layer")
     without = tiny_model()
     without.load_state_dict(with_head.state_dict(), strict=False)
     seqs, x, mask = padded_batch()
@@ -168,7 +169,14 @@ def test_recording_head_adds_a_linear_map_of_the_normalised_recording_features()
 def test_a_recording_head_over_two_views_normalises_each_and_adds_its_mlp():
     """Two views of F values, each layer-normed on its own; the logits gain W n + b and the MLP's
     W2 gelu(W1 n + b1) + b2, checked against those formulas in float64."""
-    with_head = tiny_model(recording_head=True, recording_views=2, recording_hidden=7)
+    one_layer = dict(recording_layers=1, recording_dropout=0.0)
+    with_head = tiny_model(
+        recording_head=True,
+        recording_views=2,
+        recording_hidden=7,
+        recording_norm="layer",
+        **one_layer,
+    )
     without = tiny_model()
     without.load_state_dict(with_head.state_dict(), strict=False)
     seqs, x, mask = padded_batch()
@@ -186,12 +194,53 @@ def test_a_recording_head_over_two_views_normalises_each_and_adds_its_mlp():
     normed = normed.flatten(-2)
     head = with_head.recording_head
     up, _, down = with_head.recording_mlp
-    hidden = normed @ up.weight.T + up.bias
-    gelu = 0.5 * hidden * (1 + torch.erf(hidden / 2**0.5))
+    hidden = gelu(normed @ up.weight.T + up.bias)
     expected = (
-        without(x, mask) + normed @ head.weight.T + head.bias + gelu @ down.weight.T + down.bias
+        without(x, mask) + normed @ head.weight.T + head.bias + hidden @ down.weight.T + down.bias
     )
     torch.testing.assert_close(with_head(x, mask, r), expected, rtol=1e-10, atol=1e-10)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / 2**0.5))
+
+
+def test_the_standard_norm_fits_each_value_and_feeds_a_deeper_mlp():
+    """recording_norm "standard": each value shifted by its mean over the fitting recordings and
+    scaled by their standard deviation (Bessel-corrected, at least SCALE_FLOOR); logits gain
+    W n + b and the MLP's W3 gelu(W2 gelu(W1 n + b1) + b2) + b3, dropout off in eval, checked
+    against those formulas in float64."""
+    with_head = tiny_model(recording_head=True, recording_views=2, recording_hidden=7)
+    assert with_head.cfg.recording_layers == 2 and with_head.cfg.recording_dropout > 0
+    without = tiny_model()
+    without.load_state_dict(with_head.state_dict(), strict=False)
+    width = 2 * TINY["n_features"]
+    g = torch.Generator().manual_seed(5)
+    # values on different scales and offsets, one constant
+    fit = torch.randn(50, width, dtype=F64, generator=g) * torch.logspace(-1, 2, width, dtype=F64)
+    fit = fit + torch.linspace(-100, 30, width, dtype=F64)
+    fit[:, 3] = 7.0
+    with_head.fit_recording_norm(fit)
+    shift, scale = fit.mean(0), fit.std(0, unbiased=True).clamp_min(SCALE_FLOOR)
+    torch.testing.assert_close(with_head.recording_shift, shift, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(with_head.recording_scale, scale, rtol=1e-12, atol=1e-12)
+    assert with_head.recording_scale[3] == SCALE_FLOOR
+    seqs, x, mask = padded_batch()
+    r = fit[: len(seqs)] + torch.randn(len(seqs), width, dtype=F64, generator=g)
+    torch.testing.assert_close(with_head(x, mask, r), without(x, mask), rtol=0, atol=0)
+    torch.manual_seed(6)
+    for p in (*with_head.recording_head.parameters(), *with_head.recording_mlp.parameters()):
+        nn.init.normal_(p)
+    normed = (r - shift) / scale
+    head = with_head.recording_head
+    first, _, _, second, _, _, out = with_head.recording_mlp
+    hidden = gelu(gelu(normed @ first.weight.T + first.bias) @ second.weight.T + second.bias)
+    expected = (
+        without(x, mask) + normed @ head.weight.T + head.bias + hidden @ out.weight.T + out.bias
+    )
+    torch.testing.assert_close(with_head(x, mask, r), expected, rtol=1e-10, atol=1e-10)
+    with_head.train()  # the MLP's dropout draws in training
+    assert not torch.allclose(with_head(x, mask, r), with_head(x, mask, r))
 
 
 HEAD = dict(recording_head=True)

@@ -18,13 +18,18 @@ def test_round_trip_through_json():
 
 
 def test_missing_keys_take_defaults():
-    stored = {"attn_backend": "gqa", "recording_hidden": 64}
+    # the keys stored configs may predate, given; the rest missing
+    head = {"recording_layers": 2, "recording_dropout": 0.2, "recording_norm": "standard"}
+    stored = {"attn_backend": "gqa", "recording_hidden": 64, **head}
     assert ModelConfig.from_dict(stored) == ModelConfig(attn_backend="gqa", recording_hidden=64)
 
 
-def test_a_config_saved_before_the_recording_mlp_loads_without_it():
-    assert ModelConfig.from_dict({"recording_head": True}).recording_hidden == 0
-    assert ModelConfig().recording_hidden == 256  # what training builds now
+def test_a_config_saved_before_the_recording_mlp_and_its_norm_loads_as_it_was_made():
+    old = ModelConfig.from_dict({"recording_head": True})
+    assert (old.recording_hidden, old.recording_layers, old.recording_dropout) == (0, 1, 0.0)
+    assert old.recording_norm == "layer"
+    new = ModelConfig()  # what training builds now
+    assert (new.recording_hidden, new.recording_layers, new.recording_norm) == (256, 2, "standard")
 
 
 def test_unknown_keys_are_refused():
@@ -70,6 +75,9 @@ def test_build_attention_revalidates():
         ({"mla_absorb": 1}, "mla_absorb"),
         ({"recording_views": 0}, "recording_views"),
         ({"recording_hidden": -1}, "recording_hidden"),
+        ({"recording_layers": 0}, "recording_layers"),
+        ({"recording_dropout": 1.0}, "recording_dropout"),
+        ({"recording_norm": "batch"}, "recording_norm"),
     ],
 )
 def test_invalid_fields_are_named(overrides, field):

@@ -12,9 +12,17 @@ from safetensors.torch import load_file
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
+from rfmodel.classifier import SCALE_FLOOR
 from rfmodel.config import ModelConfig
-from rfmodel.data import CLASSES
-from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO, warmup_cosine
+from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.train import (
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    MIN_LR_RATIO,
+    NORM_FIT_SEED,
+    NORM_FIT_SNRS,
+    warmup_cosine,
+)
 from service.cli import main
 
 # every size small, so a step takes milliseconds on CPU
@@ -23,7 +31,7 @@ TINY = [
     *("--mlp-ratio", "2", "--n-latents", "4", "--kv-lora-rank", "8", "--qk-rope-head-dim", "4"),
     *("--qk-nope-head-dim", "4", "--v-head-dim", "8", "--nfft", "32", "--hop", "32"),
     *("--lengths", "512", "--batch-size", "28", "--workers", "0", "--device", "cpu"),
-    *("--val-per-class", "0", "--log-every", "5", "--lr", "3e-3"),
+    *("--val-per-class", "0", "--log-every", "5", "--lr", "3e-3", "--norm-fit-per-class", "10"),
 ]
 
 
@@ -206,7 +214,8 @@ def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsy
     start = load_file(tmp_path / "plain" / "mha-rmsnorm" / "model.safetensors")
     end = load_file(tmp_path / "added" / "mha-rmsnorm" / "model.safetensors")
     assert all(torch.equal(start[k], end[k]) for k in start)
-    assert set(end) - set(start) == {"recording_head.weight", "recording_head.bias"}
+    added = {"recording_head.weight", "recording_head.bias", "recording_shift", "recording_scale"}
+    assert set(end) - set(start) == added
     assert not end["recording_head.weight"].any()
     # trained, the head moves and the bundle says what the service must compute
     assert (
@@ -248,6 +257,30 @@ def test_a_fine_tune_adds_the_band_view_and_the_mlp_from_the_bundles_predictions
     assert weight[:, weight.shape[1] // 2 :].abs().sum() > 0
 
 
+def test_the_recording_norm_is_fitted_and_a_fine_tune_may_switch_to_it(tmp_path):
+    old_head = ("--recording-norm", "layer", "--recording-layers", "1", "--recording-dropout", "0")
+    assert train(tmp_path / "layer", *old_head, "--steps", "2") == 0
+    # switched at learning rate 0: the transformer keeps its weights, the heads restart at zero
+    switched = ("--steps", "1", "--lr", "0", "--init-from", str(tmp_path / "layer"))
+    assert train(tmp_path / "standard", *switched) == 0
+    before = load_file(tmp_path / "layer" / "mha-rmsnorm" / "model.safetensors")
+    after = load_file(tmp_path / "standard" / "mha-rmsnorm" / "model.safetensors")
+    kept = [k for k in before if not k.startswith("recording_")]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    model = load_bundle(tmp_path / "standard" / "mha-rmsnorm").model
+    assert model.cfg.recording_norm == "standard" and model.cfg.recording_layers == 2
+    assert not model.recording_head.weight.any() and not model.recording_mlp[-1].weight.any()
+    # each value's mean and spread over the features of the fitting recordings (10 per class,
+    # TINY), at the length mix's length
+    data = make_eval_set(NORM_FIT_SEED, 10, 512, snr_values=NORM_FIT_SNRS)
+    features = recording_features(torch.from_numpy(data.iq), FeatureConfig(nfft=32, hop=32))
+    features = features.double()
+    torch.testing.assert_close(model.recording_shift, features.mean(0).float())
+    scale = features.std(0).clamp_min(SCALE_FLOOR).float()
+    torch.testing.assert_close(model.recording_scale, scale)
+    assert scale.min() > 10 * SCALE_FLOOR  # the floor did not decide it
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
@@ -269,7 +302,8 @@ def test_init_from_refuses_other_settings_naming_them(tmp_path, capsys, extra, n
 
 @pytest.mark.slow
 def test_a_compiled_step_trains_as_the_eager_one(tmp_path):
-    common = ("--steps", "3", "--backends", "mha,latent")
+    # no dropout: a compiled graph draws other random numbers than eager kernels
+    common = ("--steps", "3", "--backends", "mha,latent", "--recording-dropout", "0")
     assert train(tmp_path / "eager", *common) == 0
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
@@ -280,8 +314,12 @@ def test_a_compiled_step_trains_as_the_eager_one(tmp_path):
         compiled = load_file(tmp_path / "compiled" / name / "model.safetensors")
         assert eager.keys() == compiled.keys()  # no torch.compile wrapper prefix in the bundle
         for k in eager:
-            # fused kernels round differently; three steps keep the difference near float eps
-            torch.testing.assert_close(compiled[k], eager[k], rtol=1e-4, atol=1e-5, msg=k)
+            # fused kernels round differently; three steps keep the difference near float eps,
+            # bar the recording MLP's layers, whose gradients start at zero and whose round-off
+            # Adam scales up to steps (tests/rfmodel/test_train_ddp.py): within a tenth of one
+            # step of the learning rate, 3e-3
+            atol = 3e-4 if k.startswith("recording_mlp.") else 1e-5
+            torch.testing.assert_close(compiled[k], eager[k], rtol=1e-4, atol=atol, msg=k)
     eager_loss = log_events(tmp_path / "eager", "train")[-1]["loss"]
     compiled_loss = log_events(tmp_path / "compiled", "train")[-1]["loss"]
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
