@@ -16,6 +16,7 @@ import uvicorn
 
 from benchmarks.live_service import free_port, terminate
 from preprocessing.features import FeatureConfig
+from preprocessing.recording import recording_features
 from rfmodel.bundle import model_config_for, save_bundle
 from rfmodel.classifier import RFClassifier
 
@@ -48,6 +49,9 @@ def build_tiny_bundle(path: Path, backend: str = "mha", seed: int = 0) -> Path:
     # not zero as they start for training, so that a wrong recording vector changes the answer
     torch.nn.init.normal_(model.recording_head.weight)
     torch.nn.init.normal_(model.recording_mlp[-1].weight)
+    # standardised as training leaves it, over noise: raw dB values would saturate the softmax
+    noise = torch.randn(64, 1024, dtype=torch.complex64)
+    model.fit_recording_norm(recording_features(noise, features))
     return save_bundle(path, model, features, TINY_CLASSES)
 
 
