@@ -7,14 +7,15 @@ make_eval_set, 3,000 per class, in-band SNR -10..30 dB in steps of 2.5) and for 
 set of `rfcls evaluate`; heads fitted on the first are scored on the second:
 
     HEADS: linear layers or MLPs with hidden layers of 256 (GELU), with or without dropout 0.2
-    and label smoothing 0.05, alone or added to the frozen model's own logits; 40 epochs each
+    and label smoothing 0.05, alone or added to the frozen model's own logits, over inputs
+    standardised per value or (the recording's views) layer-normed per view; 40 epochs each
 
 The model that made the shipped band-view weights' starting point (commit 22be477):
 
     git worktree add /tmp/prev 22be477
     python docs/experiments/band_view/probe.py /tmp/prev/rfmodel/weights/mha-rmsnorm
 
-About 10 minutes on 2 vCPUs.
+About 20 minutes on 2 vCPUs.
 """
 
 from __future__ import annotations
@@ -56,43 +57,66 @@ def embeddings(bundle, iq: np.ndarray) -> dict[str, torch.Tensor]:
 
 @dataclasses.dataclass(frozen=True)
 class Head:
-    """What is fitted: over the named inputs, `layers` hidden layers of 256 (0: linear), with
-    dropout and label smoothing, added to the frozen model's logits or alone."""
+    """What is fitted: over the named inputs, `layers` hidden layers of 256 (0: linear) with
+    `dropout`, label smoothing `smoothing`, added to the frozen model's logits or alone. The
+    inputs are standardised per value over the training set; with `layer_normed` the recording's
+    views are instead each layer-normed over their own values (recording_norm "layer", as the
+    classifier did before)."""
 
     inputs: tuple[str, ...]
     layers: int
-    regularised: bool  # dropout 0.2 and label smoothing 0.05
-    on_logits: bool
+    dropout: float = 0.0
+    smoothing: float = 0.0
+    on_logits: bool = True
+    layer_normed: bool = False
 
     def __str__(self) -> str:
         kind = f"{self.layers}-layer MLP" if self.layers else "linear"
-        extra = ", dropout + smoothing" if self.regularised else ""
+        extra = f", dropout {self.dropout:g}" if self.dropout else ""
+        extra += f", smoothing {self.smoothing:g}" if self.smoothing else ""
+        norm = "layer-normed" if self.layer_normed else "standardised"
         base = "the model's logits + " if self.on_logits else ""
-        return f"{base}{kind}{extra} over {'+'.join(self.inputs)}"
+        return f"{base}{kind}{extra} over {norm} {'+'.join(self.inputs)}"
 
 
+REGULARISED = dict(dropout=0.2, smoothing=0.05)
 HEADS = (
-    Head(("h", "plain"), 2, True, False),
-    Head(("h", "plain", "band"), 2, True, False),
-    Head(("h", "plain", "band"), 0, False, True),
-    Head(("plain", "band"), 1, False, True),  # the shape that shipped
-    Head(("plain", "band"), 2, True, True),
-    Head(("plain", "band"), 2, True, False),  # the recording alone, no transformer
+    Head(("h", "plain"), 2, **REGULARISED, on_logits=False),
+    Head(("h", "plain", "band"), 2, **REGULARISED, on_logits=False),
+    Head(("h", "plain", "band"), 0),
+    Head(("plain", "band"), 1, layer_normed=True),  # the shape of run 6, as it shipped
+    Head(("plain", "band"), 1),
+    Head(("plain", "band"), 1, dropout=0.2),
+    Head(("plain", "band"), 2),
+    Head(("plain", "band"), 2, dropout=0.2),  # the shape of run 7
+    Head(("plain", "band"), 3, dropout=0.2),
+    Head(("h", "plain", "band"), 2, dropout=0.2),
+    Head(("plain", "band"), 2, **REGULARISED),
+    Head(("plain", "band"), 2, **REGULARISED, on_logits=False),  # no transformer
 )
 
 
 def fit_and_score(train, test, head: Head) -> np.ndarray:
     """Predicted labels of the test set from a head fitted on the train set."""
     torch.manual_seed(0)
-    xt = torch.cat([train[n] for n in head.inputs], -1)
-    xe = torch.cat([test[n] for n in head.inputs], -1)
-    mean, std = xt.mean(0), xt.std(0) + 1e-6
-    xt, xe = (xt - mean) / std, (xe - mean) / std
+
+    def inputs(part):
+        views = [
+            F.layer_norm(part[n], part[n].shape[-1:])
+            if head.layer_normed and n in ("plain", "band")
+            else part[n]
+            for n in head.inputs
+        ]
+        return torch.cat(views, -1)
+
+    xt, xe = inputs(train), inputs(test)
+    if not head.layer_normed:
+        mean, std = xt.mean(0), xt.std(0) + 1e-6
+        xt, xe = (xt - mean) / std, (xe - mean) / std
     width, classes = xt.shape[1], int(train["labels"].max()) + 1
-    dropout = 0.2 if head.regularised else 0.0
     layers: list[torch.nn.Module] = []
     for _ in range(head.layers):
-        layers += [torch.nn.Linear(width, 256), torch.nn.GELU(), torch.nn.Dropout(dropout)]
+        layers += [torch.nn.Linear(width, 256), torch.nn.GELU(), torch.nn.Dropout(head.dropout)]
         width = 256
     net = torch.nn.Sequential(*layers, torch.nn.Linear(width, classes))
     base_t = train["logits"] if head.on_logits else torch.zeros(len(xt), classes)
@@ -100,12 +124,11 @@ def fit_and_score(train, test, head: Head) -> np.ndarray:
     steps = EPOCHS * (len(xt) // BATCH + 1)
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
-    smoothing = 0.05 if head.regularised else 0.0
     for _ in range(EPOCHS):
         net.train()
         for idx in torch.randperm(len(xt)).split(BATCH):
             logits = base_t[idx] + net(xt[idx])
-            loss = F.cross_entropy(logits, train["labels"][idx], label_smoothing=smoothing)
+            loss = F.cross_entropy(logits, train["labels"][idx], label_smoothing=head.smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
