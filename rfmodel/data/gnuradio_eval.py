@@ -76,7 +76,19 @@ def report(results: dict[str, Any]) -> str:
             if entry["count"]:
                 other = scores["rfmodel.data"]["per_class"][cls]["accuracy"]
                 lines.append(f"  {cls:<24} {_fmt(entry['accuracy'])} / {_fmt(other)}")
+        for set_name in ("gnuradio", "rfmodel.data"):
+            lines.append(f"  errors at SNR >= 10 dB, {set_name}: {top_errors(scores[set_name])}")
     return "\n".join(lines)
+
+
+def top_errors(scores: dict[str, Any], count: int = 10) -> str:
+    """'N: true->predicted n, ...' from the SNR >= 10 dB confusion matrix, commonest first."""
+    matrix = scores["confusion_matrix_snr_ge_10db"]
+    names, counts = matrix["classes"], np.asarray(matrix["counts"])
+    np.fill_diagonal(counts, 0)
+    pairs = sorted(zip(*np.nonzero(counts), strict=True), key=lambda ij: -counts[ij])
+    common = ", ".join(f"{names[i]}->{names[j]} {counts[i, j]}" for i, j in pairs[:count])
+    return f"{counts.sum()}: {common}"
 
 
 def _fmt(value: float | None) -> str:

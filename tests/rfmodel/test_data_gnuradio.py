@@ -103,3 +103,9 @@ def test_gnuradio_reference_set(tmp_path):
     recording.validate()
     np.testing.assert_array_equal(recording.read_samples().reshape(iq.shape), iq)
     assert [a["core:label"] for a in recording.get_annotations()] == [str(x) for x in labels]
+
+
+def test_top_errors_lists_the_off_diagonal_counts_commonest_first():
+    confusion = {"classes": ["a", "b", "c"], "counts": [[5, 1, 0], [3, 7, 2], [0, 0, 9]]}
+    top = gnuradio_eval.top_errors({"confusion_matrix_snr_ge_10db": confusion}, count=2)
+    assert top == "6: b->a 3, b->c 2"
