@@ -1,0 +1,79 @@
+"""Experiment: on GNU Radio's evaluation set (rfmodel/data/gnuradio_reference.py), which of its
+channel and signal parameters go with the model's errors at SNR >= 10 dB.
+
+Each parameter recorded per example (samples per symbol, carrier offset, sample-clock offset,
+fading Doppler, whether fading was applied) splits the SNR >= 10 dB recordings that have it at
+its median; the accuracy of each half is printed, then the commonest errors of the worse half of
+samples per symbol.
+
+    /usr/bin/python3 rfmodel/data/gnuradio_reference.py --out runs/gnuradio/eval --per-cell 8
+    python docs/experiments/gnuradio_gap/split.py runs/gnuradio/eval.npz rfmodel/weights/mha-rmsnorm
+
+About a minute on 2 vCPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+import numpy as np
+import torch
+
+from rfmodel.bundle import load_bundle
+from rfmodel.data.gnuradio_eval import load_reference
+from rfmodel.evaluate import predict
+
+PARAMETERS = ("samples_per_symbol", "cfo", "epsilon", "doppler")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data")
+    parser.add_argument("model_dir")
+    args = parser.parse_args()
+    bundle = load_bundle(args.model_dir)
+    iq, labels, snr = load_reference(args.data, bundle.classes)
+    with np.load(args.data) as data:
+        params = [json.loads(p) for p in data["params"]]
+    rows = np.flatnonzero(snr >= 10)
+    predicted = predict(bundle.model, bundle.feature_config, iq[rows], torch.device("cpu"))
+    right = predicted == labels[rows]
+    print(f"SNR >= 10 dB: {right.mean():.3f} of {len(rows)}")
+    faded = np.array(["fading" in params[i] for i in rows])
+    print(
+        f"fading applied: {right[faded].mean():.3f} ({faded.sum()}), not: "
+        f"{right[~faded].mean():.3f} ({(~faded).sum()})"
+    )
+    for name in PARAMETERS:
+        values = np.array([abs(params[i].get(name, np.nan)) for i in rows], dtype=float)
+        known = np.isfinite(values)
+        median = np.median(values[known])
+        low, high = known & (values <= median), known & (values > median)
+        print(
+            f"|{name}| <= {median:.3g}: {right[low].mean():.3f} ({low.sum()}), above: "
+            f"{right[high].mean():.3f} ({high.sum()})"
+        )
+        if name == "samples_per_symbol":
+            narrow = high
+            errors = Counter(
+                (bundle.classes[t], bundle.classes[p])
+                for t, p in zip(labels[rows][narrow], predicted[narrow], strict=True)
+                if t != p
+            )
+            print(
+                "  errors above:",
+                ", ".join(f"{t}->{p} {n}" for (t, p), n in errors.most_common(10)),
+            )
+    cfo = np.array([abs(params[i].get("cfo", np.nan)) for i in rows], dtype=float)
+    both = narrow & np.isfinite(cfo)
+    median = np.median(cfo[both])
+    print(
+        f"  of those, |cfo| <= {median:.3g}: {right[both & (cfo <= median)].mean():.3f}, above: "
+        f"{right[both & (cfo > median)].mean():.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
