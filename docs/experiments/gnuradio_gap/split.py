@@ -4,12 +4,13 @@ channel and signal parameters go with the model's errors at SNR >= 10 dB.
 Each parameter recorded per example (samples per symbol, carrier offset, sample-clock offset,
 fading Doppler, whether fading was applied) splits the SNR >= 10 dB recordings that have it at
 its median; the accuracy of each half is printed, then the commonest errors of the worse half of
-samples per symbol.
+samples per symbol. Then the same split by samples per symbol on as many of `rfmodel.data`'s
+recordings of the same classes and SNRs (OURS_SEED, drawn with their parameters).
 
     /usr/bin/python3 rfmodel/data/gnuradio_reference.py --out runs/gnuradio/eval --per-cell 8
     python docs/experiments/gnuradio_gap/split.py runs/gnuradio/eval.npz rfmodel/weights/mha-rmsnorm
 
-About a minute on 2 vCPUs.
+About two minutes on 2 vCPUs.
 """
 
 from __future__ import annotations
@@ -22,10 +23,27 @@ import numpy as np
 import torch
 
 from rfmodel.bundle import load_bundle
+from rfmodel.data import generate_example
 from rfmodel.data.gnuradio_eval import load_reference
 from rfmodel.evaluate import predict
 
 PARAMETERS = ("samples_per_symbol", "cfo", "epsilon", "doppler")
+OURS_SEED = 4_000_037
+
+
+def ours_by_samples_per_symbol(bundle, labels, snr, n_samples, split_at) -> str:
+    """Accuracy of rfmodel.data's recordings with the same labels and SNRs as the given rows,
+    each half of samples per symbol (split at split_at)."""
+    iq, sps = [], []
+    for j, (label, value) in enumerate(zip(labels, snr, strict=True)):
+        rng = np.random.default_rng([OURS_SEED, int(label), j])
+        example = generate_example(bundle.classes[label], n_samples, rng, float(value))
+        iq.append(example.iq)
+        sps.append(example.params["samples_per_symbol"])
+    predicted = predict(bundle.model, bundle.feature_config, np.stack(iq), torch.device("cpu"))
+    right, sps = predicted == labels, np.asarray(sps)
+    low, high = sps <= split_at, sps > split_at
+    return f"{right[low].mean():.3f} ({low.sum()}), above: {right[high].mean():.3f} ({high.sum()})"
 
 
 def main() -> None:
@@ -70,9 +88,17 @@ def main() -> None:
     both = narrow & np.isfinite(cfo)
     median = np.median(cfo[both])
     print(
-        f"  of those, |cfo| <= {median:.3g}: {right[both & (cfo <= median)].mean():.3f}, above: "
+        f"the narrow ones (samples_per_symbol above its median), |cfo| <= {median:.3g}: "
+        f"{right[both & (cfo <= median)].mean():.3f}, above: "
         f"{right[both & (cfo > median)].mean():.3f}"
     )
+    symbols = np.array([params[i].get("samples_per_symbol", np.nan) for i in rows], dtype=float)
+    with_sps = np.isfinite(symbols)
+    split_at = np.median(symbols[with_sps])
+    ours = ours_by_samples_per_symbol(
+        bundle, labels[rows][with_sps], snr[rows][with_sps], iq.shape[1], split_at
+    )
+    print(f"rfmodel.data, same classes and SNRs, samples_per_symbol <= {split_at:.3g}: {ours}")
 
 
 if __name__ == "__main__":
