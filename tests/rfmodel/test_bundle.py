@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from preprocessing.features import FeatureConfig
-from rfmodel.bundle import CONFIG_FILE, BundleError, load_bundle, save_bundle
+from rfmodel.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleError, load_bundle, save_bundle
 from rfmodel.classifier import RFClassifier
 from rfmodel.config import ModelConfig
 
@@ -26,12 +28,30 @@ def test_a_saved_bundle_loads_with_its_recording_head(tmp_path):
     torch.manual_seed(0)
     model = tiny()
     torch.nn.init.normal_(model.recording_head.weight)
+    width = FEATURES.recording_views * FEATURES.n_features
+    # dB-like values, where float16 would step by 0.06
+    model.fit_recording_norm(torch.randn(16, width, dtype=torch.float64) * 30 - 90)
     bundle = load_bundle(save_bundle(tmp_path, model, FEATURES, CLASSES))
     assert bundle.feature_config == FEATURES and bundle.model_config.recording_head
+    # parameters stored as float16 and loaded back as float32, buffers as they were
+    stored = load_file(tmp_path / WEIGHTS_FILE)
+    parameters = {name for name, _ in model.named_parameters()}
+    assert {k for k, v in stored.items() if v.dtype == torch.float16} == parameters
+    assert stored["recording_shift"].dtype == torch.float32
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.half())
+    loaded = bundle.model.state_dict()
+    for name, value in rounded.state_dict().items():
+        assert loaded[name].dtype == torch.float32
+        torch.testing.assert_close(loaded[name], value, rtol=0, atol=0, msg=name)
     x = torch.randn(2, 5, FEATURES.n_features)
-    recording = torch.randn(2, FEATURES.recording_views * FEATURES.n_features)
-    model.eval()
-    torch.testing.assert_close(bundle.model(x, recording=recording), model(x, recording=recording))
+    recording = torch.randn(2, width) * 30 - 90
+    rounded.eval()
+    torch.testing.assert_close(
+        bundle.model(x, recording=recording), rounded(x, recording=recording)
+    )
 
 
 @pytest.mark.parametrize(
