@@ -65,7 +65,7 @@ class RFClassifier(nn.Module):
             self.recording_head = nn.Linear(n, cfg.n_classes)
             nn.init.zeros_(self.recording_head.weight)
             nn.init.zeros_(self.recording_head.bias)
-            if cfg.recording_norm == "standard":
+            if cfg.standardises_recording:
                 # the identity until rfmodel.train fits them to the training data
                 self.register_buffer("recording_shift", torch.zeros(n))
                 self.register_buffer("recording_scale", torch.ones(n))
@@ -114,7 +114,7 @@ class RFClassifier(nn.Module):
         at least fp32: a bf16 mean over 1,792 values is coarse."""
         wide = torch.promote_types(recording.dtype, torch.float32)
         recording = recording.to(wide)
-        if self.cfg.recording_norm == "standard":
+        if self.cfg.standardises_recording:
             # per value: the slots' dB and bin scales differ, and so does how much each value
             # varies between recordings. Each view layer-normed over its own values instead
             # (recording_norm "layer") loses its level and spread: with that input a 1-layer
@@ -128,6 +128,8 @@ class RFClassifier(nn.Module):
     def fit_recording_norm(self, recording: Tensor) -> None:
         """Set the standard norm's shift and scale to the mean and standard deviation of each
         value over these recordings' features [N, V*F]."""
+        if not self.cfg.standardises_recording:
+            raise ValueError("recording_norm: this model has no standardised recording norm")
         wide = recording.double()
         self.recording_shift.copy_(wide.mean(0))
         # a value that hardly varies is not blown up into unit-size noise

@@ -83,6 +83,12 @@ class ModelConfig:
         return self.recording_views * self.n_features if self.recording_head else 0
 
     @property
+    def standardises_recording(self) -> bool:
+        """Whether the model holds a fitted per-value shift and scale of the recording's
+        features (recording_norm "standard" on a recording head)."""
+        return self.recording_head and self.recording_norm == "standard"
+
+    @property
     def rope_dim(self) -> int:
         """Width of the rotated part of a query/key head."""
         return self.qk_rope_head_dim if self.attn_backend == "mla" else self.head_dim

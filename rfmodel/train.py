@@ -324,7 +324,7 @@ def build_member(
         initialised_from, norm_loaded = load_initial_weights(
             model, args.init_from / name, feature_cfg
         )
-    if cfg.recording_head and cfg.recording_norm == "standard" and not norm_loaded:
+    if cfg.standardises_recording and not norm_loaded:
         # a resumed run then loads the checkpoint's over it
         model.fit_recording_norm(norm_fit.features(feature_cfg, device))
     decay = [p for p in model.parameters() if p.ndim >= 2]

@@ -64,27 +64,32 @@ def main() -> None:
         f"fading applied: {right[faded].mean():.3f} ({faded.sum()}), not: "
         f"{right[~faded].mean():.3f} ({(~faded).sum()})"
     )
-    for name in PARAMETERS:
-        values = np.array([abs(params[i].get(name, np.nan)) for i in rows], dtype=float)
+    # |value| per recording at SNR >= 10 dB, NaN where the example does not have it
+    columns = {
+        name: np.array([abs(params[i].get(name, np.nan)) for i in rows], dtype=float)
+        for name in PARAMETERS
+    }
+    halves = {}
+    for name, values in columns.items():
         known = np.isfinite(values)
         median = np.median(values[known])
         low, high = known & (values <= median), known & (values > median)
+        halves[name] = (median, known, high)
         print(
             f"|{name}| <= {median:.3g}: {right[low].mean():.3f} ({low.sum()}), above: "
             f"{right[high].mean():.3f} ({high.sum()})"
         )
-        if name == "samples_per_symbol":
-            narrow = high
-            errors = Counter(
-                (bundle.classes[t], bundle.classes[p])
-                for t, p in zip(labels[rows][narrow], predicted[narrow], strict=True)
-                if t != p
-            )
-            print(
-                "  errors above:",
-                ", ".join(f"{t}->{p} {n}" for (t, p), n in errors.most_common(10)),
-            )
-    cfo = np.array([abs(params[i].get("cfo", np.nan)) for i in rows], dtype=float)
+    split_at, with_sps, narrow = halves["samples_per_symbol"]
+    errors = Counter(
+        (bundle.classes[t], bundle.classes[p])
+        for t, p in zip(labels[rows][narrow], predicted[narrow], strict=True)
+        if t != p
+    )
+    print(
+        "errors above the samples_per_symbol median:",
+        ", ".join(f"{t}->{p} {n}" for (t, p), n in errors.most_common(10)),
+    )
+    cfo = columns["cfo"]
     both = narrow & np.isfinite(cfo)
     median = np.median(cfo[both])
     print(
@@ -92,9 +97,6 @@ def main() -> None:
         f"{right[both & (cfo <= median)].mean():.3f}, above: "
         f"{right[both & (cfo > median)].mean():.3f}"
     )
-    symbols = np.array([params[i].get("samples_per_symbol", np.nan) for i in rows], dtype=float)
-    with_sps = np.isfinite(symbols)
-    split_at = np.median(symbols[with_sps])
     ours = ours_by_samples_per_symbol(
         bundle, labels[rows][with_sps], snr[rows][with_sps], iq.shape[1], split_at
     )
