@@ -14,11 +14,10 @@ from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, is_out_of_memory
 from benchmarks.memory import peak_growth_bytes
 from benchmarks.models import FEATURES, bench_config, bench_dtype, samples_for_tokens
 from benchmarks.timing import summarize_ms, time_calls, time_once
-from preprocessing.features import compute_features
-from preprocessing.recording import recording_features
 from preprocessing.spectra import n_frames
 from rfmodel.classifier import RFClassifier
 from rfmodel.config import NORMS
+from rfmodel.iq_logits import iq_logits
 
 MB = 2**20
 SOFTMAX_BACKENDS = ("mha", "flash", "gqa")  # full T x T softmax: 4*B*H*T^2*d FLOPs per layer
@@ -50,14 +49,8 @@ def build_model(size: str, backend: str, norm: str, device: torch.device) -> RFC
 def request_fn(model: RFClassifier, tokens: int, device: torch.device) -> Callable[[], object]:
     """One request of one recording as the service's runner computes it: features from IQ
     already on the device, then the model."""
-    dtype = model.embed.weight.dtype
     iq = torch.randn(1, samples_for_tokens(tokens), dtype=torch.complex64, device=device)
-
-    def request() -> object:
-        recording = recording_features(iq, FEATURES)  # [1, F] or None
-        return model(compute_features(iq, FEATURES).to(dtype), recording=recording)
-
-    return request
+    return lambda: iq_logits(model, iq, FEATURES)
 
 
 def measure_point(spec: PointSpec) -> dict:

@@ -90,7 +90,13 @@ class RFClassifier(nn.Module):
     ) -> Tensor:
         """x [B, T, F] features, mask [B, T] bool (True = real token) or None, recording [B, F]
         the recording's features (only and always with a recording head) -> logits [B, C]."""
-        mask = self._check_inputs(x, mask, recording)
+        return self.add_recording(self.sequence_logits(x, mask), recording)
+
+    def sequence_logits(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The transformer's part of forward: x [B, T, F], mask [B, T] -> logits [B, C] before
+        the recording head's. Apart from add_recording so that a GPU can compute the recording's
+        features while this runs (rfmodel.iq_logits)."""
+        mask = self._check_frames(x, mask)
         if mask is not None:
             # padded frames may hold anything (even NaN); zero them so nothing non-finite can
             # reach a real token through a zero attention weight (0 * NaN = NaN)
@@ -100,7 +106,11 @@ class RFClassifier(nn.Module):
         for block in self.blocks:
             h = block(h, mask, rope)
         h = self.norm(h)
-        logits = self.head(self._pool(h, mask))  # [B, C]
+        return self.head(self._pool(h, mask))  # [B, C]
+
+    def add_recording(self, logits: Tensor, recording: Tensor | None) -> Tensor:
+        """logits [B, C] from sequence_logits plus the recording heads' over recording [B, F]."""
+        self._check_recording(logits.shape[0], recording)
         if self.recording_head is None:
             return logits
         normed = self._normed_recording(recording).to(logits.dtype)  # [B, V*F]
@@ -150,20 +160,20 @@ class RFClassifier(nn.Module):
         weights = torch.softmax(scores.to(wide), dim=1).to(h.dtype)  # [B, T]
         return torch.einsum("bt,btd->bd", weights, h)
 
-    def _check_inputs(
-        self, x: Tensor, mask: Tensor | None, recording: Tensor | None
-    ) -> Tensor | None:
+    def _check_recording(self, batch: int, recording: Tensor | None) -> None:
+        if self.recording_head is None and recording is not None:
+            raise ValueError("recording: this model has no recording head (recording_head false)")
+        expected = (batch, self.cfg.n_recording_features)
+        if self.recording_head is not None and (recording is None or recording.shape != expected):
+            got = None if recording is None else tuple(recording.shape)
+            raise ValueError(f"recording: expected [{expected[0]}, {expected[1]}], got {got}")
+
+    def _check_frames(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
         """Validate shapes; returns the mask to use (None when every token is real)."""
         if x.dim() != 3 or x.shape[-1] != self.cfg.n_features:
             raise ValueError(
                 f"features: expected [batch, frames, {self.cfg.n_features}], got {tuple(x.shape)}"
             )
-        if self.recording_head is None and recording is not None:
-            raise ValueError("recording: this model has no recording head (recording_head false)")
-        expected = (x.shape[0], self.cfg.n_recording_features)
-        if self.recording_head is not None and (recording is None or recording.shape != expected):
-            got = None if recording is None else tuple(recording.shape)
-            raise ValueError(f"recording: expected [{expected[0]}, {expected[1]}], got {got}")
         if mask is None:
             return None
         if mask.dtype != torch.bool or mask.shape != x.shape[:2]:

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from preprocessing.features import FeatureConfig, compute_features
-from preprocessing.recording import recording_features
+from preprocessing.features import FeatureConfig
 from rfmodel.bundle import BundleError, load_bundle, write_metrics
+from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
 from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.iq_logits import iq_logits
 
 EVAL_SEED = 2_000_029
 EVAL_SAMPLES = 4096
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module,
+    model: RFClassifier,
     feature_cfg: FeatureConfig,
     iq: np.ndarray,
     device: torch.device,
@@ -71,9 +72,7 @@ def predict(
     predicted = []
     for i in range(0, len(iq), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(iq[i : i + batch_size])).to(device)
-        recording = recording_features(batch, feature_cfg)  # [b, F] or None
-        logits = model(compute_features(batch, feature_cfg), recording=recording)  # [b, C]
-        predicted.append(logits.argmax(-1).cpu())
+        predicted.append(iq_logits(model, batch, feature_cfg).argmax(-1).cpu())
     return torch.cat(predicted).numpy()
 
 

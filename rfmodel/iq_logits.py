@@ -1,0 +1,54 @@
+"""IQ to logits on one device: the model's features, then the model, as the service, the
+evaluation and the benchmarks compute them.
+
+On a GPU the recording's features run on a second stream beside the frame features and the
+transformer: the two meet only at the recording head, and at small batches neither fills the
+GPU, so their kernels overlap instead of queueing behind each other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
+from rfmodel.classifier import RFClassifier
+
+_side_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    # one per device, made once: a CUDA graph may capture work on it, and streams are not free
+    if device not in _side_streams:
+        _side_streams[device] = torch.cuda.Stream(device)
+    return _side_streams[device]
+
+
+def iq_logits(
+    model: RFClassifier,
+    iq: Tensor,
+    features: FeatureConfig,
+    features_done: Callable[[], None] = lambda: None,
+) -> Tensor:
+    """iq [B, N] complex64 on the model's device -> logits [B, C]. features_done is called once
+    the frame features are queued (the service times preprocessing up to there)."""
+    dtype = model.embed.weight.dtype
+    if iq.device.type != "cuda":
+        recording = recording_features(iq, features)  # [B, F] or None
+        x = compute_features(iq, features).to(dtype)  # [B, T, F]
+        features_done()
+        return model(x, recording=recording)
+    main, side = torch.cuda.current_stream(iq.device), _side_stream(iq.device)
+    side.wait_stream(main)  # iq was written on main
+    with torch.cuda.stream(side):
+        recording = recording_features(iq, features)
+    x = compute_features(iq, features).to(dtype)
+    features_done()
+    logits = model.sequence_logits(x)
+    main.wait_stream(side)
+    if recording is not None:
+        # made on side, read on main: the allocator must not hand its memory to side meanwhile
+        recording.record_stream(main)
+    return model.add_recording(logits, recording)
