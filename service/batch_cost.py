@@ -9,9 +9,13 @@ clients) and batching gave 2.4x the frames/s of batch-1 serving, not the 3x it c
 
 How: an exponentially weighted least-squares line through (samples, seconds) of recent batches.
 The warm-up runs every batch size once, so the line starts from batches of 1 to max_batch
-frames. While the recent batches are all about one size the slope is undetermined, and the line
-goes through the origin (the per-sample average); a negative part, which noise can give, is
-dropped and the other refitted alone.
+frames. While the recent batches are all about one size the slope is undetermined: the line then
+keeps the shape (the fixed part's share) of the last line the sizes did determine, the warm-up's
+at first, moved to the recent batches' level. Through the origin instead (the per-sample average,
+still what it does before any line is determined), a device whose fixed part alone passed the
+queue-wait floor never batched again: on an H100 one 32k-sample frame came to take 6.4 ms, a
+second frame then looked like 6.4 ms more, batches stayed at one frame and batching gave 1.0x.
+A negative part, which noise can give, is dropped and the other refitted alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class BatchCost:
         self._x = self._y = self._xx = self._xy = 0.0  # weighted sums: samples, seconds
         self.fixed_s = 0.0
         self.per_sample_s = 0.0
+        self._shape: tuple[float, float] | None = None  # the last determined (fixed, per sample)
 
     def observe(self, seconds: float, samples: int) -> None:
         x = float(max(samples, 1))
@@ -48,11 +53,17 @@ class BatchCost:
         if spread > (self.MIN_SPREAD * x) ** 2:
             slope = (w * self._xy - x * y) / spread
             fixed = (y - slope * x) / w
-            if slope >= 0 and fixed >= 0:
-                self.fixed_s, self.per_sample_s = fixed, slope
-                return
             if slope < 0:  # no growth with size: a constant, the mean
-                self.fixed_s, self.per_sample_s = y / w, 0.0
-                return
+                fixed, slope = y / w, 0.0
+            elif fixed < 0:  # no fixed part: proportional to the samples
+                fixed, slope = 0.0, self._xy / self._xx
+            self.fixed_s, self.per_sample_s = fixed, slope
+            self._shape = (fixed, slope)
+            return
+        predicted = 0.0 if self._shape is None else self._shape[0] * w + self._shape[1] * x
+        if predicted > 0:
+            level = y / predicted  # the recent cost over what the shape predicts for it
+            self.fixed_s, self.per_sample_s = self._shape[0] * level, self._shape[1] * level
+            return
         # through the origin: proportional to the samples
         self.fixed_s, self.per_sample_s = 0.0, self._xy / self._xx

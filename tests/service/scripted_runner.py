@@ -49,11 +49,14 @@ def frame(n: int, tag: float = 0.0) -> np.ndarray:
 class ScriptedRunner:
     """Answers each frame with its tag in column 0 and records the tags of every batch it
     computes; can be held at its door, fail on a poisoned tag (or always), run out of memory
-    above a batch size, or take `seconds_per_frame` like a slow device."""
+    above a batch size, or take `seconds_per_batch` plus `seconds_per_frame` like a device."""
 
-    def __init__(self, n_classes: int = 5, seconds_per_frame: float = 0.0):
+    def __init__(
+        self, n_classes: int = 5, seconds_per_frame: float = 0.0, seconds_per_batch: float = 0.0
+    ):
         self.n_classes = n_classes
         self.seconds_per_frame = seconds_per_frame
+        self.seconds_per_batch = seconds_per_batch
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Semaphore(0)
@@ -72,7 +75,7 @@ class ScriptedRunner:
         assert self.gate.wait(10), "runner held too long"
         if self.max_frames_in_memory is not None and len(frames) > self.max_frames_in_memory:
             raise OutOfMemory(f"{len(frames)} frames do not fit")
-        time.sleep(self.seconds_per_frame * len(frames))
+        time.sleep(self.seconds_per_batch + self.seconds_per_frame * len(frames))
         tags = [float(f[0].real) for f in frames]
         if self.broken or self.poison.intersection(tags):
             raise RuntimeError("injected fault")

@@ -31,7 +31,7 @@ def test_a_gpu_like_cost_is_mostly_fixed():
     assert cost.seconds(16 * 32768) < 2 * cost.seconds(32768)
 
 
-def test_batches_of_one_size_give_the_per_sample_average():
+def test_batches_of_one_size_give_the_per_sample_average_before_any_line():
     cost = BatchCost()
     for y in (1e-3, 1.5e-3):
         cost.observe(y, 1000)
@@ -55,3 +55,22 @@ def test_a_line_crossing_zero_goes_through_the_origin_instead():
     assert cost.fixed_s == 0
     slope = (D * 1000 * 1e-3 + 2000 * 4e-3) / (D * 1000**2 + 2000**2)
     assert cost.per_sample_s == pytest.approx(slope)
+
+
+def test_batches_of_one_size_keep_the_last_line_shape_at_their_level():
+    """After the warm-up's batches of 1 to 16 frames (6 ms + 0.1 ms a frame), a run of
+    one-frame batches at 6.4 ms: once the warm-up's weight has decayed the slope is undetermined,
+    and the line keeps the shape last determined (mostly fixed), moved to their level. Through
+    the origin, 16 frames would look like 16 x 6.4 ms, and a device whose fixed part passes the
+    queue-wait floor would never batch again."""
+    frame = 32768
+    cost = BatchCost()
+    for n in range(1, 17):
+        cost.observe(6e-3 + 1e-4 * n, n * frame)
+    assert cost.fixed_s == pytest.approx(6e-3)
+    assert cost.per_sample_s * frame == pytest.approx(1e-4)
+    for _ in range(40):  # the warm-up's weight decays to 0.8^40, about 1e-4
+        cost.observe(6.4e-3, frame)
+    assert cost.seconds(frame) == pytest.approx(6.4e-3, rel=1e-3)
+    assert cost.fixed_s > 0.9 * cost.seconds(frame)
+    assert cost.seconds(16 * frame) < 1.5 * cost.seconds(frame)

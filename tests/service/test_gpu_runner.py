@@ -43,7 +43,10 @@ def test_cuda_gives_the_cpu_probabilities(tiny_bundle):
     cpu, gpu = runners(tiny_bundle)
     batch = frames(4096, 3000, 700, 4096)  # mixed lengths: padded and masked
     on_gpu = gpu.run(batch)
-    np.testing.assert_allclose(on_gpu.probabilities, cpu.run(batch).probabilities, atol=1e-4)
+    # The features differ between CUDA's and the CPU's FFTs by float32 round-off, and this
+    # random tiny model's logits span about 75, so a probability near 0.5 moves by up to about
+    # 2e-4 (2.04e-4 measured on an H100); a frame or recording lost moves them by far more.
+    np.testing.assert_allclose(on_gpu.probabilities, cpu.run(batch).probabilities, atol=1e-3)
     assert on_gpu.preprocess_s > 0 and on_gpu.inference_s > 0
 
 
