@@ -40,7 +40,7 @@ from benchmarks.point import (
     measure_norm_pair,
     measure_point,
 )
-from benchmarks.report import compiled_text, graph_p50_text, markdown
+from benchmarks.report import GRAPH_LATENCIES, compiled_text, graph_p50_text, markdown
 from rfmodel.bundle import load_bundle
 from rfmodel.cli_args import DeviceError, pick_device, positive_int
 from rfmodel.config import BACKENDS
@@ -281,8 +281,9 @@ def progress_line(point: dict) -> str:
     rate_text = "-" if rate is None else f"{rate:.1f}/s at batch {point['batch']}"
     line = f"{head}, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, {rate_text}"
     # all a GPU point measured, so a sweep cut off before its report still leaves it in the log
-    if "latency_cuda_graph" in point:
-        line += f", graph p50 {graph_p50_text(point)} ms"
+    for key, (head_text, _) in GRAPH_LATENCIES.items():
+        if key in point:
+            line += f", {head_text.removesuffix(' ms')} {graph_p50_text(point, key)} ms"
     if "compiled" in point:
         line += f", compiled {compiled_text(point)}"
     if point.get("attention_tflops") is not None:

@@ -17,7 +17,7 @@ from benchmarks.timing import summarize_ms, time_calls, time_once
 from preprocessing.spectra import n_frames
 from rfmodel.classifier import RFClassifier
 from rfmodel.config import NORMS
-from rfmodel.iq_logits import iq_logits
+from rfmodel.iq_logits import EAGER, Stages, iq_logits
 
 MB = 2**20
 SOFTMAX_BACKENDS = ("mha", "flash", "gqa")  # full T x T softmax: 4*B*H*T^2*d FLOPs per layer
@@ -46,11 +46,13 @@ def build_model(size: str, backend: str, norm: str, device: torch.device) -> RFC
     return model.to(device=device, dtype=bench_dtype(size, device)).eval()
 
 
-def request_fn(model: RFClassifier, tokens: int, device: torch.device) -> Callable[[], object]:
+def request_fn(
+    model: RFClassifier, tokens: int, device: torch.device, stages: Stages = EAGER
+) -> Callable[[], object]:
     """One request of one recording as the service's runner computes it: features from IQ
     already on the device, then the model."""
     iq = torch.randn(1, samples_for_tokens(tokens), dtype=torch.complex64, device=device)
-    return lambda: iq_logits(model, iq, FEATURES)
+    return lambda: iq_logits(model, iq, FEATURES, stages=stages)
 
 
 def measure_point(spec: PointSpec) -> dict:
@@ -82,6 +84,9 @@ def measure_point(spec: PointSpec) -> dict:
         }
         if device.type == "cuda":
             result["latency_cuda_graph"] = graphed_latency(request, spec, device)
+        if device.type == "cuda" and spec.compile:
+            compiled = request_fn(model, spec.tokens, device, Stages.compiled())
+            result["latency_compiled_graph"] = graphed_latency(compiled, spec, device)
         if spec.compile and result["batch"] is not None:
             result |= compiled_throughput(model, spec, result["batch"], device)
         if device.type == "cuda" and spec.backend in SOFTMAX_BACKENDS:
@@ -114,10 +119,10 @@ def cuda_graph(fn: Callable[[], object], device: torch.device) -> Callable[[], o
 
 def graphed_latency(request: Callable[[], object], spec: PointSpec, device: torch.device) -> dict:
     """p50/p99 of the same single request replayed from a CUDA graph, or why it could not be
-    captured."""
+    captured (or, through torch.compile, compiled)."""
     try:
         replay = cuda_graph(request, device)
-    except RuntimeError as exc:
+    except Exception as exc:  # inductor raises its own errors, not only RuntimeError
         return {"status": "not captured", "detail": str(exc).splitlines()[0][:300]}
     seconds = time_calls(
         replay, device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s

@@ -8,6 +8,7 @@ GPU, so their kernels overlap instead of queueing behind each other."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -17,6 +18,26 @@ from preprocessing.recording import recording_features
 from rfmodel.classifier import RFClassifier
 
 _side_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The three computations iq_logits runs, eager by default."""
+
+    frame_features: Callable[[Tensor, FeatureConfig], Tensor] = compute_features
+    recording_features: Callable[[Tensor, FeatureConfig], Tensor | None] = recording_features
+    sequence_logits: Callable[[RFClassifier, Tensor], Tensor] = RFClassifier.sequence_logits
+
+    @classmethod
+    def compiled(cls) -> Stages:
+        """Each through torch.compile with fixed shapes (a compilation per input shape): for
+        benchmarks of one shape, where fused elementwise kernels take a third off a GPU
+        request's features (docs/benchmarks)."""
+        stages = (compute_features, recording_features, RFClassifier.sequence_logits)
+        return cls(*(torch.compile(stage, dynamic=False) for stage in stages))
+
+
+EAGER = Stages()
 
 
 def _side_stream(device: torch.device) -> torch.cuda.Stream:
@@ -31,22 +52,23 @@ def iq_logits(
     iq: Tensor,
     features: FeatureConfig,
     features_done: Callable[[], None] = lambda: None,
+    stages: Stages = EAGER,
 ) -> Tensor:
     """iq [B, N] complex64 on the model's device -> logits [B, C]. features_done is called once
     the frame features are queued (the service times preprocessing up to there)."""
     dtype = model.embed.weight.dtype
     if iq.device.type != "cuda":
-        recording = recording_features(iq, features)  # [B, F] or None
-        x = compute_features(iq, features).to(dtype)  # [B, T, F]
+        recording = stages.recording_features(iq, features)  # [B, F] or None
+        x = stages.frame_features(iq, features).to(dtype)  # [B, T, F]
         features_done()
-        return model(x, recording=recording)
+        return model.add_recording(stages.sequence_logits(model, x), recording)
     main, side = torch.cuda.current_stream(iq.device), _side_stream(iq.device)
     side.wait_stream(main)  # iq was written on main
     with torch.cuda.stream(side):
-        recording = recording_features(iq, features)
-    x = compute_features(iq, features).to(dtype)
+        recording = stages.recording_features(iq, features)
+    x = stages.frame_features(iq, features).to(dtype)
     features_done()
-    logits = model.sequence_logits(x)
+    logits = stages.sequence_logits(model, x)
     main.wait_stream(side)
     if recording is not None:
         # made on side, read on main: the allocator must not hand its memory to side meanwhile

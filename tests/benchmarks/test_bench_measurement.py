@@ -17,6 +17,7 @@ from benchmarks.point import (
     measure_point,
     request_fn,
 )
+from rfmodel.iq_logits import EAGER, Stages
 
 MB = 2**20
 
@@ -77,9 +78,13 @@ def test_cuda_point_measures_device_memory_and_attention_tflops():
     assert row["peak_mb"] > 0 and row["attention_tflops"] > 0
     assert row["latency_cuda_graph"]["status"] == "ok", row["latency_cuda_graph"]
     reference = run_isolated(
-        measure_point, tiny_point("cuda", backend="flash", size="reference"), time_limit_s=120
+        measure_point,
+        tiny_point("cuda", backend="flash", size="reference", compile=True),
+        time_limit_s=300,
     )
     assert reference["status"] == "ok", reference
+    assert reference["compiled"]["status"] == "ok", reference["compiled"]
+    assert reference["latency_compiled_graph"]["status"] == "ok", reference
 
 
 @pytest.mark.gpu
@@ -92,13 +97,17 @@ def test_cuda_matmul_peak():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["flash", "latent"])
-def test_cuda_graph_replay_computes_what_the_eager_request_does(backend: str):
+@pytest.mark.parametrize("stages", ["eager", "compiled"])
+def test_cuda_graph_replay_computes_what_the_eager_request_does(backend: str, stages: str):
     device = torch.device("cuda")
     with torch.inference_mode():
         model = build_model("reference", backend, "rmsnorm", device)
-        request = request_fn(model, 64, device)
+        chosen = Stages.compiled() if stages == "compiled" else EAGER
+        torch.manual_seed(0)  # the same IQ for the eager request below
+        request = request_fn(model, 64, device, chosen)
         replay = cuda_graph(request, device)
-        eager = request().float()
+        torch.manual_seed(0)
+        eager = request_fn(model, 64, device)().float()
         replay().zero_()  # a replay must overwrite it, not hand back what the capture left
         replayed = replay().float()
     torch.testing.assert_close(replayed, eager, rtol=0.02, atol=0.02)
