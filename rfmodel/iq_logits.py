@@ -57,20 +57,18 @@ def iq_logits(
     """iq [B, N] complex64 on the model's device -> logits [B, C]. features_done is called once
     the frame features are queued (the service times preprocessing up to there)."""
     dtype = model.embed.weight.dtype
-    if iq.device.type != "cuda":
+    side = _side_stream(iq.device) if iq.device.type == "cuda" else None
+    if side is not None:
+        side.wait_stream(torch.cuda.current_stream(iq.device))  # iq was written there
+    with torch.cuda.stream(side):  # None, on the CPU: no stream, a no-op
         recording = stages.recording_features(iq, features)  # [B, F] or None
-        x = stages.frame_features(iq, features).to(dtype)  # [B, T, F]
-        features_done()
-        return model.add_recording(stages.sequence_logits(model, x), recording)
-    main, side = torch.cuda.current_stream(iq.device), _side_stream(iq.device)
-    side.wait_stream(main)  # iq was written on main
-    with torch.cuda.stream(side):
-        recording = stages.recording_features(iq, features)
-    x = stages.frame_features(iq, features).to(dtype)
+    x = stages.frame_features(iq, features).to(dtype)  # [B, T, F]
     features_done()
-    logits = stages.sequence_logits(model, x)
-    main.wait_stream(side)
-    if recording is not None:
-        # made on side, read on main: the allocator must not hand its memory to side meanwhile
-        recording.record_stream(main)
+    logits = stages.sequence_logits(model, x)  # [B, C]
+    if side is not None:
+        main = torch.cuda.current_stream(iq.device)
+        main.wait_stream(side)
+        if recording is not None:
+            # made on side, read on main: the allocator must not hand its memory to side meanwhile
+            recording.record_stream(main)
     return model.add_recording(logits, recording)
