@@ -38,10 +38,11 @@ def named() -> list[tuple[str, str]]:
     with ServerProcess({"RFCLS_ATTN_BACKEND": "mha"}) as server:
         assert httpx.get(f"{server.url}/v1/model").json()["classes"] == list(CLASSES)
         predicted = []
-        # four frames a request: a request's frames must all start within the deadline (120 ms),
-        # and on one core each takes about 17 ms
-        for start in range(0, len(frames), 4):
-            body = encode(np.concatenate(frames[start : start + 4]), "cf32")
+        # two frames a request: a request's frames must all start within the deadline (120 ms),
+        # and on one core each takes 17-30 ms (four a request once hit the deadline in CI on a
+        # slow box)
+        for start in range(0, len(frames), 2):
+            body = encode(np.concatenate(frames[start : start + 2]), "cf32")
             r = httpx.post(
                 f"{server.url}/v1/classify?format=cf32&frame_samples={FRAME_SAMPLES}",
                 content=body,
