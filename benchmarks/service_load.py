@@ -35,19 +35,12 @@ from benchmarks.environment import command_line, hardware, load_average, report_
 from benchmarks.live_service import ServiceProcess, model_bundle
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
-from rfmodel.cli_args import positive_int
+from rfmodel.cli_args import positive_float, positive_int
 from service.protocol.errors import RETRY_AFTER_S
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 WARMUP_REQUESTS = 20
 REQUEST_TIMEOUT_S = 30.0
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -60,11 +60,13 @@ from rfmodel.cli_args import (
     DeviceError,
     non_negative_int,
     pick_device,
+    positive_float,
     positive_int,
 )
 from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
 from rfmodel.data import CLASSES, SNR_RANGE, make_eval_set
 from rfmodel.evaluate import predict
+from rfmodel.time_budget import TimeBudget
 from rfmodel.train_stream import (
     DEFAULT_LENGTHS,
     DROPOUT_KEY,
@@ -190,6 +192,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="stop after this step with a checkpoint (split a run over jobs; --resume goes on)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock limit of this job, setup included: after warm-up the run times its "
+        "steps and ends its cosine early enough to write its weights in time "
+        "(rfmodel/time_budget.py)",
     )
     model = parser.add_argument_group("model (default: ModelConfig's)")
     add_dataclass_options(model, ModelConfig, exclude=DERIVED_MODEL_FIELDS)
@@ -681,6 +692,9 @@ class Meter:
 
 
 def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
+    started = time.perf_counter()
+    if args.time_limit is not None and args.stop_at is not None:
+        raise TrainError("time-limit: give --time-limit or --stop-at, not both")
     device = pick_device(args.device, ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -704,6 +718,9 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     if args.resume:
         start, wall_before = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
     end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    budget = None
+    if args.time_limit is not None:
+        budget = TimeBudget(args.time_limit, started, fit_after=warmup_steps(args) - start)
 
     loader = training_loader(
         args.seed,
@@ -742,6 +759,8 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
             losses_and_correct.append(train_step(m, x, recording, labels, args.clip))
         meter.add(losses_and_correct)
         log.bar.update(1)
+        if budget is not None:
+            end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device)
 
         if step % args.log_every == 0 or step == end:
             record = meter.report(step, members[0].scheduler.get_last_lr()[0], ranks.world_size)
@@ -757,10 +776,12 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         if ranks.main and (step % args.checkpoint_every == 0 or step == end):
             wall = wall_before + time.perf_counter() - t_start
             save_checkpoint(out / CHECKPOINT_FILE, members, step, identity, wall)
+        if step == end:
+            break
 
     wall = wall_before + time.perf_counter() - t_start
     log.close()
-    if step < args.steps:
+    if args.stop_at is not None and step < args.steps:
         if ranks.main:
             print(f"stopped at step {step} of {args.steps}; continue with --resume")
         return 0
@@ -775,6 +796,39 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     return 0
 
 
+def fit_to_budget(
+    budget: TimeBudget,
+    done: int,
+    step: int,
+    end: int,
+    members: list[Member],
+    args: argparse.Namespace,
+    ranks: Ranks,
+    device: torch.device,
+) -> int:
+    """The run's last step after `done` steps of this job under --time-limit; when it moves, the
+    cosine of every model is stretched to end there, on every rank alike."""
+    fitted = budget.after_step(done, step, end)
+    if ranks.world_size > 1 and budget.decides(done):
+        # the ranks' clocks differ a little: all stop at the earliest end any of them needs
+        agreed = torch.tensor([end if fitted is None else fitted], device=device)
+        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+        fitted = int(agreed.item()) if int(agreed.item()) < end else None
+    if fitted is None:
+        return end
+    for m in members:
+        m.scheduler.lr_lambdas = [warmup_cosine(warmup_steps(args), fitted)] * len(
+            m.optimizer.param_groups
+        )
+    if ranks.main:
+        print(
+            f"time limit {args.time_limit:g} s: the run ends at step {fitted} of {args.steps} "
+            f"({budget.elapsed_s(time.perf_counter()):.0f} s in)",
+            flush=True,
+        )
+    return fitted
+
+
 def progress_text(record: dict[str, Any]) -> str:
     per_model = " ".join(
         f"{name.split('-')[0]} {loss:.3f}/{record['accuracy'][name]:.0%}"
@@ -786,6 +840,9 @@ def progress_text(record: dict[str, Any]) -> str:
 def training_record(args, ranks, lengths, snr_range, names, wall, device, steps) -> dict[str, Any]:
     return {
         "steps": steps,
+        # fewer than planned where --time-limit ended the cosine early
+        "planned_steps": args.steps,
+        "time_limit_s": args.time_limit,
         "batch_size": args.batch_size * ranks.world_size,
         "batch_size_per_rank": args.batch_size,
         "world_size": ranks.world_size,

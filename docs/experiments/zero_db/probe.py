@@ -27,7 +27,7 @@ from rfmodel.evaluate import EVAL_SEED
 from rfmodel.iq_logits import iq_logits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "qam_order"))
-from probe import coherent_log_likelihood, symbols, unit_power  # noqa: E402
+from probe import coherent_log_likelihood, symbols, unit_power
 
 GROUP = ("ook", "4ask", "bpsk", "qpsk", "8psk", "16qam", "64qam")
 SNRS = (-5.0, 0.0, 5.0)
@@ -73,15 +73,12 @@ def main() -> None:
     for name, overrides in VARIANTS.items():
         iq, labels, snr, oracle = dataset(args.per_class, overrides)
         with torch.no_grad():
-            logits = torch.cat(
-                [
-                    iq_logits(bundle.model, torch.from_numpy(iq[i : i + 256]), bundle.feature_config)
-                    for i in range(0, len(iq), 256)
-                ]
-            )
+            batches = [torch.from_numpy(iq[i : i + 256]) for i in range(0, len(iq), 256)]
+            logits = torch.cat([iq_logits(bundle.model, b, bundle.feature_config) for b in batches])
         served = logits.argmax(-1).numpy() == np.array(group_index)[labels]
         restricted = logits[:, group_index].argmax(-1).numpy() == labels
-        chosen = np.array([np.argmax([coherent_log_likelihood(s, c) for c in GROUP]) for s in oracle])
+        likelihoods = [[coherent_log_likelihood(s, c) for c in GROUP] for s in oracle]
+        chosen = np.argmax(likelihoods, axis=1)
         coherent = chosen == labels
         print(f"{name}:")
         for what, hit in (

@@ -1,0 +1,90 @@
+"""--time-limit: the run's steps fitted into a wall-clock limit (rfmodel/time_budget.py), unit by
+unit with a fake clock, then a real tiny run that must end early with its weights written."""
+
+import json
+
+import pytest
+
+from rfmodel.bundle import load_bundle
+from rfmodel.time_budget import RATE_MARGIN, SETTLE_STEPS, TimeBudget, steps_within
+from rfmodel.train import LOG_FILE, MIN_LR_RATIO
+from service.cli import main
+from tests.rfmodel.test_train import TINY
+
+
+def test_steps_within_counts_the_steps_that_fit_and_never_passes_the_plan():
+    # 100 s limit, 10 kept back, 30 s gone: 60 s at 0.5 s a step (plus the margin)
+    assert steps_within(100, 30, 40, 0.5, 10_000, 10) == 40 + int(60 // (0.5 * RATE_MARGIN))
+    assert steps_within(100, 30, 40, 0.5, 50, 10) == 50
+    assert steps_within(100, 95, 40, 0.5, 10_000, 10) == 40  # already late: stop here
+
+
+def run_fake(budget: TimeBudget, step_s: float, end: int, setup_s: float = 0.0):
+    """Steps at step_s each after setup_s, from the budget's start: (step, new end) pairs."""
+    changes = []
+    for done in range(1, end + 1):
+        new_end = budget.after_step(done, done, end, now=setup_s + done * step_s)
+        if new_end is not None:
+            changes.append((done, new_end))
+            end = new_end
+        if done == end:
+            break
+    return changes
+
+
+def test_a_plan_that_fits_is_left_alone():
+    assert run_fake(TimeBudget(100.0, 0.0, fit_after=50), step_s=0.01, end=1000) == []
+
+
+def test_a_plan_too_long_ends_at_the_warmup_fit_with_the_reserve_kept():
+    budget = TimeBudget(100.0, 0.0, fit_after=50)
+    changes = run_fake(budget, step_s=0.1, end=10_000, setup_s=5.0)
+    assert [done for done, _ in changes] == [50]
+    (_, end), elapsed = changes[0], 5.0 + changes[0][1] * 0.1
+    assert elapsed <= 100 - budget.reserve_s
+    assert elapsed > 100 - budget.reserve_s - 100 * (RATE_MARGIN - 1)  # not much sooner
+    assert end == steps_within(100, 5.0 + 50 * 0.1, 50, 0.1, 10_000, budget.reserve_s)
+
+
+def test_steps_that_slow_down_after_the_fit_stop_the_run_when_the_time_is_up():
+    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
+    changes = []
+    end = 10_000
+    now = 0.0
+    for done in range(1, end + 1):
+        now += 0.1 if done <= 200 else 1.0  # ten times slower after step 200
+        new_end = budget.after_step(done, done, end, now=now)
+        if new_end is not None:
+            changes.append((done, new_end))
+            end = new_end
+        if done == end:
+            break
+    (fit_at, _), (late_at, late_end) = changes
+    assert fit_at == SETTLE_STEPS + 20 and late_at == late_end  # stops where it stands
+    assert now <= 100 - budget.reserve_s + 10 * 1.0  # within one guard interval of the reserve
+
+
+def test_a_time_limited_run_ends_its_cosine_early_and_writes_its_weights(tmp_path, capsys):
+    steps = 1_000_000
+    assert (
+        main(
+            ["train", "--out", str(tmp_path), *TINY, "--steps", str(steps), "--warmup-steps", "5"]
+            + ["--time-limit", "20", "--log-every", "1000000"]
+        )
+        == 0
+    )
+    assert "time limit 20 s: the run ends at step" in capsys.readouterr().out
+    record = load_bundle(tmp_path / "mha-rmsnorm").training
+    assert SETTLE_STEPS < record["steps"] < steps
+    assert record["planned_steps"] == steps and record["time_limit_s"] == 20
+    assert record["wall_time_s"] < 20
+    events = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    (last,) = [e for e in events if e["event"] == "train"]  # the end's record only
+    assert last["step"] == record["steps"]
+    assert last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)  # the cosine ran to its floor
+
+
+def test_time_limit_and_stop_at_together_are_refused(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path), *TINY, "--steps", "4", "--stop-at", "2"]
+    assert main([*args, "--time-limit", "60"]) == 2
+    assert "time-limit" in capsys.readouterr().out
