@@ -66,13 +66,8 @@ def test_steps_that_slow_down_after_the_fit_stop_the_run_when_the_time_is_up():
 
 def test_a_time_limited_run_ends_its_cosine_early_and_writes_its_weights(tmp_path, capsys):
     steps = 1_000_000
-    assert (
-        main(
-            ["train", "--out", str(tmp_path), *TINY, "--steps", str(steps), "--warmup-steps", "5"]
-            + ["--time-limit", "20", "--log-every", "1000000"]
-        )
-        == 0
-    )
+    args = ["train", "--out", str(tmp_path), *TINY, "--steps", str(steps), "--warmup-steps", "5"]
+    assert main([*args, "--time-limit", "20", "--log-every", "1000000"]) == 0
     assert "time limit 20 s: the run ends at step" in capsys.readouterr().out
     record = load_bundle(tmp_path / "mha-rmsnorm").training
     assert SETTLE_STEPS < record["steps"] < steps
