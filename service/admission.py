@@ -46,7 +46,9 @@ class QueueWaitLimit:
         self.floor_s = floor_s
         self.ceiling_s = ceiling_s
         self.limit_s = floor_s
-        self._upper_s = UPPER_MARK * budget_s
+        # what an admitted request's time in the server should stay under: the upper mark
+        self.target_s = UPPER_MARK * budget_s
+        self._upper_s = self.target_s
         self._lower_s = LOWER_MARK * budget_s
         self._step_s = STEP * budget_s
         self._clock = clock
