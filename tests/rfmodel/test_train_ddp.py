@@ -63,3 +63,18 @@ def test_two_ranks_train_as_one_process_on_both_sub_streams(tmp_path):
         # all else by 5e-8
         atol = 1e-4 if name.startswith("recording_mlp.") else 1e-6
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=atol, msg=name)
+
+
+def test_ranks_agree_on_the_end_a_time_limit_fits(tmp_path):
+    """Each rank reads its own clock; they must end on the same step (a rank that stopped alone
+    would leave the other waiting in its gradient all-reduce until the timeout below)."""
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    limit = ("--steps", "1000000", "--warmup-steps", "5", "--time-limit", "25")
+    command = [*launch, "-m", "service", "train", "--out", str(out), *TINY, *limit]
+    done = subprocess.run(command, cwd=REPO, env=env, timeout=240, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("time limit 25 s: the run ends at step") >= 1
+    record = load_bundle(out / "mha-rmsnorm").training
+    assert record["world_size"] == 2 and 10 < record["steps"] < 1_000_000
