@@ -46,9 +46,8 @@ class QueueWaitLimit:
         self.floor_s = floor_s
         self.ceiling_s = ceiling_s
         self.limit_s = floor_s
-        # what an admitted request's time in the server should stay under: the upper mark
+        # the upper mark: what an admitted request's time in the server should stay under
         self.target_s = UPPER_MARK * budget_s
-        self._upper_s = self.target_s
         self._lower_s = LOWER_MARK * budget_s
         self._step_s = STEP * budget_s
         self._clock = clock
@@ -64,7 +63,7 @@ class QueueWaitLimit:
         """The latency of one admitted request (answered, or dropped at its deadline), as the
         HTTP layer measured it."""
         self._answers += 1
-        self._over_upper += seconds > self._upper_s
+        self._over_upper += seconds > self.target_s
         self._over_lower += seconds > self._lower_s
         if self._answers < MIN_ANSWERS:
             return

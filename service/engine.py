@@ -448,9 +448,9 @@ class Engine:
         it (6.4 ms against 6 on an H100), closed every batch at one frame: batching gave 1.0x.
         The floor plus the fixed part instead also lengthened the CPU's batches of 4,096-sample
         requests (fixed 2.5 ms, 3.7 ms a request), and twice as many Poisson requests at 0.7x
-        load were refused. Twice the fixed part without the cap let batches of 16 frames close
-        at 22 ms by estimate on an H100 under 64 clients: a wait for one and then one's own took
-        the admitted p99 to 107 ms."""
+        load were refused. Without the cap, a fixed part that grows under load (an H100's under 64
+        clients) lets a wait for one batch and then one's own pass the budget
+        (docs/experiments/batch_close/; there the admitted p99 reached 107 ms)."""
         queue_wait = self._queue_wait
         return max(queue_wait.floor_s, min(2 * self._cost.fixed_s, queue_wait.target_s / 2))
 
