@@ -203,6 +203,7 @@ async def under_load(service: ServiceProcess, plan: Plan, request: Request) -> d
             results[str(clients)] = {
                 **summarize(answers, elapsed, plan.budget_ms),
                 "mean_batch": mean_batch(before, after),
+                "engine_estimate_ms": engine_estimate_ms(service.url, plan.load.samples),
             }
     finally:
         client.close()
@@ -228,6 +229,19 @@ def batch_totals(url: str, backend: str) -> tuple[float, float]:
         metrics[series("rfcls_batch_size_sum", backend=backend)],
         metrics[series("rfcls_batch_size_count", backend=backend)],
     )
+
+
+def engine_estimate_ms(url: str, frame_samples: int) -> dict[str, float]:
+    """The engine's batch cost estimate at the end of a loop (/metrics): what sized its batches
+    and how much work ahead its admission allowed."""
+    metrics = scrape(url)
+    gauge = {name: value for (name, _), value in metrics.items()}
+    return {
+        "fixed": 1e3 * gauge["rfcls_batch_cost_fixed_seconds"],
+        "per_frame": 1e3 * gauge["rfcls_batch_cost_per_sample_seconds"] * frame_samples,
+        "close": 1e3 * gauge["rfcls_batch_close_seconds"],
+        "queue_wait_limit": 1e3 * gauge["rfcls_queue_wait_limit_seconds"],
+    }
 
 
 def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float | None:
@@ -366,8 +380,9 @@ def markdown(report: dict) -> str:
         "of warm-up)",
         "",
         "| batching | clients | frames/s | requests | statuses | p50 ms | p99 ms "
-        f"| within {budget:g} ms | mean batch | on/off frames/s |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| within {budget:g} ms | mean batch | on/off frames/s "
+        "| engine estimate ms: fixed + frame / close / limit |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
         *concurrent_rows(report),
         "",
         "| check | result |",
@@ -388,6 +403,9 @@ def markdown(report: dict) -> str:
         f"queue too long; 504: dropped after waiting past its {on['deadline_ms']:g} ms deadline)",
         "- mean batch: frames per model batch over the measured loop, from the server's "
         "rfcls_batch_size histogram (/metrics)",
+        "- engine estimate: at the end of the loop, the engine's fitted batch cost (a fixed part "
+        "plus a part per frame of this length), the work at which it closes a batch and the "
+        "queue-wait limit (service/batch_cost.py, service/admission.py; /metrics)",
         "",
         f"![throughput and p99]({report['charts'][0]})",
         "",
@@ -402,10 +420,13 @@ def concurrent_rows(report: dict) -> Iterator[str]:
             within_budget = (
                 "-" if r["within_budget"] is None else f"{100 * r['within_budget']:.1f}%"
             )
+            e = r["engine_estimate_ms"]
             yield (
                 f"| {mode} | {clients} | {r['throughput_per_s']:.1f} | {r['requests']} "
                 f"| {r['statuses']} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} | {within_budget} "
-                f"| {ms(r['mean_batch'])} | {times(ratio) if mode == 'on' else ''} |"
+                f"| {ms(r['mean_batch'])} | {times(ratio) if mode == 'on' else ''} "
+                f"| {e['fixed']:.2f} + {e['per_frame']:.2f} / {e['close']:.2f} "
+                f"/ {e['queue_wait_limit']:.2f} |"
             )
 
 

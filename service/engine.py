@@ -529,6 +529,10 @@ class Engine:
         start = time.perf_counter()
         out = self._run_splitting(frames)
         self._cost.observe(time.perf_counter() - start, sum(len(f) for f in frames))
+        self._metrics.batch_cost_fixed.set(self._cost.fixed_s)
+        self._metrics.batch_cost_per_sample.set(self._cost.per_sample_s)
+        if self._queue_wait is not None:
+            self._metrics.batch_close.set(self._batch_close_s())
         return out
 
     def _run_splitting(self, frames: list[np.ndarray]) -> BatchOutput:

@@ -166,6 +166,26 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="liveall",  # each worker steers its own
         )
+        # the engine's batch cost estimate (service/batch_cost.py): why batches are the size
+        # they are, and how much work ahead admission allows
+        self.batch_cost_fixed = Gauge(
+            "rfcls_batch_cost_fixed_seconds",
+            "Estimated device time a batch takes whatever its size",
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
+        self.batch_cost_per_sample = Gauge(
+            "rfcls_batch_cost_per_sample_seconds",
+            "Estimated device time per IQ sample in a batch",
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
+        self.batch_close = Gauge(
+            "rfcls_batch_close_seconds",
+            "Estimated work at which a batch is closed; a newcomer may wait one such batch",
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
         self.inflight = Gauge(
             "rfcls_inflight_requests",
             "Classification requests being handled",

@@ -133,6 +133,10 @@ def test_batching_run_against_real_servers(tmp_path: Path):
             r = report["concurrent"][mode][clients]
             assert r["answered_ok"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
             assert r["mean_batch"] >= 1.0
+            estimate = r["engine_estimate_ms"]
+            assert estimate["fixed"] >= 0 and estimate["per_frame"] >= 0
+            assert estimate["fixed"] + estimate["per_frame"] > 0  # fitted from real batches
+            assert estimate["close"] >= report["settings"][mode]["max_queue_wait_ms"] > 0
     # batch-1 serving really ran one frame per batch
     assert {r["mean_batch"] for r in report["concurrent"]["off"].values()} == {1.0}
     assert set(report["throughput_ratio"]) == {"2", "4"}
