@@ -1,12 +1,15 @@
-"""Experiment: how well a linear model separates each confused pair at SNR 10-30 dB, from the
-frame tokens pooled (their mean and standard deviation over the recording) or from the
-recording's own features (preprocessing.recording). 1,600 recordings of 4,096 samples per pair, the
-first 1,200 to fit on, the last 400 to score.
+"""Experiment: how well a linear model separates each confused pair at SNR 10-30 dB (or --snr),
+from the frame tokens pooled (their mean and standard deviation over the recording) or from the
+recording's own features (preprocessing.recording), beside the shipped mha-rmsnorm's choice
+between the pair's two logits. 1,600 recordings of 4,096 samples per pair, the first 1,200 to fit
+on, the last 400 to score.
 
-    python docs/experiments/recording_features/linear_probe.py
+    python docs/experiments/recording_features/linear_probe.py [--snr LOW,HIGH]
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 import torch
@@ -14,7 +17,9 @@ import torch.nn.functional as F
 
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
-from rfmodel.data import generate_example
+from rfmodel.bundle import load_bundle, shipped_model_dir
+from rfmodel.data import CLASSES, generate_example
+from rfmodel.iq_logits import iq_logits
 
 PAIRS = (("qpsk", "8psk"), ("16qam", "64qam"), ("gfsk", "gmsk"))
 N, FIT = 1600, 1200
@@ -43,19 +48,37 @@ def held_out_accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((((x[FIT:] @ w + b) > 0).long() == y[FIT:]).float().mean())
 
 
-if __name__ == "__main__":
+def shipped_pair_accuracy(iq: torch.Tensor, y: torch.Tensor, pair: tuple[str, str]) -> float:
+    """The shipped mha-rmsnorm on the scored recordings, choosing between the pair's logits."""
+    bundle = load_bundle(shipped_model_dir("mha"))
+    with torch.no_grad():
+        logits = iq_logits(bundle.model, iq[FIT:], bundle.feature_config)
+    chosen = logits[:, [CLASSES.index(c) for c in pair]].argmax(-1)
+    return float((chosen == y[FIT:]).float().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--snr", default="10,30", help="in-band SNR range in dB, uniform")
+    low, high = map(float, parser.parse_args().snr.split(","))
     torch.set_num_threads(1)
     cfg = FeatureConfig()
     for pair in PAIRS:
         rng = np.random.default_rng(5)
         views: dict[str, list[torch.Tensor]] = {"pooled frame tokens": [], "recording": []}
-        labels = []
+        recordings, labels = [], []
         for i in range(N):
-            example = generate_example(pair[i % 2], 4096, rng, float(rng.uniform(10, 30)))
+            example = generate_example(pair[i % 2], 4096, rng, float(rng.uniform(low, high)))
             iq = torch.from_numpy(example.iq[None])
             views["pooled frame tokens"].append(pooled_frames(iq, cfg))
             views["recording"].append(recording_features(iq, cfg)[0])
+            recordings.append(iq[0])
             labels.append(i % 2)
         y = torch.tensor(labels)
         scores = {name: held_out_accuracy(torch.stack(x), y) for name, x in views.items()}
+        scores["shipped mha"] = shipped_pair_accuracy(torch.stack(recordings), y, pair)
         print(f"{pair[0]}/{pair[1]}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+
+if __name__ == "__main__":
+    main()
