@@ -19,49 +19,42 @@ def test_steps_within_counts_the_steps_that_fit_and_never_passes_the_plan():
     assert steps_within(100, 95, 40, 0.5, 10_000, 10) == 40  # already late: stop here
 
 
-def run_fake(budget: TimeBudget, step_s: float, end: int, setup_s: float = 0.0):
-    """Steps at step_s each after setup_s, from the budget's start: (step, new end) pairs."""
-    changes = []
+def run_fake(budget: TimeBudget, step_s, end: int, setup_s: float = 0.0):
+    """Steps taking step_s(done) seconds each after setup_s, from the budget's start, until the
+    end: the (step, new end) pairs the budget gave, and the clock at the end."""
+    changes, now = [], setup_s
     for done in range(1, end + 1):
-        new_end = budget.after_step(done, done, end, now=setup_s + done * step_s)
-        if new_end is not None:
-            changes.append((done, new_end))
-            end = new_end
-        if done == end:
-            break
-    return changes
-
-
-def test_a_plan_that_fits_is_left_alone():
-    assert run_fake(TimeBudget(100.0, 0.0, fit_after=50), step_s=0.01, end=1000) == []
-
-
-def test_a_plan_too_long_ends_at_the_warmup_fit_with_the_reserve_kept():
-    budget = TimeBudget(100.0, 0.0, fit_after=50)
-    changes = run_fake(budget, step_s=0.1, end=10_000, setup_s=5.0)
-    assert [done for done, _ in changes] == [50]
-    (_, end), elapsed = changes[0], 5.0 + changes[0][1] * 0.1
-    assert elapsed <= 100 - budget.reserve_s
-    assert elapsed > 100 - budget.reserve_s - 100 * (RATE_MARGIN - 1)  # not much sooner
-    assert end == steps_within(100, 5.0 + 50 * 0.1, 50, 0.1, 10_000, budget.reserve_s)
-
-
-def test_steps_that_slow_down_after_the_fit_stop_the_run_when_the_time_is_up():
-    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
-    changes = []
-    end = 10_000
-    now = 0.0
-    for done in range(1, end + 1):
-        now += 0.1 if done <= 200 else 1.0  # ten times slower after step 200
+        now += step_s(done)
         new_end = budget.after_step(done, done, end, now=now)
         if new_end is not None:
             changes.append((done, new_end))
             end = new_end
         if done == end:
             break
+    return changes, now
+
+
+def test_a_plan_that_fits_is_left_alone():
+    budget = TimeBudget(100.0, 0.0, fit_after=50)
+    assert run_fake(budget, lambda _: 0.01, end=1000)[0] == []
+
+
+def test_a_plan_too_long_ends_at_the_warmup_fit_with_the_reserve_kept():
+    budget = TimeBudget(100.0, 0.0, fit_after=50)
+    changes, elapsed = run_fake(budget, lambda _: 0.1, end=10_000, setup_s=5.0)
+    assert [done for done, _ in changes] == [50]
+    assert elapsed <= 100 - budget.reserve_s
+    assert elapsed > 100 - budget.reserve_s - 100 * (RATE_MARGIN - 1)  # not much sooner
+    assert changes[0][1] == steps_within(100, 5.0 + 50 * 0.1, 50, 0.1, 10_000, budget.reserve_s)
+
+
+def test_steps_that_slow_down_after_the_fit_stop_the_run_when_the_time_is_up():
+    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
+    # ten times slower after step 200
+    changes, elapsed = run_fake(budget, lambda done: 0.1 if done <= 200 else 1.0, end=10_000)
     (fit_at, _), (late_at, late_end) = changes
     assert fit_at == SETTLE_STEPS + 20 and late_at == late_end  # stops where it stands
-    assert now <= 100 - budget.reserve_s + 10 * 1.0  # within one guard interval of the reserve
+    assert elapsed <= 100 - budget.reserve_s + 10 * 1.0  # within one guard interval of the reserve
 
 
 def test_a_time_limited_run_ends_its_cosine_early_and_writes_its_weights(tmp_path, capsys):
