@@ -48,13 +48,23 @@ def test_a_plan_too_long_ends_at_the_warmup_fit_with_the_reserve_kept():
     assert changes[0][1] == steps_within(100, 5.0 + 50 * 0.1, 50, 0.1, 10_000, budget.reserve_s)
 
 
-def test_steps_that_slow_down_after_the_fit_stop_the_run_when_the_time_is_up():
+def test_steps_that_slow_down_move_the_end_sooner_and_the_run_ends_in_time():
     budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
     # ten times slower after step 200
     changes, elapsed = run_fake(budget, lambda done: 0.1 if done <= 200 else 1.0, end=10_000)
-    (fit_at, _), (late_at, late_end) = changes
-    assert fit_at == SETTLE_STEPS + 20 and late_at == late_end  # stops where it stands
+    assert changes[0][0] == SETTLE_STEPS + 20
+    ends = [end for _, end in changes]
+    assert ends == sorted(ends, reverse=True) and len(ends) > 2  # refitted as the rate fell
     assert elapsed <= 100 - budget.reserve_s + 10 * 1.0  # within one guard interval of the reserve
+
+
+def test_a_sudden_stall_stops_the_run_where_it_stands():
+    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
+    # a 70 s stall at step 500, past the reserve: nothing to refit, only to stop
+    changes, elapsed = run_fake(budget, lambda done: 70.0 if done == 500 else 0.05, end=10_000)
+    late_at, late_end = changes[-1]
+    assert late_at == late_end  # stopped at the step the time ran out
+    assert late_at == 500 and elapsed < 100
 
 
 def test_a_time_limited_run_ends_its_cosine_early_and_writes_its_weights(tmp_path, capsys):
