@@ -41,6 +41,7 @@ from benchmarks.charts import save_bar_panels
 from benchmarks.cli import add_report_arguments, device_or_none, script_main
 from benchmarks.environment import command_line, hardware, load_average, report_head, versions
 from benchmarks.live_service import (
+    Series,
     ServiceProcess,
     WatchedService,
     scrape,
@@ -195,15 +196,15 @@ async def under_load(service: ServiceProcess, plan: Plan, request: Request) -> d
     try:
         for clients in plan.load.concurrency:
             await clients_loop(client, request, clients, plan.load.warmup_s, plan)
-            before = batch_totals(service.url, plan.backend)
+            before = batch_totals(scrape(service.url), plan.backend)
             start = time.perf_counter()
             answers = await clients_loop(client, request, clients, plan.load.duration_s, plan)
             elapsed = time.perf_counter() - start
-            after = batch_totals(service.url, plan.backend)
+            metrics = scrape(service.url)
             results[str(clients)] = {
                 **summarize(answers, elapsed, plan.budget_ms),
-                "mean_batch": mean_batch(before, after),
-                "engine_estimate_ms": engine_estimate_ms(service.url, plan.load.samples),
+                "mean_batch": mean_batch(before, batch_totals(metrics, plan.backend)),
+                "engine_estimate_ms": engine_estimate_ms(metrics, plan.load.samples),
             }
     finally:
         client.close()
@@ -222,19 +223,17 @@ def clients_loop(
     )
 
 
-def batch_totals(url: str, backend: str) -> tuple[float, float]:
-    """Frames and batches the server has run so far (its rfcls_batch_size histogram)."""
-    metrics = scrape(url)
+def batch_totals(metrics: dict[Series, float], backend: str) -> tuple[float, float]:
+    """Frames and batches the server had run at a scrape (its rfcls_batch_size histogram)."""
     return (
         metrics[series("rfcls_batch_size_sum", backend=backend)],
         metrics[series("rfcls_batch_size_count", backend=backend)],
     )
 
 
-def engine_estimate_ms(url: str, frame_samples: int) -> dict[str, float]:
-    """The engine's batch cost estimate at the end of a loop (/metrics): what sized its batches
-    and how much work ahead its admission allowed."""
-    metrics = scrape(url)
+def engine_estimate_ms(metrics: dict[Series, float], frame_samples: int) -> dict[str, float]:
+    """The engine's batch cost estimate at a scrape: what sized its batches and how much work
+    ahead its admission allowed."""
     gauge = {name: value for (name, _), value in metrics.items()}
     return {
         "fixed": 1e3 * gauge["rfcls_batch_cost_fixed_seconds"],

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
-from rfmodel.bundle import load_bundle, shipped_model_dir
+from rfmodel.bundle import Bundle, load_bundle, shipped_model_dir
 from rfmodel.data import CLASSES, generate_example
 from rfmodel.iq_logits import iq_logits
 
@@ -48,9 +48,10 @@ def held_out_accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((((x[FIT:] @ w + b) > 0).long() == y[FIT:]).float().mean())
 
 
-def shipped_pair_accuracy(iq: torch.Tensor, y: torch.Tensor, pair: tuple[str, str]) -> float:
-    """The shipped mha-rmsnorm on the scored recordings, choosing between the pair's logits."""
-    bundle = load_bundle(shipped_model_dir("mha"))
+def shipped_pair_accuracy(
+    bundle: Bundle, iq: torch.Tensor, y: torch.Tensor, pair: tuple[str, str]
+) -> float:
+    """The shipped model on the scored recordings, choosing between the pair's logits."""
     with torch.no_grad():
         logits = iq_logits(bundle.model, iq[FIT:], bundle.feature_config)
     chosen = logits[:, [CLASSES.index(c) for c in pair]].argmax(-1)
@@ -63,6 +64,7 @@ def main() -> None:
     low, high = map(float, parser.parse_args().snr.split(","))
     torch.set_num_threads(1)
     cfg = FeatureConfig()
+    bundle = load_bundle(shipped_model_dir("mha"))
     for pair in PAIRS:
         rng = np.random.default_rng(5)
         views: dict[str, list[torch.Tensor]] = {"pooled frame tokens": [], "recording": []}
@@ -76,7 +78,7 @@ def main() -> None:
             labels.append(i % 2)
         y = torch.tensor(labels)
         scores = {name: held_out_accuracy(torch.stack(x), y) for name, x in views.items()}
-        scores["shipped mha"] = shipped_pair_accuracy(torch.stack(recordings), y, pair)
+        scores["shipped mha"] = shipped_pair_accuracy(bundle, torch.stack(recordings), y, pair)
         print(f"{pair[0]}/{pair[1]}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
 
