@@ -124,6 +124,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget-ms", type=positive_float, default=BUDGET_MS)
     p.add_argument(
+        "--eager",
+        action="store_true",
+        help="on a GPU, every batch eager (RFCLS_CUDA_GRAPHS=false), as before CUDA graphs",
+    )
+    p.add_argument(
         "--pause-after-503-ms",
         type=positive_float,
         default=RETRY_AFTER_MS,
@@ -139,6 +144,7 @@ class Plan:
     device: torch.device
     budget_ms: float
     pause_after_503_ms: float
+    cuda_graphs: bool = True
 
     @classmethod
     def of(cls, args: argparse.Namespace, device: torch.device) -> Plan:
@@ -150,7 +156,9 @@ class Plan:
         }
         preset = QUICK if args.quick else FULL
         load = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
-        return cls(load, args.backend, device, args.budget_ms, args.pause_after_503_ms)
+        return cls(
+            load, args.backend, device, args.budget_ms, args.pause_after_503_ms, not args.eager
+        )
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -160,6 +168,7 @@ def server_env(mode: str, plan: Plan) -> dict[str, str]:
     return {
         "RFCLS_DEVICE": plan.device.type,
         "RFCLS_LATENCY_BUDGET_MS": f"{plan.budget_ms:g}",
+        "RFCLS_CUDA_GRAPHS": str(plan.cuda_graphs).lower(),
         **MODES[mode],
     }
 
@@ -334,6 +343,7 @@ def served_settings(mode: str, plan: Plan) -> dict:
         "max_queue_wait_ceiling_ms": settings.effective_max_queue_wait_ceiling_ms,
         "max_queue": settings.max_queue,
         "deadline_ms": settings.effective_deadline_ms,
+        "cuda_graphs": settings.cuda_graphs,
     }
 
 

@@ -17,6 +17,7 @@ from benchmarks.timing import summarize_ms, time_calls, time_once
 from preprocessing.spectra import n_frames
 from rfmodel.classifier import RFClassifier
 from rfmodel.config import NORMS
+from rfmodel.cuda_graph import cuda_graph
 from rfmodel.iq_logits import EAGER, Stages, iq_logits
 
 MB = 2**20
@@ -94,27 +95,6 @@ def measure_point(spec: PointSpec) -> dict:
             torch.cuda.empty_cache()
             result["attention_tflops"] = attention_tflops(model, spec, result["batch"], device)
     return result
-
-
-def cuda_graph(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
-    """fn captured into a CUDA graph; the returned call replays it. One launch for the whole
-    request instead of one per kernel: at batch 1 the GPU otherwise waits on the host's launches.
-    The inputs fn reads are fixed tensors, so every replay recomputes the same request."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # capture needs its allocations and cuFFT plans made already
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        output = fn()
-
-    def replay() -> object:
-        graph.replay()
-        return output  # the same tensor each time, overwritten by every replay
-
-    return replay
 
 
 def graphed_latency(request: Callable[[], object], spec: PointSpec, device: torch.device) -> dict:

@@ -22,9 +22,6 @@ from service.protocol.limits import BodyLimitMiddleware
 from service.protocol.v2_tensors import HEADER_LENGTH
 from service.settings import Settings
 
-# Warm-up frames have the length the latency budget is set for.
-WARMUP_SAMPLES = 32_768
-
 
 def build_context(settings: Settings, card: ModelCard, runner: Runner) -> ServiceContext:
     metrics = ServiceMetrics(
@@ -48,7 +45,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
             ceiling_s=settings.effective_max_queue_wait_ceiling_ms / 1000,
             budget_s=settings.latency_budget_ms / 1000,
         ),
-        warmup_samples=max(card.feature_config.nfft, min(settings.max_samples, WARMUP_SAMPLES)),
+        warmup_samples=settings.warmup_samples(card.feature_config.nfft),
     )
     return ServiceContext(settings=settings, card=card, engine=engine, metrics=metrics)
 

@@ -1,13 +1,14 @@
 """The device side of the engine: features and model for one batch, under torch.inference_mode.
 
-The only service module that touches torch. Preprocessing runs on the same device as the model
-so a GPU does the FFTs too, and only the [B, C] probabilities come back to the host.
+With service/cuda_graphs.py the only service modules that touch torch. Preprocessing runs on the
+same device as the model so a GPU does the FFTs too, and only the [B, C] probabilities come back
+to the host.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from preprocessing.features import FeatureConfig, batch_features
 from preprocessing.recording import batch_recording_features
 from rfmodel.classifier import RFClassifier
 from rfmodel.iq_logits import iq_logits
+from service.cuda_graphs import GraphedBatches
 from service.engine import BatchOutput, OutOfMemory
 
 
@@ -32,10 +34,30 @@ def resolve_device(choice: str) -> torch.device:
 
 
 class TorchRunner:
-    def __init__(self, model: RFClassifier, feature_config: FeatureConfig, device: torch.device):
+    def __init__(
+        self,
+        model: RFClassifier,
+        feature_config: FeatureConfig,
+        device: torch.device,
+        graph_samples: int | None = None,
+        graph_batch_sizes: Sequence[int] = (),
+    ):
+        """graph_samples: on CUDA, batches of frames of this length are replayed from CUDA
+        graphs, one per batch size in graph_batch_sizes (a batch runs padded to the next)."""
         self.model = model.to(device).eval()
         self.feature_config = feature_config
         self.device = device
+        self.graphs = None
+        if device.type == "cuda" and graph_samples is not None and graph_batch_sizes:
+            self.graphs = GraphedBatches(
+                self._probabilities, graph_samples, graph_batch_sizes, device
+            )
+
+    def _probabilities(
+        self, iq: torch.Tensor, features_done: Callable[[], None] = lambda: None
+    ) -> torch.Tensor:
+        logits = iq_logits(self.model, iq, self.feature_config, features_done)  # [B, C]
+        return torch.softmax(logits.float(), dim=-1)
 
     def run(self, frames: Sequence[np.ndarray]) -> BatchOutput:
         try:
@@ -57,18 +79,31 @@ class TorchRunner:
 
         if len({len(f) for f in frames}) == 1:
             # equal lengths, the common case: one stacked copy, no padding, no mask
-            iq = torch.from_numpy(np.stack(frames)).to(self.device)  # [B, N] complex64
-            logits = iq_logits(self.model, iq, self.feature_config, features_done)  # [B, C]
+            stacked = np.stack(frames)  # [B, N] complex64
+            if self.graphs is not None and (graphed := self._run_graphed(stacked, t0)):
+                return graphed
+            iq = torch.from_numpy(stacked).to(self.device)
+            probabilities = self._probabilities(iq, features_done)  # [B, C]
         else:
             tensors = [torch.from_numpy(f).to(self.device) for f in frames]
             x, mask = batch_features(tensors, self.feature_config)  # [B, Tmax, F], [B, Tmax]
             recording = batch_recording_features(tensors, self.feature_config)
             features_done()
-            logits = self.model(x, mask, recording)
-        probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            probabilities = torch.softmax(self.model(x, mask, recording).float(), dim=-1)
+        probabilities = probabilities.cpu().numpy()
         t2 = time.perf_counter()
         t1 = preprocessed[0]
         return BatchOutput(probabilities, preprocess_s=t1 - t0, inference_s=t2 - t1)
+
+    def _run_graphed(self, iq: np.ndarray, t0: float) -> BatchOutput | None:
+        """The features run inside the graph, so they count as inference; preprocessing is
+        the frames' stacking and copy to the device."""
+        probabilities = self.graphs.run(iq)
+        if probabilities is None:
+            return None
+        t1 = time.perf_counter()  # the copy in is synchronous, the replay only launched
+        out = probabilities.cpu().numpy()
+        return BatchOutput(out, preprocess_s=t1 - t0, inference_s=time.perf_counter() - t1)
 
     def _synchronize(self) -> None:
         # only so the preprocess/inference split in the metrics is true on a GPU; the current

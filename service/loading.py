@@ -8,6 +8,7 @@ import torch
 
 from rfmodel.bundle import load_bundle, shipped_model_dir
 from service.context import ModelCard
+from service.engine import warmup_batch_sizes
 from service.inference import TorchRunner, resolve_device
 from service.settings import Settings
 
@@ -42,4 +43,12 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
         path=bundle.path,
         evaluation=bundle.metrics,
     )
-    return card, TorchRunner(bundle.model, bundle.feature_config, device)
+    graph_samples = settings.warmup_samples(bundle.feature_config.nfft)
+    runner = TorchRunner(
+        bundle.model,
+        bundle.feature_config,
+        device,
+        graph_samples=graph_samples if settings.cuda_graphs else None,
+        graph_batch_sizes=warmup_batch_sizes(settings.max_batch),
+    )
+    return card, runner

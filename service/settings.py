@@ -19,6 +19,9 @@ Norm = Literal["rmsnorm", "layernorm"]
 Device = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
+# Warm-up frames have the length the latency budget is set for; on a GPU, batches of this length
+# are served from CUDA graphs.
+WARMUP_SAMPLES = 32_768
 # A request still queued after this many budgets means the service is overloaded: the client has
 # long missed its deadline, and computing the answer would only delay the requests behind it.
 DEADLINE_BUDGETS = 4
@@ -82,6 +85,12 @@ class Settings(BaseSettings):
         f"{QUEUE_WAIT_CEILING_SHARE:.2g}x the budget and max_queue_wait_ms; equal to "
         "max_queue_wait_ms holds the limit fixed",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description=f"on a GPU, replay batches of frames of the warm-up length ({WARMUP_SAMPLES:,} "
+        "samples, or max_samples if fewer) from CUDA graphs, one per batch size bucket; other "
+        "lengths, and every batch when off, run eagerly",
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
     workers: int = Field(
@@ -121,6 +130,10 @@ class Settings(BaseSettings):
         if value < floor:
             raise ValueError(f"must be at least the queue-wait limit, {floor:g} ms")
         return value
+
+    def warmup_samples(self, nfft: int) -> int:
+        """The warm-up frames' length for a model whose FFT is nfft long."""
+        return max(nfft, min(self.max_samples, WARMUP_SAMPLES))
 
     @property
     def effective_deadline_ms(self) -> float:

@@ -12,11 +12,11 @@ from benchmarks.point import (
     MatmulSpec,
     PointSpec,
     build_model,
-    cuda_graph,
     measure_matmul_peak,
     measure_point,
     request_fn,
 )
+from rfmodel.cuda_graph import cuda_graph
 from rfmodel.iq_logits import EAGER, Stages
 
 MB = 2**20

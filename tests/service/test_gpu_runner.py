@@ -3,6 +3,7 @@ memory is split until it fits (a real OutOfMemoryError, under a per-process memo
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -111,3 +112,23 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tiny_bundle):
     assert sum(n for n, failed in counting.calls if not failed) == 8
     expected = np.concatenate([cpu.run([f]).probabilities for f in big])
     np.testing.assert_allclose(outcome[0].probabilities, expected, atol=1e-4)
+
+
+def test_graphed_batches_give_the_eager_probabilities(tiny_bundle, caplog):
+    cuda = torch.device("cuda")
+    bundle = load_bundle(tiny_bundle, device=cuda)
+    eager = TorchRunner(bundle.model, bundle.feature_config, cuda)
+    graphed = TorchRunner(
+        bundle.model, bundle.feature_config, cuda, graph_samples=4096, graph_batch_sizes=[1, 2, 4]
+    )
+    with caplog.at_level(logging.INFO, logger="service.cuda_graphs"):
+        for batch in (frames(4096, 4096, 4096, 4096), frames(4096, 4096, 4096), frames(4096)):
+            out = graphed.run(batch)
+            np.testing.assert_allclose(out.probabilities, eager.run(batch).probabilities, atol=1e-5)
+            assert out.preprocess_s > 0 and out.inference_s > 0
+        mixed = frames(4096, 2000)  # no graph: the eager path, padded and masked
+        np.testing.assert_allclose(
+            graphed.run(mixed).probabilities, eager.run(mixed).probabilities, atol=1e-5
+        )
+    assert caplog.text.count("CUDA graph for batches of") == 2  # buckets 4 and 1
+    assert "no CUDA graph" not in caplog.text
