@@ -358,7 +358,7 @@ class Engine:
     # ---- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
         try:
-            self._warm_up()
+            warmup_ms = self._warm_up()
             self._warm = True
         except Exception:
             log.exception("warm-up failed; the service will not become ready")
@@ -366,7 +366,16 @@ class Engine:
             self._warm_up_ended.set()
         if not self._warm:
             return
-        log.info("engine warm (batch sizes %s); ready", warmup_batch_sizes(self._max_batch))
+        frame_s = self._cost.per_sample_s * self._warmup_samples
+        log.info(
+            "engine warm; ready. Batches of %s frames of %d samples took %s ms; cost line: "
+            "%.2f ms + %.2f ms a frame",
+            "/".join(map(str, warmup_ms)),
+            self._warmup_samples,
+            "/".join(f"{ms:.2f}" for ms in warmup_ms.values()),
+            1e3 * self._cost.fixed_s,
+            1e3 * frame_s,
+        )
         while (batch := self._next_batch()) is not None:
             if not batch:  # empty when the head request was cancelled meanwhile
                 continue
@@ -379,7 +388,8 @@ class Engine:
                 # not outlive the batch it was made for
                 self._busy_until = 0.0
 
-    def _warm_up(self) -> None:
+    def _warm_up(self) -> dict[int, float]:
+        """Every batch size once, untimed, then once timed; returns the timed ms per size."""
         rng = np.random.default_rng(0)
         n = self._warmup_samples
         frame = (0.1 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
@@ -389,8 +399,12 @@ class Engine:
         # estimate refuse nearly every request until enough batches had diluted it
         for size in sizes:
             self._run_splitting([frame] * size)
+        timed_ms = {}
         for size in sizes:
+            start = time.perf_counter()
             self._run_timed([frame] * size)
+            timed_ms[size] = 1e3 * (time.perf_counter() - start)
+        return timed_ms
 
     def _next_batch(self) -> list[_Item] | None:
         with self._cond:

@@ -120,7 +120,8 @@ class ServiceMetrics:
         )
         self.stage_duration = Histogram(
             "rfcls_stage_duration_seconds",
-            "Time a batch spends in each stage (queue: per request)",
+            "Time a batch spends in each stage (queue: per request; a batch replayed from a CUDA "
+            "graph computes its features in inference, preprocess is its copy in)",
             ["stage", "backend"],
             buckets=buckets,
             registry=reg,
