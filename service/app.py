@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service.admission import QueueWaitLimit
 from service.context import ModelCard, ServiceContext
 from service.engine import Engine, Runner
+from service.loop_lag import LoopLag
 from service.metrics import ServiceMetrics
 from service.protocol import health, v1, v2
 from service.protocol.auth import api_key_guard
@@ -33,6 +34,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
         routes=ROUTE_LABELS,
         workers=settings.workers,
     )
+    loop_lag = LoopLag(on_sample=metrics.loop_lag.set)
     engine = Engine(
         runner,
         metrics,
@@ -46,19 +48,24 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
             budget_s=settings.latency_budget_ms / 1000,
         ),
         warmup_samples=settings.warmup_samples(card.feature_config.nfft),
+        loop_lag=lambda: loop_lag.lag_s,
     )
-    return ServiceContext(settings=settings, card=card, engine=engine, metrics=metrics)
+    return ServiceContext(
+        settings=settings, card=card, engine=engine, metrics=metrics, loop_lag=loop_lag
+    )
 
 
 def build_app(ctx: ServiceContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ctx.engine.start()  # warms up in its own thread; ready once done
+        watching = asyncio.create_task(ctx.loop_lag.watch())
         if ctx.settings.workers > 1:
             # one of several takes connections only once warm: the kernel would hand a cold
             # worker its share of them, to be refused, while the others could serve them
             await asyncio.to_thread(ctx.engine.wait_for_warm_up)
         yield
+        watching.cancel()
         # uvicorn has waited for the open requests by now; this answers anything still queued
         await asyncio.to_thread(ctx.engine.stop)
 

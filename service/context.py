@@ -9,6 +9,7 @@ from typing import Any
 
 from preprocessing.features import FeatureConfig
 from service.engine import Engine
+from service.loop_lag import LoopLag
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -38,3 +39,4 @@ class ServiceContext:
     card: ModelCard
     engine: Engine
     metrics: ServiceMetrics
+    loop_lag: LoopLag

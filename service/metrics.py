@@ -167,6 +167,13 @@ class ServiceMetrics:
             registry=reg,
             multiprocess_mode="liveall",  # each worker steers its own
         )
+        self.loop_lag = Gauge(
+            "rfcls_event_loop_lag_seconds",
+            "How late the event loop runs a timer, smoothed; counted in the work ahead of a "
+            "new request",
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
         # the engine's batch cost estimate (service/batch_cost.py): why batches are the size
         # they are, and how much work ahead admission allows
         self.batch_cost_fixed = Gauge(
