@@ -31,11 +31,6 @@ from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-# A request waits for the event loop at least this often: its body read, its handler resumed
-# once the worker has answered, its answer written. Counted once, the lag still let 64 clients
-# of an H100 serving from CUDA graphs reach an admitted p99 of 63 ms (179 ms without it).
-LOOP_PASSES = 3
-
 
 @dataclass(frozen=True)
 class BatchOutput:
@@ -300,13 +295,13 @@ class Engine:
         request arriving late in it starts soon. (An earlier version left it out entirely, so a
         request could wait a whole batch; when one 32k-sample frame came to cost 18 ms on the CPU,
         that wait and its own batch passed the 30 ms budget: admitted p99 60 ms at 64 clients.)
-        The event loop's lag counts too, once for each of the newcomer's passes through it:
+        The event loop's lag counts too: a newcomer's answer waits for the loop as well, and
         where the loop is the bottleneck (a GPU serving from CUDA graphs) it is most of the wait.
         The limit is the queue-wait limit's current one (service/admission.py); a batch holds
         at most its floor. Lock held."""
         if self._queue_wait is None:
             return
-        lag_s = LOOP_PASSES * self._loop_lag()
+        lag_s = self._loop_lag()
         ahead_s = lag_s + max(0.0, self._busy_until - time.perf_counter())
         if self._pending:
             frame_samples = self._queued_samples / len(self._pending)
@@ -324,7 +319,7 @@ class Engine:
         limit_s = max(self._queue_wait.limit_s, self._batch_close_s())
         if ahead_s > limit_s:
             raise QueueFull(
-                f"about {1000 * ahead_s:.0f} ms of work is ahead (the event loop's lag, "
+                f"about {1000 * ahead_s:.0f} ms of work is ahead (the event loop's lag "
                 f"{1000 * lag_s:.0f} ms of it); the limit is {1000 * limit_s:.0f} ms"
             )
 

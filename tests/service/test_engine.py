@@ -244,13 +244,13 @@ async def test_a_request_behind_too_much_work_is_refused_at_once():
 
 async def test_the_event_loops_lag_counts_in_the_work_ahead():
     runner = ScriptedRunner(seconds_per_frame=0.001)
-    lag = {"s": 0.07}
+    lag = {"s": 0.2}
     engine = make_engine(runner, queue_wait=fixed_limit(0.1), loop_lag=lambda: lag["s"])
     engine = started(engine, runner)
     # nothing queued, the device idle: the loop's backlog alone passes the limit
-    with pytest.raises(QueueFull, match="event loop's lag, 210 ms"):  # three passes
+    with pytest.raises(QueueFull, match="event loop's lag 200 ms"):
         await engine.predict([frame(64, 1)])
-    lag["s"] = 0.02
+    lag["s"] = 0.05
     served = await engine.predict([frame(64, 2)])
     assert list(served.probabilities[:, 0]) == [2]
     engine.stop()
