@@ -46,6 +46,7 @@ from benchmarks.live_service import (
     WatchedService,
     scrape,
     series,
+    setting_pairs,
     settings_of,
     watched_service,
 )
@@ -124,9 +125,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget-ms", type=positive_float, default=BUDGET_MS)
     p.add_argument(
-        "--eager",
-        action="store_true",
-        help="on a GPU, every batch eager (RFCLS_CUDA_GRAPHS=false), as before CUDA graphs",
+        "--setting",
+        action="append",
+        default=[],
+        metavar="RFCLS_NAME=VALUE",
+        help="a server setting other than its default, for both modes (repeatable), e.g. "
+        "RFCLS_CUDA_GRAPHS=false or RFCLS_WORKERS=2",
     )
     p.add_argument(
         "--pause-after-503-ms",
@@ -144,7 +148,7 @@ class Plan:
     device: torch.device
     budget_ms: float
     pause_after_503_ms: float
-    cuda_graphs: bool = True
+    settings: dict[str, str] = dataclasses.field(default_factory=dict)  # RFCLS_* for both modes
 
     @classmethod
     def of(cls, args: argparse.Namespace, device: torch.device) -> Plan:
@@ -156,9 +160,8 @@ class Plan:
         }
         preset = QUICK if args.quick else FULL
         load = dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
-        return cls(
-            load, args.backend, device, args.budget_ms, args.pause_after_503_ms, not args.eager
-        )
+        settings = setting_pairs(args.setting)
+        return cls(load, args.backend, device, args.budget_ms, args.pause_after_503_ms, settings)
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -168,7 +171,7 @@ def server_env(mode: str, plan: Plan) -> dict[str, str]:
     return {
         "RFCLS_DEVICE": plan.device.type,
         "RFCLS_LATENCY_BUDGET_MS": f"{plan.budget_ms:g}",
-        "RFCLS_CUDA_GRAPHS": str(plan.cuda_graphs).lower(),
+        **plan.settings,
         **MODES[mode],
     }
 
@@ -320,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
         "model": {"backend": plan.backend, "weights": weights},
         "latency_budget_ms": plan.budget_ms,
         "load": {**dataclasses.asdict(plan.load), "pause_after_503_ms": plan.pause_after_503_ms},
+        "given_settings": plan.settings,
         "settings": {mode: served_settings(mode, plan) for mode in MODES},
         "one_at_a_time": sequential,
         "concurrent": concurrent,
@@ -344,6 +348,7 @@ def served_settings(mode: str, plan: Plan) -> dict:
         "max_queue": settings.max_queue,
         "deadline_ms": settings.effective_deadline_ms,
         "cuda_graphs": settings.cuda_graphs,
+        "workers": settings.workers,
     }
 
 
@@ -367,8 +372,10 @@ def markdown(report: dict) -> str:
         *report_head(f"Dynamic batching ({report['device']})", report),
         f"- model: {report['model']['backend']}, {report['model']['weights']} weights; each "
         f"request one frame of {load['samples']} cf32 samples, binary POST /v1/classify",
-        f"- server: `rfcls serve` in a subprocess, default settings (batching on: max batch "
-        f"{on['max_batch']}, max wait {on['max_wait_ms']:g} ms, queue-wait limit "
+        f"- server: `rfcls serve` in a subprocess, {given_text(report['given_settings'])} "
+        f"({on['workers']} worker process(es), CUDA graphs {'on' if on['cuda_graphs'] else 'off'}"
+        f" where the device is a GPU; batching on: max batch {on['max_batch']}, max wait "
+        f"{on['max_wait_ms']:g} ms, queue-wait limit "
         f"{on['max_queue_wait_ms']:g} ms rising to {on['max_queue_wait_ceiling_ms']:g} ms while "
         "answers are quick); batching off: the same with max batch "
         f"{off['max_batch']}; torch threads: the usable cores less one; load from this "
@@ -420,6 +427,12 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def given_text(given: dict[str, str]) -> str:
+    if not given:
+        return "default settings"
+    return "default settings but " + ", ".join(f"{name}={value}" for name, value in given.items())
 
 
 def concurrent_rows(report: dict) -> Iterator[str]:

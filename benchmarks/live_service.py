@@ -184,6 +184,17 @@ class _GivenSettings(Settings):
         return (init_settings,)
 
 
+def setting_pairs(pairs: list[str]) -> dict[str, str]:
+    """--setting RFCLS_NAME=VALUE arguments -> server settings; a malformed one ends the run."""
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith(ENV_PREFIX):
+            raise SystemExit(f"--setting: {pair!r} is not {ENV_PREFIX}NAME=VALUE")
+        settings[name] = value
+    return settings
+
+
 def settings_of(env: dict[str, str]) -> Settings:
     """The settings a ServiceProcess started with these RFCLS_* variables runs with: the
     service's defaults and these."""

@@ -26,7 +26,14 @@ import numpy as np
 
 from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
-from benchmarks.live_service import ServiceProcess, scrape, series, settings_of, watched_service
+from benchmarks.live_service import (
+    ServiceProcess,
+    scrape,
+    series,
+    setting_pairs,
+    settings_of,
+    watched_service,
+)
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
 from rfmodel.cli_args import pick_device
@@ -60,16 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, help="path without suffix (default docs/benchmarks/overload-DEVICE)"
     )
-
-
-def server_settings(pairs: list[str]) -> dict[str, str]:
-    settings = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.startswith("RFCLS_"):
-            raise SystemExit(f"--setting: {pair!r} is not RFCLS_NAME=VALUE")
-        settings[name] = value
-    return settings
 
 
 def classify_request(samples: int) -> Request:
@@ -141,7 +138,7 @@ async def measure(service: ServiceProcess, args: argparse.Namespace, request: Re
 
 def run(args: argparse.Namespace) -> int:
     load_at_start = load_average()
-    overrides = server_settings(args.setting)
+    overrides = setting_pairs(args.setting)
     # what the service runs with: its defaults and the overrides
     settings = settings_of(overrides)
     device = pick_device(settings.device)  # where the server will run the model

@@ -118,13 +118,16 @@ def test_a_refused_closed_loop_client_waits_before_sending_again():
 @pytest.mark.slow
 def test_batching_run_against_real_servers(tmp_path: Path):
     out = tmp_path / "batching"
-    code = rfcls(["bench", "batching", "--quick", "--out", str(out)])
+    setting = ["--setting", "RFCLS_MAX_WAIT_MS=2"]
+    code = rfcls(["bench", "batching", "--quick", *setting, "--out", str(out)])
     report = json.loads(out.with_suffix(".json").read_text())
     assert code == (0 if report["passed"] else 1)
     assert report["passed"] == all(report["checks"].values()) and len(report["checks"]) == 4
     assert report["load"]["samples"] == 4096 and report["load"]["concurrency"] == [2, 4]
     assert report["settings"]["on"]["max_batch"] == 16
     assert report["settings"]["off"]["max_batch"] == 1
+    assert report["given_settings"] == {"RFCLS_MAX_WAIT_MS": "2"}
+    assert {report["settings"][mode]["max_wait_ms"] for mode in ("on", "off")} == {2.0}
     sequential = report["one_at_a_time"]
     assert sequential["answered_ok"] == report["load"]["requests"] == 20
     assert 0 < sequential["server_model_median_ms"] < sequential["p50_ms"] <= sequential["p99_ms"]
@@ -142,4 +145,5 @@ def test_batching_run_against_real_servers(tmp_path: Path):
     assert set(report["throughput_ratio"]) == {"2", "4"}
     md = out.with_suffix(".md").read_text()
     assert md.startswith("# Dynamic batching (cpu)") and "| on | 4 |" in md and "| off | 2 |" in md
+    assert "default settings but RFCLS_MAX_WAIT_MS=2 (1 worker process(es)" in md
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
