@@ -140,12 +140,20 @@ def test_cpu_requests_equal_limits_and_torch_threads_follow_them(overlay: str):
     resources = container(overlay)["resources"]
     assert resources["requests"] == resources["limits"], "Guaranteed QoS: requests == limits"
     (threads,) = [e for e in container(overlay)["env"] if e["name"] == "RFCLS_TORCH_THREADS"]
-    # resolved by the kubelet from the limit, rounded up to whole CPUs
-    assert threads["valueFrom"]["resourceFieldRef"] == {
-        "containerName": container(overlay)["name"],
-        "resource": "limits.cpu",
-        "divisor": "1",
-    }
+    workers = int(settings(overlay)["RFCLS_WORKERS"])
+    if workers == 1:
+        # resolved by the kubelet from the limit, rounded up to whole CPUs
+        assert threads["valueFrom"]["resourceFieldRef"] == {
+            "containerName": container(overlay)["name"],
+            "resource": "limits.cpu",
+            "divisor": "1",
+        }
+    else:
+        # each worker its share of the CPUs less one for its event loop, as the service's
+        # own default gives where it sees only the limit's CPUs
+        assert "valueFrom" not in threads
+        cpus = int(resources["limits"]["cpu"])
+        assert int(threads["value"]) == max(1, cpus // workers - 1)
     assert float(resources["limits"]["cpu"]).is_integer(), "whole CPUs, one torch thread each"
 
 
@@ -203,9 +211,10 @@ def test_hpa_scales_on_a_metric_the_adapter_serves(overlay: str):
     (metric,) = hpa["metrics"]
     assert metric["type"] == "Pods"
     assert metric["pods"]["metric"]["name"] in served
-    # half of the batch size: pods are added while batches still have room
+    # half of the batch size per worker: pods are added while batches still have room
     target = float(metric["pods"]["target"]["averageValue"])
-    assert target == int(settings(overlay)["RFCLS_MAX_BATCH"]) / 2
+    values = settings(overlay)
+    assert target == int(values["RFCLS_WORKERS"]) * int(values["RFCLS_MAX_BATCH"]) / 2
     assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
 
