@@ -18,16 +18,6 @@ pytestmark = [
 SIZES = dict(n_features=24, n_classes=5, n_layers=2, latte_window=3)
 
 
-@pytest.fixture
-def full_fp32_matmuls():
-    # no TF32; through the precision setting, which every torch version keeps (torch 2.11 on an
-    # H100 refused to monkeypatch matmul.allow_tf32: "no attribute")
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(before)
-
-
 def model_for(backend: str, **overrides) -> RFClassifier:
     torch.manual_seed(0)
     return RFClassifier(ModelConfig(attn_backend=backend, **{**SIZES, **overrides})).eval()

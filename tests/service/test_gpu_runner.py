@@ -114,7 +114,7 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tiny_bundle):
     np.testing.assert_allclose(outcome[0].probabilities, expected, atol=1e-4)
 
 
-def test_graphed_batches_give_the_eager_probabilities(tiny_bundle, caplog):
+def test_graphed_batches_give_the_eager_probabilities(tiny_bundle, caplog, full_fp32_matmuls):
     cuda = torch.device("cuda")
     bundle = load_bundle(tiny_bundle, device=cuda)
     eager = TorchRunner(bundle.model, bundle.feature_config, cuda)
