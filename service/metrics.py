@@ -169,8 +169,8 @@ class ServiceMetrics:
         )
         self.loop_lag = Gauge(
             "rfcls_event_loop_lag_seconds",
-            "How late the event loop runs a timer, smoothed; counted in the work ahead of a "
-            "new request",
+            "How late the event loop runs a timer, the least of its last four samples; counted in "
+            "the work ahead of a new request",
             registry=reg,
             multiprocess_mode="liveall",
         )
