@@ -592,9 +592,13 @@ def train(args: argparse.Namespace) -> int:
         torch.distributed.init_process_group(
             "nccl" if args.device != "cpu" and torch.cuda.is_available() else "gloo"
         )
+    tf32 = torch.backends.cuda.matmul.allow_tf32  # train_ranks turns it on for a GPU run
     try:
         return train_ranks(args, ranks)
     finally:
+        # an in-process caller (a test, a notebook) gets its own matmul precision back: left on,
+        # TF32 moved a later GPU test's float32 comparison past its tolerance
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         if ranks.world_size > 1:
             # the DDP wrappers hold the process group in reference cycles (their autograd hooks);
             # left to interpreter exit, gloo's threads are torn down during finalisation, the

@@ -78,7 +78,9 @@ def test_tiny_model_learns(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("extra", [(), ("--compile",)], ids=["eager", "compiled"])
 def test_tiny_model_learns_on_cuda_in_mixed_precision(tmp_path, extra):
+    tf32 = torch.backends.cuda.matmul.allow_tf32
     check_tiny_model_learns(tmp_path, "cuda", *extra)
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32  # trained with TF32, handed back as found
 
 
 def test_resumed_run_ends_on_the_same_weights(tmp_path):
