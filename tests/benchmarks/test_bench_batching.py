@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.batching import checks, mean_batch, positive_ints, sequential_summary
+from benchmarks.batching import checks, positive_ints, ratio_between, sequential_summary
 from benchmarks.load import Answer, Request, closed_loop
 from benchmarks.service_load import summarize
 from service.cli import main as rfcls
@@ -83,8 +83,8 @@ def test_each_check_fails_on_its_own(seq, on_top, off_top, failed):
 
 
 def test_mean_batch_is_frames_over_batches_between_two_scrapes():
-    assert mean_batch((100.0, 50.0), (164.0, 58.0)) == pytest.approx(8.0)
-    assert mean_batch((100.0, 50.0), (100.0, 50.0)) is None
+    assert ratio_between((100.0, 50.0), (164.0, 58.0)) == pytest.approx(8.0)
+    assert ratio_between((100.0, 50.0), (100.0, 50.0)) is None
 
 
 def test_concurrency_lists():
@@ -136,6 +136,7 @@ def test_batching_run_against_real_servers(tmp_path: Path):
             r = report["concurrent"][mode][clients]
             assert r["answered_ok"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
             assert r["mean_batch"] >= 1.0
+            assert 0 <= r["server_within_budget"] <= 1
             estimate = r["engine_estimate_ms"]
             assert estimate["fixed"] >= 0 and estimate["per_frame"] >= 0
             assert estimate["fixed"] + estimate["per_frame"] > 0  # fitted from real batches
