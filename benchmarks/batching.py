@@ -202,8 +202,9 @@ def sequential_summary(summary: dict) -> dict:
 
 
 async def under_load(service: ServiceProcess, plan: Plan, request: Request) -> dict[str, dict]:
-    """Per concurrency, summarize()'s figures and the server's mean batch over the measured
-    closed loop."""
+    """Per concurrency, summarize()'s figures, and from the server's metrics its mean batch and
+    its own share of answers within the budget over the measured closed loop, and its batch cost
+    estimate at the end."""
     client = Client("127.0.0.1", service.port, REQUEST_TIMEOUT_S)
     results = {}
     try:
