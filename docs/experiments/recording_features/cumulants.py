@@ -12,16 +12,12 @@ of the filtered and of the plain recording. linear_probe.py's pairs, split and l
 
 from __future__ import annotations
 
-import argparse
-
-import numpy as np
 import torch
-from linear_probe import FIT, PAIRS, N, held_out_accuracy
+from linear_probe import FIT, PAIRS, N, held_out_accuracy, pair_recordings, snr_range
 
 from preprocessing.band import band_limited
 from preprocessing.features import FeatureConfig
 from preprocessing.recording import recording_features
-from rfmodel.data import generate_example
 
 
 def cumulants(x: torch.Tensor) -> torch.Tensor:
@@ -50,22 +46,15 @@ def cumulant_view(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--snr", default="0,0", help="in-band SNR range in dB, uniform")
-    low, high = map(float, parser.parse_args().snr.split(","))
+    low, high = snr_range("0,0")
     torch.set_num_threads(1)
     cfg = FeatureConfig()
     for pair in PAIRS:
-        rng = np.random.default_rng(5)  # linear_probe.py's recordings
         views: dict[str, list[torch.Tensor]] = {"recording": [], "cumulants": []}
-        labels = []
-        for i in range(N):
-            example = generate_example(pair[i % 2], 4096, rng, float(rng.uniform(low, high)))
-            iq = torch.from_numpy(example.iq)
-            views["recording"].append(recording_features(iq[None], cfg)[0])
-            views["cumulants"].append(cumulant_view(iq, cfg))
-            labels.append(i % 2)
-        y = torch.tensor(labels)
+        for iq in pair_recordings(pair, low, high):  # linear_probe.py's recordings
+            views["recording"].append(recording_features(iq, cfg)[0])
+            views["cumulants"].append(cumulant_view(iq[0], cfg))
+        y = torch.arange(N) % 2
         stacked = {name: torch.stack(x) for name, x in views.items()}
         stacked["recording + cumulants"] = torch.cat(list(stacked.values()), dim=1)
         scores = {name: held_out_accuracy(x, y) for name, x in stacked.items()}

@@ -10,6 +10,7 @@ on, the last 400 to score.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -23,6 +24,23 @@ from rfmodel.iq_logits import iq_logits
 
 PAIRS = (("qpsk", "8psk"), ("16qam", "64qam"), ("gfsk", "gmsk"))
 N, FIT = 1600, 1200
+
+
+def snr_range(default: str) -> tuple[float, float]:
+    """--snr LOW,HIGH from the command line: the in-band SNR range in dB."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--snr", default=default, help="in-band SNR range in dB, uniform")
+    low, high = map(float, parser.parse_args().snr.split(","))
+    return low, high
+
+
+def pair_recordings(pair: tuple[str, str], low: float, high: float) -> Iterator[torch.Tensor]:
+    """The N recordings of a pair, [1, 4096] complex each, alternating (even: pair[0]), at in-band
+    SNRs uniform in [low, high]; the same for every script that reads them."""
+    rng = np.random.default_rng(5)
+    for i in range(N):
+        example = generate_example(pair[i % 2], 4096, rng, float(rng.uniform(low, high)))
+        yield torch.from_numpy(example.iq[None])
 
 
 def pooled_frames(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
@@ -59,24 +77,18 @@ def shipped_pair_accuracy(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--snr", default="10,30", help="in-band SNR range in dB, uniform")
-    low, high = map(float, parser.parse_args().snr.split(","))
+    low, high = snr_range("10,30")
     torch.set_num_threads(1)
     cfg = FeatureConfig()
     bundle = load_bundle(shipped_model_dir("mha"))
     for pair in PAIRS:
-        rng = np.random.default_rng(5)
         views: dict[str, list[torch.Tensor]] = {"pooled frame tokens": [], "recording": []}
-        recordings, labels = [], []
-        for i in range(N):
-            example = generate_example(pair[i % 2], 4096, rng, float(rng.uniform(low, high)))
-            iq = torch.from_numpy(example.iq[None])
+        recordings = []
+        for iq in pair_recordings(pair, low, high):
             views["pooled frame tokens"].append(pooled_frames(iq, cfg))
             views["recording"].append(recording_features(iq, cfg)[0])
             recordings.append(iq[0])
-            labels.append(i % 2)
-        y = torch.tensor(labels)
+        y = torch.arange(N) % 2
         scores = {name: held_out_accuracy(torch.stack(x), y) for name, x in views.items()}
         scores["shipped mha"] = shipped_pair_accuracy(bundle, torch.stack(recordings), y, pair)
         print(f"{pair[0]}/{pair[1]}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
