@@ -1,13 +1,17 @@
 """IQ to logits on one device: the model's features, then the model, as the service, the
 evaluation and the benchmarks compute them.
 
-On a GPU the recording's features run on a second stream beside the frame features and the
-transformer: the two meet only at the recording head, and at small batches neither fills the
-GPU, so their kernels overlap instead of queueing behind each other."""
+The recording's features meet the frame features and the transformer only at the recording
+head, so they run beside them: on a GPU on a second stream (at small batches neither fills the
+GPU, so their kernels overlap instead of queueing behind each other), on the CPU on a second
+thread when torch's intra-op threads leave a core free (as the service leaves one to its event
+loop, which idles while a lone request computes). The logits are the same bit for bit."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +22,7 @@ from preprocessing.recording import recording_features
 from rfmodel.classifier import RFClassifier
 
 _side_streams: dict[torch.device, torch.cuda.Stream] = {}
+_side_thread = ThreadPoolExecutor(1, thread_name_prefix="rfcls-recording-features")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,22 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
     return _side_streams[device]
 
 
+def _core_left_free() -> bool:
+    return torch.get_num_threads() < len(os.sched_getaffinity(0))
+
+
+def _on_side_thread(
+    stage: Callable[[Tensor, FeatureConfig], Tensor | None], iq: Tensor, features: FeatureConfig
+) -> Future:
+    inference = torch.is_inference_mode_enabled()  # thread-local, as is grad mode
+
+    def run() -> Tensor | None:
+        with torch.inference_mode(inference):
+            return stage(iq, features)
+
+    return _side_thread.submit(run)
+
+
 def iq_logits(
     model: RFClassifier,
     iq: Tensor,
@@ -60,11 +81,16 @@ def iq_logits(
     side = _side_stream(iq.device) if iq.device.type == "cuda" else None
     if side is not None:
         side.wait_stream(torch.cuda.current_stream(iq.device))  # iq was written there
-    with torch.cuda.stream(side):  # None, on the CPU: no stream, a no-op
-        recording = stages.recording_features(iq, features)  # [B, F] or None
+    if iq.device.type == "cpu" and _core_left_free():
+        recording = _on_side_thread(stages.recording_features, iq, features)
+    else:
+        with torch.cuda.stream(side):  # None, on the CPU: no stream, a no-op
+            recording = stages.recording_features(iq, features)  # [B, F] or None
     x = stages.frame_features(iq, features).to(dtype)  # [B, T, F]
     features_done()
     logits = stages.sequence_logits(model, x)  # [B, C]
+    if isinstance(recording, Future):
+        recording = recording.result()
     if side is not None:
         main = torch.cuda.current_stream(iq.device)
         main.wait_stream(side)

@@ -1,7 +1,11 @@
 """rfmodel.iq_logits: IQ to logits as the service computes it, the same as the features and the
-model called one after the other, on the CPU and, with its second stream, on a GPU."""
+model called one after the other: on the CPU, with and without its second thread, and on a GPU
+with its second stream."""
 
 from __future__ import annotations
+
+import os
+import threading
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
 from rfmodel.bundle import model_config_for
 from rfmodel.classifier import RFClassifier
-from rfmodel.iq_logits import iq_logits
+from rfmodel.iq_logits import Stages, iq_logits
 
 FEATURES = FeatureConfig(nfft=32, hop=16, recording_segment=256)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -53,6 +57,34 @@ def test_iq_logits_are_the_features_then_the_model(recording):
             torch.zeros_like(recording_features(iq, features)),
         )
         assert not torch.allclose(logits, without)
+
+
+@pytest.fixture
+def torch_threads():
+    """Sets torch's intra-op threads for one test, then puts them back."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
+@pytest.mark.parametrize("core_free", [True, False], ids=["core-left-free", "all-cores-taken"])
+@torch.inference_mode()
+def test_on_the_cpu_a_free_core_computes_the_recording_features(core_free, torch_threads):
+    torch_threads(1 if core_free else len(os.sched_getaffinity(0)))
+    calls = []
+
+    def recording_on(iq, features):
+        calls.append((threading.current_thread(), torch.is_inference_mode_enabled()))
+        return recording_features(iq, features)
+
+    model = model_with_live_heads()
+    iq = random_iq()
+    logits = iq_logits(model, iq, FEATURES, stages=Stages(recording_features=recording_on))
+    [(thread, inference_mode)] = calls
+    assert (thread is not threading.main_thread()) == core_free
+    assert inference_mode  # the caller's, which is thread-local
+    torch.testing.assert_close(logits, one_after_the_other(model, iq, FEATURES), rtol=0, atol=0)
 
 
 @pytest.mark.gpu
