@@ -28,6 +28,7 @@ class ModelCard:
     model_config: dict[str, Any]
     feature_config: FeatureConfig
     device: str
+    precision: str  # the model's dtype: float32 or bfloat16
     path: Path
     evaluation: dict[str, Any] | None = None
     name: str = MODEL_NAME

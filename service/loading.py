@@ -9,7 +9,7 @@ import torch
 from rfmodel.bundle import load_bundle, shipped_model_dir
 from service.context import ModelCard
 from service.engine import warmup_batch_sizes
-from service.inference import TorchRunner, resolve_device
+from service.inference import TorchRunner, resolve_device, resolve_precision
 from service.settings import Settings
 
 
@@ -26,6 +26,7 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
     the operator."""
     torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.workers))
     device = resolve_device(settings.device)
+    dtype = resolve_precision(settings.precision, device)
     path = settings.model_dir or shipped_model_dir(settings.attn_backend, settings.norm)
     # an explicit model directory keeps its own backend unless one is asked for as well
     backend_asked = settings.model_dir is None or "attn_backend" in settings.model_fields_set
@@ -40,6 +41,7 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
         model_config=bundle.model_config.to_dict(),
         feature_config=bundle.feature_config,
         device=str(device),
+        precision=str(dtype).removeprefix("torch."),
         path=bundle.path,
         evaluation=bundle.metrics,
     )
@@ -48,6 +50,7 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
         bundle.model,
         bundle.feature_config,
         device,
+        dtype,
         graph_samples=graph_samples if settings.cuda_graphs else None,
         graph_batch_sizes=warmup_batch_sizes(settings.max_batch),
     )

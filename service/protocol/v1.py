@@ -105,6 +105,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             backend=card.backend,
             norm=card.norm,
             device=card.device,
+            precision=card.precision,
             classes=list(card.classes),
             model=card.model_config,
             features=card.feature_config.to_dict(),

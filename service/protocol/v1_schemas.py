@@ -83,6 +83,7 @@ class ModelDescription(BaseModel):
     backend: str
     norm: str
     device: str
+    precision: str = Field(description="the model's dtype (RFCLS_PRECISION): float32 or bfloat16")
     classes: list[str]
     model: dict[str, Any] = Field(description="the model's configuration")
     features: dict[str, Any] = Field(description="the preprocessing the model was trained with")

@@ -78,7 +78,10 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("RFCLS_")}
-        full_env.update({"RFCLS_PORT": str(self.port), "RFCLS_LOG_LEVEL": "warning", **env})
+        # float32 unless a test asks: answers are compared with a float32 reference, and auto
+        # would serve bfloat16 on a CPU with native bf16
+        base = {"RFCLS_PORT": str(self.port), "RFCLS_LOG_LEVEL": "warning"}
+        full_env.update({**base, "RFCLS_PRECISION": "float32", **env})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve"],
             cwd=ROOT,

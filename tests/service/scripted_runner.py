@@ -23,6 +23,7 @@ CARD = ModelCard(
     model_config={},
     feature_config=FeatureConfig(nfft=64, hop=32),
     device="cpu",
+    precision="float32",
     path=Path("/nonexistent"),
 )
 

@@ -318,7 +318,7 @@ def test_model_description(server, tiny_bundle):
     model = r.json()
     assert model["classes"] == list(TINY_CLASSES)
     assert model["backend"] == "mha" and model["norm"] == "rmsnorm"
-    assert model["device"] == "cpu"
+    assert model["device"] == "cpu" and model["precision"] == "float32"
     assert model["features"]["nfft"] == 64 and model["features"]["hop"] == 32
     assert model["model"]["n_classes"] == len(TINY_CLASSES)
     assert model["latency_budget_ms"] == 30.0
