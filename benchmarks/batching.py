@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -333,6 +334,7 @@ def run(args: argparse.Namespace) -> int:
     load_at_start, started = load_average(), time.perf_counter()
     with batching_server("on", plan) as server:
         weights = server.model.weights
+        precision = httpx.get(f"{server.service.url}/v1/model", timeout=10).json()["precision"]
         # one at a time on the default settings, which are also batching on
         sequential = asyncio.run(one_at_a_time(server.service.port, plan, request))
         concurrent = {"on": asyncio.run(under_load(server.service, plan, request))}
@@ -346,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "hardware": hardware(device, load_at_start),
         "versions": versions(),
-        "model": {"backend": plan.backend, "weights": weights},
+        "model": {"backend": plan.backend, "weights": weights, "precision": precision},
         "latency_budget_ms": plan.budget_ms,
         "load": {**dataclasses.asdict(plan.load), "pause_after_503_ms": plan.pause_after_503_ms},
         "given_settings": plan.settings,
@@ -394,10 +396,11 @@ def print_mode(mode: str, results: dict[str, dict]) -> None:
 def markdown(report: dict) -> str:
     load, budget, seq = report["load"], report["latency_budget_ms"], report["one_at_a_time"]
     on, off = report["settings"]["on"], report["settings"]["off"]
+    model = report["model"]
     lines = [
         *report_head(f"Dynamic batching ({report['device']})", report),
-        f"- model: {report['model']['backend']}, {report['model']['weights']} weights; each "
-        f"request one frame of {load['samples']} cf32 samples, binary POST /v1/classify",
+        f"- model: {model['backend']}, {model['weights']} weights, served in {model['precision']}; "
+        f"each request one frame of {load['samples']} cf32 samples, binary POST /v1/classify",
         f"- server: `rfcls serve` in a subprocess, {given_text(report['given_settings'])} "
         f"({on['workers']} worker process(es), CUDA graphs {'on' if on['cuda_graphs'] else 'off'}"
         f" where the device is a GPU; batching on: max batch {on['max_batch']}, max wait "

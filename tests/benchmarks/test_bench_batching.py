@@ -127,6 +127,7 @@ def test_batching_run_against_real_servers(tmp_path: Path):
     assert report["settings"]["on"]["max_batch"] == 16
     assert report["settings"]["off"]["max_batch"] == 1
     assert report["given_settings"] == {"RFCLS_MAX_WAIT_MS": "2"}
+    assert report["model"]["precision"] in {"float32", "bfloat16"}  # as /v1/model said
     assert {report["settings"][mode]["max_wait_ms"] for mode in ("on", "off")} == {2.0}
     sequential = report["one_at_a_time"]
     assert sequential["answered_ok"] == report["load"]["requests"] == 20

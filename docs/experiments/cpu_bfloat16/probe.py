@@ -64,7 +64,8 @@ def main() -> None:
             x = compute_features(frame, bundle.feature_config).to(dtype)
             same = float((answers[dtype] == answers[torch.float32]).mean())
             print(
-                f"{backend}-{norm:<9} {str(dtype)[6:]:<9} {summary['accuracy_overall']:.4f}   "
+                f"{backend + '-' + norm:<17} {str(dtype)[6:]:<9} "
+                f"{summary['accuracy_overall']:.4f}   "
                 f"{summary['accuracy_snr_ge_10db']:.4f}   {summary['accuracy_snr_0db']:.4f} "
                 f"{same:.4f}                  {model_ms(model, x):.2f}"
             )
