@@ -1,0 +1,137 @@
+"""Where the reference-size forward's time goes at 4k tokens on a GPU, against the card's limits.
+
+Issue 6 asks latent for 10,000 recordings/s and flash for 3,000 at 4,096 tokens (reference size:
+d_model 256, 8 heads, 4 layers, MLP 4x, bf16, forward only); torch.compile gave 6,892 and 2,411 on
+an H100. Per backend this probe times the compiled forward at one batch, splits its CUDA kernel
+time into matmuls, attention and the rest (Inductor's fused elementwise and norm kernels, copies),
+counts the matmul and attention FLOPs (torch.utils.flop_counter) to give each part's TFLOP/s,
+and measures the card's copy bandwidth and bf16 matmul peak as yardsticks. With --autotune it
+also times the same forward compiled with mode="max-autotune-no-cudagraphs" (Triton matmul
+templates with fused epilogues), which takes minutes to compile.
+
+    python docs/experiments/gpu_roofline/probe.py [--batch 256] [--autotune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.point import MatmulSpec, build_model, measure_matmul_peak, random_batch
+
+TOKENS = 4096
+KINDS = {  # kernel-name fragments -> part; the first that matches wins
+    "attention": ("flash", "fmha", "attention", "sdpa"),
+    "matmul": ("gemm", "xmma", "cutlass", "nvjet", "sm90", "matmul", "triton_tem"),
+}
+
+
+def median_ms(fn, repeats: int = 10) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def copy_bandwidth_gbs(nbytes: int = 4 * 2**30) -> float:
+    """A device-to-device copy reads and writes every byte."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * nbytes / (median_ms(lambda: dst.copy_(src)) / 1e3) / 1e9
+
+
+def kernel_split_ms(fn, calls: int = 3) -> dict[str, float]:
+    """CUDA kernel time per call by part (KINDS), from the profiler's kernel events only."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    parts = dict.fromkeys([*KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        if event.device_type != DeviceType.CUDA:
+            continue
+        name = event.key.lower()
+        kind = next((k for k, frags in KINDS.items() if any(f in name for f in frags)), "other")
+        parts[kind] += event.self_device_time_total / 1e3 / calls
+    return parts
+
+
+def flops(fn) -> dict[str, float]:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    attention = sum(n for op, n in by_op.items() if "attention" in op)
+    return {"matmul": sum(by_op.values()) - attention, "attention": attention}
+
+
+@torch.inference_mode()
+def probe(backend: str, batch: int, autotune: bool) -> dict:
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model("reference", backend, "rmsnorm", device)
+    forward = random_batch(
+        torch.compile(model, dynamic=False), batch, TOKENS, device, torch.bfloat16
+    )
+    ms = median_ms(forward)
+    split = kernel_split_ms(forward)
+    counted = flops(random_batch(model, batch, TOKENS, device, torch.bfloat16))
+    row = {
+        "backend": backend,
+        "batch": batch,
+        "compiled_ms": ms,
+        "recordings_per_s": batch / (ms / 1e3),
+        "kernel_ms": split,
+        "kernel_total_ms": sum(split.values()),
+        "tflops": {k: counted[k] / (split[k] / 1e3) / 1e12 for k in counted if split[k] > 0},
+        "gflop_per_recording": {k: v / batch / 1e9 for k, v in counted.items()},
+    }
+    if autotune:
+        torch._dynamo.reset()
+        tuned = torch.compile(model, dynamic=False, mode="max-autotune-no-cudagraphs")
+        forward = random_batch(tuned, batch, TOKENS, device, torch.bfloat16)
+        start = time.perf_counter()
+        forward()
+        torch.cuda.synchronize()
+        row["autotune_compile_s"] = time.perf_counter() - start
+        tuned_ms = median_ms(forward)
+        row["autotune_ms"], row["autotune_recordings_per_s"] = tuned_ms, batch / (tuned_ms / 1e3)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--backends", default="latent,flash")
+    p.add_argument("--autotune", action="store_true")
+    args = p.parse_args()
+    print(
+        json.dumps(
+            {
+                "gpu": torch.cuda.get_device_name(),
+                "torch": torch.__version__,
+                "copy_gb_per_s": copy_bandwidth_gbs(),
+                "bf16_matmul_tflops": measure_matmul_peak(MatmulSpec("cuda"))["tflops"],
+            }
+        ),
+        flush=True,
+    )
+    for backend in args.backends.split(","):
+        print(json.dumps(probe(backend, args.batch, args.autotune)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
