@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rfmodel.cpus import usable_cpus
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,7 @@ def hardware(device: torch.device, load_at_start: list[float]) -> dict:
     return {
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
+        "usable_cpus": usable_cpus(),
         "load_average_at_start": load_at_start,
         "load_average_at_end": load_average(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

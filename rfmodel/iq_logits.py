@@ -9,7 +9,6 @@ loop, which idles while a lone request computes). The logits are the same bit fo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from torch import Tensor
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
 from rfmodel.classifier import RFClassifier
+from rfmodel.cpus import usable_cpus
 
 _side_streams: dict[torch.device, torch.cuda.Stream] = {}
 _side_thread = ThreadPoolExecutor(1, thread_name_prefix="rfcls-recording-features")
@@ -53,7 +53,7 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 def _core_left_free() -> bool:
-    return torch.get_num_threads() < len(os.sched_getaffinity(0))
+    return torch.get_num_threads() < usable_cpus()
 
 
 def _on_side_thread(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from rfmodel.bundle import load_bundle, shipped_model_dir
+from rfmodel.cpus import usable_cpus
 from service.context import ModelCard
 from service.engine import warmup_batch_sizes
 from service.inference import TorchRunner, resolve_device, resolve_precision
@@ -18,7 +17,7 @@ def default_torch_threads(workers: int) -> int:
     event loop: on a small machine, intra-op threads that compete with the loop for a core stall
     each other (on a busy 2-core machine, 2 threads gave a model p99 near 1 s where 1 thread gave
     35 ms)."""
-    return max(1, len(os.sched_getaffinity(0)) // workers - 1)
+    return max(1, usable_cpus() // workers - 1)
 
 
 def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:

@@ -4,7 +4,6 @@ with its second stream."""
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
@@ -15,6 +14,7 @@ from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
 from rfmodel.bundle import model_config_for
 from rfmodel.classifier import RFClassifier
+from rfmodel.cpus import usable_cpus
 from rfmodel.iq_logits import Stages, iq_logits
 
 FEATURES = FeatureConfig(nfft=32, hop=16, recording_segment=256)
@@ -67,11 +67,11 @@ def torch_threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
+@pytest.mark.skipif(usable_cpus() < 2, reason="needs two usable cores")
 @pytest.mark.parametrize("core_free", [True, False], ids=["core-left-free", "all-cores-taken"])
 @torch.inference_mode()
 def test_on_the_cpu_a_free_core_computes_the_recording_features(core_free, torch_threads):
-    torch_threads(1 if core_free else len(os.sched_getaffinity(0)))
+    torch_threads(1 if core_free else usable_cpus())
     calls = []
 
     def recording_on(iq, features):
