@@ -29,6 +29,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
         backend=card.backend,
         model_version=card.version,
         device=card.device,
+        precision=card.precision,
         budget_s=settings.latency_budget_ms / 1000,
         max_batch=settings.max_batch,
         routes=ROUTE_LABELS,

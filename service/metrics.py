@@ -95,6 +95,7 @@ class ServiceMetrics:
         backend: str,
         model_version: str,
         device: str,
+        precision: str,
         budget_s: float,
         max_batch: int,
         routes: Iterable[str],
@@ -207,7 +208,7 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "rfcls_model_info",
             "The model being served",
-            ["backend", "model_version", "device"],
+            ["backend", "model_version", "device", "precision"],
             registry=reg,
             multiprocess_mode="max",
         )
@@ -217,7 +218,7 @@ class ServiceMetrics:
         self.registry.register(self.latency_window)
 
         self.budget.set(budget_s)
-        self.model_info.labels(backend, model_version, device).set(1)
+        self.model_info.labels(backend, model_version, device, precision).set(1)
         # every series exists from the start, so rate() and alerts see 0 rather than nothing
         for route in routes:
             self.over_budget.labels(route, backend)

@@ -34,6 +34,7 @@ def make_metrics(max_batch: int = 4, device: str = "cpu") -> ServiceMetrics:
         backend="mha",
         model_version="test",
         device=device,
+        precision="float32",
         budget_s=0.03,
         max_batch=max_batch,
         routes=["/v1/classify", "/v2/models/{name}/infer"],

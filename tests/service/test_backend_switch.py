@@ -27,7 +27,8 @@ def test_flash_runs_the_mha_weights_and_says_so(server, tiny_bundle):
     with ServerProcess(env) as flash:
         model = httpx.get(f"{flash.url}/v1/model").json()
         assert model["backend"] == "flash" and model["model"]["attn_backend"] == "flash"
-        info = {"backend": "flash", "device": "cpu", "model_version": model["version"]}
+        info = {"backend": "flash", "device": "cpu", "precision": "float32"}
+        info["model_version"] = model["version"]
         assert metric(httpx.get(f"{flash.url}/metrics").text, "rfcls_model_info", **info) == 1
         by_flash = classify(flash.url, body)
     by_mha = classify(server.url, body)
@@ -47,5 +48,6 @@ def test_shipped_weights_follow_the_backend(backend):
     with ServerProcess({"RFCLS_ATTN_BACKEND": backend}) as s:
         model = httpx.get(f"{s.url}/v1/model").json()
         assert model["backend"] == backend
-        info = {"backend": backend, "device": "cpu", "model_version": model["version"]}
+        info = {"backend": backend, "device": "cpu", "precision": "float32"}
+        info["model_version"] = model["version"]
         assert metric(httpx.get(f"{s.url}/metrics").text, "rfcls_model_info", **info) == 1

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from live_servers import TINY_CLASSES, ServerProcess
+from live_servers import TINY_CLASSES, ServerProcess, metric
 
 from rfmodel.bundle import load_bundle, shipped_model_dir
 from rfmodel.data import make_eval_set
@@ -80,7 +80,11 @@ def test_a_bfloat16_runner_answers_as_the_float32_one_does(clean_signals, mixed)
 def test_a_bfloat16_server_says_so_and_answers(tiny_bundle):
     env = {"RFCLS_MODEL_DIR": str(tiny_bundle), "RFCLS_PRECISION": "bfloat16"}
     with ServerProcess(env) as server:
-        assert httpx.get(f"{server.url}/v1/model").json()["precision"] == "bfloat16"
+        model = httpx.get(f"{server.url}/v1/model").json()
+        assert model["precision"] == "bfloat16"
+        info = {"backend": "mha", "device": "cpu", "precision": "bfloat16"}
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert metric(metrics, "rfcls_model_info", model_version=model["version"], **info) == 1
         body = frames([2048])[0].tobytes()
         r = httpx.post(
             f"{server.url}/v1/classify?format=cf32",

@@ -28,6 +28,7 @@ def make(budget_s: float = 0.03, window: int = 100, workers: int = 1) -> Service
         backend="gqa",
         model_version="v7",
         device="cpu",
+        precision="bfloat16",
         budget_s=budget_s,
         max_batch=16,
         routes=[ROUTE],
@@ -83,7 +84,8 @@ def test_requests_feed_counters_histogram_and_window():
     bucket = {"le": "0.03", "outcome": "ok", **labels}
     assert metric(text, "rfcls_request_duration_seconds_bucket", **bucket) == 2
     assert metric(text, "rfcls_latency_p50_seconds", backend="gqa") == pytest.approx(0.030)
-    assert metric(text, "rfcls_model_info", backend="gqa", device="cpu", model_version="v7") == 1
+    info = {"backend": "gqa", "device": "cpu", "precision": "bfloat16", "model_version": "v7"}
+    assert metric(text, "rfcls_model_info", **info) == 1
     assert metric(text, "rfcls_latency_budget_seconds") == 0.03
     # every outcome and rejection reason exists before it first happens
     assert metric(text, "rfcls_requests_total", outcome="timeout", **labels) == 0
@@ -106,7 +108,8 @@ def test_workers_metrics_add_up_over_the_workers(tmp_path, monkeypatch):
     assert metric(text, "rfcls_requests_total", **labels) == 2
     assert metric(text, "rfcls_inflight_requests") == 2
     assert metric(text, "rfcls_latency_budget_seconds") == 0.03
-    assert metric(text, "rfcls_model_info", backend="gqa", device="cpu", model_version="v7") == 1
+    info = {"backend": "gqa", "device": "cpu", "precision": "bfloat16", "model_version": "v7"}
+    assert metric(text, "rfcls_model_info", **info) == 1
     worker_exited(102)
     text = generate_latest(workers[0].registry).decode()
     assert metric(text, "rfcls_requests_total", **labels) == 2  # what it served still counts

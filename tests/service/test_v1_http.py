@@ -365,6 +365,7 @@ def test_metrics_count_requests(server):
     info = {
         "backend": "mha",
         "device": "cpu",
+        "precision": "float32",
         "model_version": httpx.get(f"{server.url}/v1/model").json()["version"],
     }
     assert metric(after, "rfcls_model_info", **info) == 1
