@@ -6,6 +6,7 @@ Threads sized from the affinity alone then outnumber the quota and are throttled
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "QUOTA PERIOD" or "max PER
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cpu.cfs_quota_us (-1: none), cpu.cfs_period_us
 
 
+@functools.cache  # read once: iq_logits asks on every CPU request
 def usable_cpus() -> int:
     cpus = len(os.sched_getaffinity(0))
     quota = cgroup_cpu_quota()

@@ -14,11 +14,12 @@ AFFINITY = len(os.sched_getaffinity(0))
 
 @pytest.fixture
 def cgroup(tmp_path, monkeypatch):
-    """Points the module at a fake cgroup tree; returns a writer of its v2 or v1 files."""
+    """Points the module at a fake cgroup tree; yields a writer of its v2 or v1 files."""
     v2, v1 = tmp_path / "cpu.max", tmp_path / "cpu"
     v1.mkdir()
     monkeypatch.setattr(cpus, "CGROUP_V2_CPU_MAX", v2)
     monkeypatch.setattr(cpus, "CGROUP_V1_CPU", v1)
+    cpus.usable_cpus.cache_clear()
 
     def write(v2_text: str | None = None, v1_quota: int | None = None, v1_period: int = 100_000):
         if v2_text is not None:
@@ -27,7 +28,8 @@ def cgroup(tmp_path, monkeypatch):
             (v1 / "cpu.cfs_quota_us").write_text(f"{v1_quota}\n")
             (v1 / "cpu.cfs_period_us").write_text(f"{v1_period}\n")
 
-    return write
+    yield write
+    cpus.usable_cpus.cache_clear()  # what the real cgroup says, for the tests after these
 
 
 def test_no_cgroup_files_leave_the_affinity(cgroup):
