@@ -10,6 +10,7 @@ import pytest
 import torch
 from live_servers import ROOT, build_tiny_bundle
 
+from service import loading
 from service.settings import Settings, SettingsError, env_name, load_settings
 
 
@@ -139,3 +140,14 @@ def test_asking_for_cuda_without_it_stops_the_start(tiny_bundle):
     assert result.returncode == 2
     assert "RFCLS_DEVICE=cuda, but torch sees no CUDA device" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("usable", "workers", "threads"), [(2, 1, 1), (8, 1, 7), (8, 2, 3), (8, 4, 1), (4, 8, 1)]
+)
+def test_default_torch_threads_leave_each_worker_a_core_of_the_usable_ones(
+    monkeypatch, usable, workers, threads
+):
+    # usable_cpus: the affinity capped by a container's CPU quota (tests/rfmodel/test_cpus.py)
+    monkeypatch.setattr(loading, "usable_cpus", lambda: usable)
+    assert loading.default_torch_threads(workers) == threads
