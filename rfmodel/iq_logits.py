@@ -59,7 +59,8 @@ def _core_left_free() -> bool:
 def _on_side_thread(
     stage: Callable[[Tensor, FeatureConfig], Tensor | None], iq: Tensor, features: FeatureConfig
 ) -> Future:
-    inference = torch.is_inference_mode_enabled()  # thread-local, as is grad mode
+    # thread-local; grad mode needs no copy, as no feature stage has parameters
+    inference = torch.is_inference_mode_enabled()
 
     def run() -> Tensor | None:
         with torch.inference_mode(inference):
