@@ -49,6 +49,7 @@ class TorchRunner:
         model: RFClassifier,
         feature_config: FeatureConfig,
         device: torch.device,
+        *,
         dtype: torch.dtype = torch.float32,
         graph_samples: int | None = None,
         graph_batch_sizes: Sequence[int] = (),

@@ -49,7 +49,7 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
         bundle.model,
         bundle.feature_config,
         device,
-        dtype,
+        dtype=dtype,
         graph_samples=graph_samples if settings.cuda_graphs else None,
         graph_batch_sizes=warmup_batch_sizes(settings.max_batch),
     )

@@ -66,7 +66,7 @@ def test_a_bfloat16_runner_answers_as_the_float32_one_does(clean_signals, mixed)
         # the shipped weights: a random model's logits run to hundreds, where bf16 rounding flips
         # answers that a trained model's never come near
         bundle = load_bundle(shipped_model_dir("mha"), device=CPU)
-        runner = TorchRunner(bundle.model, bundle.feature_config, CPU, dtype)
+        runner = TorchRunner(bundle.model, bundle.feature_config, CPU, dtype=dtype)
         assert {p.dtype for p in runner.model.parameters()} == {dtype}
         answers[dtype] = runner.run(batch).probabilities
     float32, bfloat16 = answers[torch.float32], answers[torch.bfloat16]

@@ -29,7 +29,11 @@ def main() -> None:
     runners = {
         "eager": TorchRunner(bundle.model, bundle.feature_config, device),
         "graphs": TorchRunner(
-            bundle.model, bundle.feature_config, device, SAMPLES, graph_batch_sizes=SIZES
+            bundle.model,
+            bundle.feature_config,
+            device,
+            graph_samples=SAMPLES,
+            graph_batch_sizes=SIZES,
         ),
     }
     rng = np.random.default_rng(0)
