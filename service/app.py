@@ -49,6 +49,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
             budget_s=settings.latency_budget_ms / 1000,
         ),
         warmup_samples=settings.warmup_samples(card.feature_config.nfft),
+        warmup_lengths=settings.warmup_lengths(card.feature_config.nfft),
         loop_lag=lambda: loop_lag.lag_s,
     )
     return ServiceContext(

@@ -155,11 +155,14 @@ class Engine:
         max_queue: int,
         deadline_s: float,
         warmup_samples: int,
+        warmup_lengths: Sequence[int] = (),
         queue_wait: QueueWaitLimit | None = None,
         loop_lag: Callable[[], float] = lambda: 0.0,
     ):
-        """loop_lag: seconds the event loop runs late now (service/loop_lag.py), counted in the
-        work ahead of a newcomer."""
+        """warmup_samples: the length of the warm-up's timed frames, which the cost line is
+        fitted to; warmup_lengths: more lengths the warm-up runs, untimed. loop_lag: seconds the
+        event loop runs late now (service/loop_lag.py), counted in the work ahead of a
+        newcomer."""
         self._runner = runner
         self._metrics = metrics
         self._max_batch = max_batch
@@ -167,6 +170,7 @@ class Engine:
         self._max_queue = max_queue
         self._deadline_s = deadline_s
         self._warmup_samples = warmup_samples
+        self._warmup_lengths = sorted({warmup_samples, *warmup_lengths})
         self._queue_wait = queue_wait
         self._loop_lag = loop_lag
         if queue_wait is not None:
@@ -375,8 +379,9 @@ class Engine:
             return
         frame_s = self._cost.per_sample_s * self._warmup_samples
         log.info(
-            "engine warm; ready. Batches of %s frames of %d samples took %s ms; cost line: "
-            "%.2f ms + %.2f ms a frame",
+            "engine warm (frames of %s samples); ready. Batches of %s frames of %d samples took "
+            "%s ms; cost line: %.2f ms + %.2f ms a frame",
+            "/".join(map(str, self._warmup_lengths)),
             "/".join(map(str, warmup_ms)),
             self._warmup_samples,
             "/".join(f"{ms:.2f}" for ms in warmup_ms.values()),
@@ -396,16 +401,20 @@ class Engine:
                 self._busy_until = 0.0
 
     def _warm_up(self) -> dict[int, float]:
-        """Every batch size once, untimed, then once timed; returns the timed ms per size."""
+        """Every batch size once at every warm-up length, untimed, then once timed at
+        warmup_samples; returns the timed ms per size."""
         rng = np.random.default_rng(0)
-        n = self._warmup_samples
-        frame = (0.1 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+        n = max(self._warmup_lengths)
+        noise = (0.1 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
         sizes = warmup_batch_sizes(self._max_batch)
         # untimed first: a first call pays for lazy initialisation (on a GPU: context, FFT plans,
-        # kernel selection; a second or more), which as the first cost sample made the admission
-        # estimate refuse nearly every request until enough batches had diluted it
-        for size in sizes:
-            self._run_splitting([frame] * size)
+        # kernel selection, the batch's CUDA graph; a second or more), which as the first cost
+        # sample made the admission estimate refuse nearly every request until enough batches
+        # had diluted it. Each length has its own FFT plans and graphs.
+        for length in self._warmup_lengths:
+            for size in sizes:
+                self._run_splitting([noise[:length]] * size)
+        frame = noise[: self._warmup_samples]
         timed_ms = {}
         for size in sizes:
             start = time.perf_counter()

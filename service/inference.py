@@ -51,20 +51,20 @@ class TorchRunner:
         device: torch.device,
         *,
         dtype: torch.dtype = torch.float32,
-        graph_samples: int | None = None,
+        graph_lengths: Sequence[int] = (),
         graph_batch_sizes: Sequence[int] = (),
     ):
-        """dtype: the model's (features are float32, then cast). graph_samples: on CUDA,
-        batches of frames of this length are replayed from CUDA graphs, one per batch size in
-        graph_batch_sizes (a batch runs padded to the next)."""
+        """dtype: the model's (features are float32, then cast). graph_lengths: on CUDA,
+        batches of frames of these lengths (samples) are replayed from CUDA graphs, one per
+        length and batch size in graph_batch_sizes (a batch runs padded to the next)."""
         self.model = model.to(device=device, dtype=dtype).eval()
         self.dtype = dtype
         self.feature_config = feature_config
         self.device = device
         self.graphs = None
-        if device.type == "cuda" and graph_samples is not None and graph_batch_sizes:
+        if device.type == "cuda" and graph_lengths and graph_batch_sizes:
             self.graphs = GraphedBatches(
-                self._probabilities, graph_samples, graph_batch_sizes, device
+                self._probabilities, graph_lengths, graph_batch_sizes, device
             )
 
     def _probabilities(

@@ -44,13 +44,13 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
         path=bundle.path,
         evaluation=bundle.metrics,
     )
-    graph_samples = settings.warmup_samples(bundle.feature_config.nfft)
+    lengths = settings.warmup_lengths(bundle.feature_config.nfft)
     runner = TorchRunner(
         bundle.model,
         bundle.feature_config,
         device,
         dtype=dtype,
-        graph_samples=graph_samples if settings.cuda_graphs else None,
+        graph_lengths=lengths if settings.cuda_graphs else (),
         graph_batch_sizes=warmup_batch_sizes(settings.max_batch),
     )
     return card, runner

@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     env_only = []
     for name, field in Settings.model_fields.items():
-        default = "" if field.default in (None, "") else f"; default {field.default}"
+        value = field.default
+        value = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        default = "" if value in (None, "") else f"; default {value}"
         choices = _choices(field.annotation)
         listed = f"; one of {', '.join(choices)}" if choices else ""
         if name in ENV_ONLY:

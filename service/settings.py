@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.admission import LOWER_MARK
 
@@ -23,6 +23,10 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # Warm-up frames have the length the latency budget is set for; on a GPU, batches of this length
 # are served from CUDA graphs.
 WARMUP_SAMPLES = 32_768
+# Lengths warmed up (and on a GPU graphed) besides: the held-out set's recordings, the shipped
+# model's own length. Eager on an H100, 4,096-sample requests under Poisson arrivals had a p99 of
+# 129-160 ms (docs/benchmarks/service-load-cuda-h100.md).
+EXTRA_WARMUP_SAMPLES = (4_096,)
 # A request still queued after this many budgets means the service is overloaded: the client has
 # long missed its deadline, and computing the answer would only delay the requests behind it.
 DEADLINE_BUDGETS = 4
@@ -92,11 +96,18 @@ class Settings(BaseSettings):
         f"{QUEUE_WAIT_CEILING_SHARE:.2g}x the budget and max_queue_wait_ms; equal to "
         "max_queue_wait_ms holds the limit fixed",
     )
+    extra_warmup_samples: Annotated[tuple[int, ...], NoDecode] = Field(
+        EXTRA_WARMUP_SAMPLES,
+        description=f"frame lengths (samples, comma-separated) the warm-up runs at every batch "
+        f"size besides the budget's {WARMUP_SAMPLES:,} (or max_samples if fewer), so that their "
+        "first requests find the device ready; lengths under the FFT's or over max_samples are "
+        "left out",
+    )
     cuda_graphs: bool = Field(
         True,
-        description=f"on a GPU, replay batches of frames of the warm-up length ({WARMUP_SAMPLES:,} "
-        "samples, or max_samples if fewer) from CUDA graphs, one per batch size bucket; other "
-        "lengths, and every batch when off, run eagerly",
+        description="on a GPU, replay batches of frames of the warm-up lengths from CUDA graphs, "
+        "one per length and batch size bucket; other lengths, and every batch when off, run "
+        "eagerly",
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
@@ -125,6 +136,20 @@ class Settings(BaseSettings):
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("extra_warmup_samples", mode="before")
+    @classmethod
+    def _split_lengths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("extra_warmup_samples")
+    @classmethod
+    def _positive_lengths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 1 for n in value):
+            raise ValueError("every length must be at least 1 sample")
+        return value
+
     @field_validator("max_queue_wait_ceiling_ms")
     @classmethod
     def _ceiling_not_below_the_limit(
@@ -139,8 +164,14 @@ class Settings(BaseSettings):
         return value
 
     def warmup_samples(self, nfft: int) -> int:
-        """The warm-up frames' length for a model whose FFT is nfft long."""
+        """The length of the warm-up's timed frames, for a model whose FFT is nfft long: the
+        engine's cost line is fitted to them."""
         return max(nfft, min(self.max_samples, WARMUP_SAMPLES))
+
+    def warmup_lengths(self, nfft: int) -> list[int]:
+        """Every length the warm-up runs (and a GPU graphs), ascending."""
+        extra = (n for n in self.extra_warmup_samples if nfft <= n <= self.max_samples)
+        return sorted({self.warmup_samples(nfft), *extra})
 
     @property
     def effective_deadline_ms(self) -> float:

@@ -48,7 +48,7 @@ def runner(tiny_bundle) -> TorchRunner:
 
 
 def graphed(runner: TorchRunner, captures: Captures) -> GraphedBatches:
-    return GraphedBatches(runner._probabilities, N, SIZES, torch.device("cpu"), captures)
+    return GraphedBatches(runner._probabilities, [N, 2 * N], SIZES, torch.device("cpu"), captures)
 
 
 def test_every_batch_size_gets_its_own_rows_back_once_per_bucket(runner):
@@ -56,12 +56,13 @@ def test_every_batch_size_gets_its_own_rows_back_once_per_bucket(runner):
     batches = graphed(runner, captures)
     with torch.inference_mode():
         # 4 then 3: the bucket of 4 serves a batch of 3 with the first batch's last row as padding
-        for batch in (4, 3, 1, 2, 3):
-            iq = frames(batch)
+        for batch, n in ((4, N), (3, N), (1, N), (2, 2 * N), (2, N), (3, N), (1, 2 * N)):
+            iq = frames(batch, n)
             got = batches.run(iq).numpy()
             assert got.shape == (batch, runner.model.head.out_features)
             np.testing.assert_allclose(got, runner.run(list(iq)).probabilities, atol=1e-5)
-    assert captures.count == 3  # buckets 1, 2 and 4, each captured once
+    # buckets 1, 2 and 4 of N samples and 1 and 2 of 2N, each captured once
+    assert captures.count == 5
 
 
 def test_batches_no_graph_serves_are_left_to_the_eager_path(runner):

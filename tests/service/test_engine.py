@@ -84,7 +84,7 @@ def test_warm_up_runs_every_batch_size_before_ready():
             sizes.append((len(frames), len(frames[0])))
             return super().run(frames)
 
-    engine = make_engine(Recorder(), max_batch=6, warmup_samples=300)
+    engine = make_engine(Recorder(), max_batch=6, warmup_samples=300, warmup_lengths=[500, 100])
     assert not engine.ready and engine.state == "warming_up"
     with pytest.raises(NotReady):
         engine.submit([frame(64)], lambda _: None)
@@ -93,8 +93,11 @@ def test_warm_up_runs_every_batch_size_before_ready():
     while not engine.ready:
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    # once untimed (lazy initialisation), once timed (the admission estimate)
-    assert sizes == [(1, 300), (2, 300), (4, 300), (6, 300)] * 2
+    # every length once untimed (lazy initialisation), then the timed length once more (the
+    # admission estimate, whose cost line is per sample of that length)
+    batch_sizes = [1, 2, 4, 6]
+    untimed = [(size, n) for n in (100, 300, 500) for size in batch_sizes]
+    assert sizes == untimed + [(size, 300) for size in batch_sizes]
     engine.stop()
 
 

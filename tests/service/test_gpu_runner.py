@@ -119,10 +119,15 @@ def test_graphed_batches_give_the_eager_probabilities(tiny_bundle, caplog, full_
     bundle = load_bundle(tiny_bundle, device=cuda)
     eager = TorchRunner(bundle.model, bundle.feature_config, cuda)
     graphed = TorchRunner(
-        bundle.model, bundle.feature_config, cuda, graph_samples=4096, graph_batch_sizes=[1, 2, 4]
+        bundle.model,
+        bundle.feature_config,
+        cuda,
+        graph_lengths=[4096, 8192],
+        graph_batch_sizes=[1, 2, 4],
     )
     with caplog.at_level(logging.INFO, logger="service.cuda_graphs"):
-        for batch in (frames(4096, 4096, 4096, 4096), frames(4096, 4096, 4096), frames(4096)):
+        lengths = ([4096] * 4, [4096] * 3, [4096], [8192] * 2)
+        for batch in (frames(*n) for n in lengths):
             out = graphed.run(batch)
             np.testing.assert_allclose(out.probabilities, eager.run(batch).probabilities, atol=1e-5)
             assert out.preprocess_s > 0 and out.inference_s > 0
@@ -130,5 +135,6 @@ def test_graphed_batches_give_the_eager_probabilities(tiny_bundle, caplog, full_
         np.testing.assert_allclose(
             graphed.run(mixed).probabilities, eager.run(mixed).probabilities, atol=1e-5
         )
-    assert caplog.text.count("CUDA graph for batches of") == 2  # buckets 4 and 1
+    # buckets 4 and 1 of 4,096 samples and 2 of 8,192
+    assert caplog.text.count("CUDA graph for batches of") == 3
     assert "no CUDA graph" not in caplog.text

@@ -63,6 +63,25 @@ def test_environment_and_flags(clean_env):
     assert load_settings(attn_backend="gqa").attn_backend == "gqa"  # a flag wins
 
 
+def test_warm_up_lengths_from_the_environment_or_a_flag_within_the_model_and_max_samples(
+    clean_env,
+):
+    assert load_settings().warmup_lengths(nfft=256) == [4096, 32768]
+    clean_env.setenv("RFCLS_EXTRA_WARMUP_SAMPLES", "8192, 100,4096,300000")
+    s = load_settings()
+    assert s.extra_warmup_samples == (8192, 100, 4096, 300000)
+    # under the FFT's length, or over max_samples, no request can have it
+    assert s.warmup_lengths(nfft=256) == [4096, 8192, 32768]
+    assert load_settings(max_samples="20000").warmup_lengths(nfft=256) == [4096, 8192, 20000]
+    assert load_settings(extra_warmup_samples="").warmup_lengths(nfft=256) == [32768]
+    clean_env.setenv("RFCLS_EXTRA_WARMUP_SAMPLES", "4096,0")
+    with pytest.raises(SettingsError, match="RFCLS_EXTRA_WARMUP_SAMPLES='4096,0' is not valid"):
+        load_settings()
+    clean_env.setenv("RFCLS_EXTRA_WARMUP_SAMPLES", "4k")
+    with pytest.raises(SettingsError, match="RFCLS_EXTRA_WARMUP_SAMPLES='4k' is not valid"):
+        load_settings()
+
+
 def test_the_queue_wait_ceiling_is_never_below_the_limit(clean_env):
     clean_env.setenv("RFCLS_MAX_QUEUE_WAIT_MS", "30000")  # admit everything: the ceiling follows
     assert load_settings().effective_max_queue_wait_ceiling_ms == 30000

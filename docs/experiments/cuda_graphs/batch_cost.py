@@ -32,7 +32,7 @@ def main() -> None:
             bundle.model,
             bundle.feature_config,
             device,
-            graph_samples=SAMPLES,
+            graph_lengths=[SAMPLES],
             graph_batch_sizes=SIZES,
         ),
     }
