@@ -46,6 +46,8 @@ from benchmarks.live_service import (
     Series,
     ServiceProcess,
     WatchedService,
+    add_setting_argument,
+    given_text,
     scrape,
     series,
     setting_pairs,
@@ -126,14 +128,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"seconds per concurrency and mode (default {FULL.duration_s:g})",
     )
     p.add_argument("--budget-ms", type=positive_float, default=BUDGET_MS)
-    p.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="RFCLS_NAME=VALUE",
-        help="a server setting other than its default, for both modes (repeatable), e.g. "
-        "RFCLS_CUDA_GRAPHS=false or RFCLS_WORKERS=2",
-    )
+    add_setting_argument(p, "both modes")
     p.add_argument(
         "--pause-after-503-ms",
         type=positive_float,
@@ -460,12 +455,6 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def given_text(given: dict[str, str]) -> str:
-    if not given:
-        return "default settings"
-    return "default settings but " + ", ".join(f"{name}={value}" for name, value in given.items())
 
 
 def concurrent_rows(report: dict) -> Iterator[str]:

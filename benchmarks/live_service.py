@@ -9,6 +9,7 @@ the weights' values, only on the model's shape.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -182,6 +183,24 @@ class _GivenSettings(Settings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
         return (init_settings,)
+
+
+def add_setting_argument(p: argparse.ArgumentParser, applies_to: str) -> None:
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="RFCLS_NAME=VALUE",
+        help=f"a server setting other than its default, for {applies_to} (repeatable), e.g. "
+        "RFCLS_CUDA_GRAPHS=false or RFCLS_WORKERS=2",
+    )
+
+
+def given_text(given: dict[str, str]) -> str:
+    """The server's settings in a report's words."""
+    if not given:
+        return "default settings"
+    return "default settings but " + ", ".join(f"{name}={value}" for name, value in given.items())
 
 
 def setting_pairs(pairs: list[str]) -> dict[str, str]:

@@ -32,7 +32,13 @@ from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, add_backends_a
 from benchmarks.charts import save_bar_panels
 from benchmarks.cli import add_report_arguments, device_or_none, script_main
 from benchmarks.environment import command_line, hardware, load_average, report_head, versions
-from benchmarks.live_service import ServiceProcess, model_bundle
+from benchmarks.live_service import (
+    ServiceProcess,
+    add_setting_argument,
+    given_text,
+    model_bundle,
+    setting_pairs,
+)
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
 from rfmodel.cli_args import positive_float, positive_int
@@ -58,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--samples", type=positive_int, default=DEFAULT_INPUT_SAMPLES)
     p.add_argument("--budget-ms", type=positive_float, default=BUDGET_MS)
+    add_setting_argument(p, "every backend")
 
 
 def classify_request(samples: int) -> Request:
@@ -127,7 +134,11 @@ async def drive(url_port: int, args: argparse.Namespace, duration_s: float) -> d
 
 def measure_backend(backend: str, args: argparse.Namespace, device: torch.device) -> dict:
     duration_s = 2.0 if args.quick else args.duration
-    settings = {"RFCLS_ATTN_BACKEND": backend, "RFCLS_DEVICE": device.type}
+    settings = {
+        **setting_pairs(args.setting),
+        "RFCLS_ATTN_BACKEND": backend,
+        "RFCLS_DEVICE": device.type,
+    }
     log = Path(tempfile.gettempdir()) / f"rfcls-bench-service-{backend}.log"
     with model_bundle(backend) as model:
         settings["RFCLS_MODEL_DIR"] = str(model.path)
@@ -159,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         "hardware": hardware(device, load_at_start),
         "versions": versions(),
         "latency_budget_ms": args.budget_ms,
+        "given_settings": setting_pairs(args.setting),
         "load": {
             "samples_per_request": args.samples,
             "concurrency": args.concurrency,
@@ -190,9 +202,10 @@ def markdown(report: dict) -> str:
     load, budget = report["load"], report["latency_budget_ms"]
     lines = [
         *report_head(f"Service under load ({report['device']})", report),
-        "- server: `rfcls serve` in a subprocess with its default settings (torch threads: the "
-        "usable cores less one); load from the benchmark process on the same machine, which "
-        "shares the CPU with the server",
+        f"- server: `rfcls serve` in a subprocess with its "
+        f"{given_text(report['given_settings'])} (torch threads: the usable cores less "
+        "one); load from the benchmark process on the same machine, which shares the CPU with "
+        "the server",
         f"- each request: one recording of {load['samples_per_request']} cf32 samples, binary "
         f"POST /v1/classify; {load['warmup_requests']} warm-up requests first",
         f"- closed loop: {load['concurrency']} clients for {load['duration_s']:g} s, a refused "

@@ -33,6 +33,7 @@ def test_summary_counts_latency_from_the_scheduled_time_and_only_answered_reques
 def test_service_run_against_the_real_server(tmp_path: Path):
     out = tmp_path / "service"
     args = ["--backends", "latent", "--duration", "0.5", "--concurrency", "1"]
+    args += ["--setting", "RFCLS_EXTRA_WARMUP_SAMPLES=2048"]
     assert rfcls(["bench", "service", "--out", str(out), *args]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     latent = report["backends"]["latent"]
@@ -42,7 +43,9 @@ def test_service_run_against_the_real_server(tmp_path: Path):
     assert latent["poisson"]["rate_per_s"] == pytest.approx(
         0.7 * latent["closed_loop"]["throughput_per_s"]
     )
-    assert "| latent |" in out.with_suffix(".md").read_text()
+    assert report["given_settings"] == {"RFCLS_EXTRA_WARMUP_SAMPLES": "2048"}
+    md = out.with_suffix(".md").read_text()
+    assert "| latent |" in md and "default settings but RFCLS_EXTRA_WARMUP_SAMPLES=2048" in md
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
