@@ -9,6 +9,7 @@ CPU per request, enough to cap the offered load below what these tests must offe
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
 import time
@@ -143,6 +144,15 @@ class Client:
         self._idle.clear()
 
 
+def freeze_heap() -> None:
+    """Every object alive now out of the cyclic collector's reach: the load generator has
+    imported torch, and a full collection walking its objects (120 ms on a 2-vCPU EPYC) would
+    delay the sends and answers due meanwhile, a pause of the client's counted as the server's.
+    No collection first: it would take as long, inside the caller's timing; what garbage this
+    freezes stays until the process ends."""
+    gc.freeze()
+
+
 async def closed_loop(
     client: Client,
     pick: Callable[[int], Request],
@@ -160,6 +170,7 @@ async def closed_loop(
     together, a burst every pause."""
     if (count is None) == (duration_s is None):
         raise ValueError("give exactly one of count and duration_s")
+    freeze_heap()
     answers: list[Answer] = []
     end = None if duration_s is None else time.perf_counter() + duration_s
     next_index = 0
@@ -185,6 +196,7 @@ async def open_loop(
 ) -> list[Answer]:
     """Poisson arrivals at `rate_per_s` for `duration_s`: each request is sent at its time
     whatever happened to the ones before, as independent clients would."""
+    freeze_heap()
     rng = random.Random(seed)
     start = time.perf_counter()
     schedule, t = [], rng.expovariate(rate_per_s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.batching import checks, positive_ints, ratio_between, sequential_summary
-from benchmarks.load import Answer, Request, closed_loop
+from benchmarks.load import Answer, Request, closed_loop, open_loop
 from benchmarks.service_load import summarize
 from service.cli import main as rfcls
 
@@ -97,7 +98,7 @@ def test_concurrency_lists():
 class Refusing:
     """A Client whose server refuses every request at once."""
 
-    async def send(self, request: Request) -> Answer:
+    async def send(self, request: Request, scheduled: float | None = None) -> Answer:
         return Answer(request.name, 503, 0.0, 0.0, "1", b"")
 
 
@@ -113,6 +114,23 @@ def test_a_refused_closed_loop_client_waits_before_sending_again():
 
     least_s = 4 * 0.5 * 0.04  # each pause at least half the one asked for
     assert timed(0.0) < least_s <= timed(0.04)
+
+
+def test_load_loops_start_with_the_heap_frozen():
+    """A full collection walking torch's objects in the load generator would delay the sends
+    and answers due meanwhile, counted as the server's latency."""
+    request = Request("classify", "POST", "/v1/classify")
+    loops = (
+        lambda: closed_loop(Refusing(), lambda _: request, 1, count=1),
+        lambda: open_loop(Refusing(), request, rate_per_s=1000.0, duration_s=0.01),
+    )
+    for loop in loops:
+        gc.unfreeze()
+        try:
+            asyncio.run(loop())
+            assert gc.get_freeze_count() > 10_000
+        finally:
+            gc.unfreeze()
 
 
 @pytest.mark.slow
