@@ -10,6 +10,10 @@ reported as such, and the longer lengths of that model are not attempted.
 
     rfcls bench backends                      # CPU, writes docs/benchmarks/backends-cpu.*
     rfcls bench backends --device cuda        # writes docs/benchmarks/backends-cuda.*
+
+The report is rewritten after every measurement, marked partial until the run ends, so a run
+cut off by a time limit keeps what it measured; the same command with --resume takes that from
+it and goes on (the backends may differ: those measured already are not measured again).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ QUICK_LENGTHS = (32, 64)
 NORM_ABLATION_BACKEND = "flash"  # the shipped LayerNorm model (mha-layernorm weights run as flash)
 DEFAULT_INPUT_SAMPLES = 4096  # what rfcls evaluate and the training stream use
 BUDGET_MS = Settings.model_fields["latency_budget_ms"].default
+# what a report resumed with --resume must share with the run resuming it
+SWEEP_IDENTITY = ("device", "lengths", "limits", "model_sizes", "latency_budget_ms")
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=BUDGET_MS,
         help=f"latency budget in ms (default {BUDGET_MS:g})",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="take what the partial report at --out (from a run of the same sweep cut off "
+        "before its end) measured, instead of measuring it again",
+    )
 
 
 def limits_for(args: argparse.Namespace, device: torch.device) -> Limits:
@@ -217,26 +229,82 @@ def model_name(backend: str, norm: str) -> str:
     return backend if norm == "rmsnorm" else f"{backend}-{norm}"
 
 
-def over_lengths(lengths: tuple[int, ...], measure: Callable[[int], dict]) -> list[dict]:
-    """measure(tokens) at each length, shortest first; once one runs out of memory or time, the
-    longer lengths are rows saying they were not run (they would only fail slower)."""
-    rows: list[dict] = []
+def over_lengths(
+    lengths: tuple[int, ...], measure: Callable[[int], dict], record: Callable[[dict], None]
+) -> None:
+    """measure(tokens) at each length, shortest first, each row handed to record; once one runs
+    out of memory or time, the longer lengths are rows saying they were not run (they would only
+    fail slower)."""
     stopped: dict | None = None
     for tokens in lengths:
-        if stopped is not None:
-            rows.append({"tokens": tokens, **stopped})
-            continue
-        rows.append({"tokens": tokens, **measure(tokens)})
-        if rows[-1]["status"] in (OUT_OF_MEMORY, TIME_LIMIT):
-            status = rows[-1]["status"]
+        row = {"tokens": tokens, **(stopped or measure(tokens))}
+        if stopped is None and row["status"] in (OUT_OF_MEMORY, TIME_LIMIT):
+            status = row["status"]
             stopped = {"status": status, "detail": f"not run: {status} already at {tokens} tokens"}
-    return rows
+        record(row)
 
 
-def sweep(
-    args: argparse.Namespace, lengths: tuple[int, ...], limits: Limits, device: torch.device
-) -> list[dict]:
-    points = []
+class Progress:
+    """The report as the run fills it in, written out after every measurement and marked
+    partial until the end; with --resume, what an earlier partial report of the same sweep
+    measured is handed back instead of measured again."""
+
+    def __init__(self, report: dict, out: Path, earlier: dict | None):
+        self.report = report
+        self.out = out
+        self._earlier = earlier or {}
+
+    def per_length(
+        self, section: str, key: dict, measure: Callable[[int], dict]
+    ) -> tuple[Callable[[int], dict], Callable[[dict], None]]:
+        """For over_lengths: measure(tokens) unless the earlier report has key's row at that
+        length; and the recorder that adds each row to the section under key, then saves."""
+
+        def earlier_or_measure(tokens: int) -> dict:
+            wanted = {**key, "tokens": tokens}
+            for row in self._earlier.get(section, []):
+                if wanted.items() <= row.items():
+                    return {k: v for k, v in row.items() if k not in wanted}
+            return measure(tokens)
+
+        def record(row: dict) -> None:
+            self.report[section].append({**key, **row})
+            self.save()
+
+        return earlier_or_measure, record
+
+    def entry(self, section: str, name: str, measure: Callable[[], dict | None]) -> None:
+        """report[section][name]: the earlier report's, else measure()'s; then saves."""
+        earlier = (self._earlier.get(section) or {}).get(name)
+        self.report[section][name] = measure() if earlier is None else earlier
+        self.save()
+
+    def value(self, name: str, measure: Callable[[], dict]) -> None:
+        """report[name]: the earlier report's, else measure()'s; then saves."""
+        earlier = self._earlier.get(name)
+        self.report[name] = measure() if earlier is None else earlier
+        self.save()
+
+    def save(self) -> None:
+        write_report_files(self.report, self.out)
+
+
+def resumed_report(out: Path, report: dict) -> dict | None:
+    """The partial report at out, if any, checked to come from the same sweep (device, sizes,
+    lengths, limits, budget): resuming another would mix runs in one report."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    if not earlier.get("partial"):
+        raise ValueError(f"--resume: {path} is a finished report; give another --out")
+    for key in SWEEP_IDENTITY:
+        if earlier.get(key) != report[key]:
+            raise ValueError(f"--resume: {path} is of another sweep (its {key} differs)")
+    return earlier
+
+
+def sweep(args: argparse.Namespace, limits: Limits, device: torch.device, progress: Progress):
     for size in args.sizes:
         for backend, norm in models_of(args.backends):
             key = {"size": size, "model": model_name(backend, norm), "backend": backend}
@@ -256,8 +324,7 @@ def sweep(
                 compile=args.compile,
             )
             measure = partial(measure_sweep_point, spec, limits, device, key)
-            points += [{**key, **row} for row in over_lengths(lengths, measure)]
-    return points
+            over_lengths(progress.report["lengths"], *progress.per_length("points", key, measure))
 
 
 def measure_sweep_point(
@@ -291,13 +358,10 @@ def progress_line(point: dict) -> str:
     return line
 
 
-def norm_pairs(
-    args: argparse.Namespace, lengths: tuple[int, ...], limits: Limits, device: torch.device
-) -> list[dict]:
+def norm_pairs(args: argparse.Namespace, limits: Limits, device: torch.device, progress: Progress):
     """RMSNorm vs LayerNorm latency of the ablation backend, measured as alternating pairs."""
     if NORM_ABLATION_BACKEND not in args.backends:
-        return []
-    rows = []
+        return
     for size in args.sizes:
         spec = NormPairSpec(
             size=size,
@@ -311,8 +375,7 @@ def norm_pairs(
         )
         measure = partial(measure_norm_pair_at, spec, limits.point_time_limit_s)
         key = {"size": size, "backend": NORM_ABLATION_BACKEND}
-        rows += [{**key, **row} for row in over_lengths(lengths, measure)]
-    return rows
+        over_lengths(progress.report["lengths"], *progress.per_length("norm_pairs", key, measure))
 
 
 def measure_norm_pair_at(spec: NormPairSpec, time_limit_s: float, tokens: int) -> dict:
@@ -321,8 +384,7 @@ def measure_norm_pair_at(spec: NormPairSpec, time_limit_s: float, tokens: int) -
     return row
 
 
-def budget_search(args: argparse.Namespace, limits: Limits, device: torch.device) -> dict:
-    results = {}
+def budget_search(args: argparse.Namespace, limits: Limits, device: torch.device, progress):
     for backend in args.backends:
         spec = BudgetSpec(
             backend=backend,
@@ -332,42 +394,48 @@ def budget_search(args: argparse.Namespace, limits: Limits, device: torch.device
             max_tokens=limits.budget_search_max_tokens,
             repeats=limits.budget_search_repeats,
         )
-        results[backend] = run_isolated(measure_budget, spec, 10 * limits.point_time_limit_s)
-        print(f"budget search {backend}: {results[backend]}", file=sys.stderr, flush=True)
-    return results
+        progress.entry(
+            "budget_search",
+            backend,
+            partial(measure_budget_search, spec, 10 * limits.point_time_limit_s),
+        )
 
 
-def shipped_accuracy(
-    models: list[tuple[str, str]], n_per_class: int, device: torch.device
-) -> dict[str, dict]:
+def measure_budget_search(spec: BudgetSpec, time_limit_s: float) -> dict:
+    row = run_isolated(measure_budget, spec, time_limit_s)
+    print(f"budget search {spec.backend}: {row}", file=sys.stderr, flush=True)
+    return row
+
+
+def shipped_accuracy(args: argparse.Namespace, limits: Limits, device: torch.device, progress):
     """Accuracy of each shipped model on the evaluation set of `rfcls evaluate` (its seed and
     input length), scored by rfmodel.evaluate's own functions."""
-    results: dict[str, dict] = {}
     eval_set = None
-    for backend, norm in models:
-        name = model_name(backend, norm)
+
+    def accuracy_of(backend: str, norm: str) -> dict:
+        nonlocal eval_set
         path = shipped_weights(backend, norm)
         if path is None:
-            results[name] = {"status": "not available (no weights)"}
-            continue
+            return {"status": "not available (no weights)"}
         if eval_set is None:
-            eval_set = make_eval_set(EVAL_SEED, n_per_class, DEFAULT_INPUT_SAMPLES)
+            eval_set = make_eval_set(EVAL_SEED, limits.eval_per_class, DEFAULT_INPUT_SAMPLES)
         iq, labels, snr = eval_set
         bundle = load_bundle(path, attn_backend=backend, device=device)
         if bundle.classes != tuple(CLASSES):
-            results[name] = {"status": f"not comparable: {path} has classes {bundle.classes}"}
-            continue
+            return {"status": f"not comparable: {path} has classes {bundle.classes}"}
         metrics = score(
             labels, snr, predict(bundle.model, bundle.feature_config, iq, device), CLASSES
         )
-        results[name] = {
+        return {
             "status": "ok",
             "weights": str(path),
             "version": bundle.version,
             "n_examples": metrics["n_examples"],
             "summary": metrics["summary"],
         }
-    return results
+
+    for backend, norm in models_of(args.backends):
+        progress.entry("accuracy", model_name(backend, norm), partial(accuracy_of, backend, norm))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -381,15 +449,6 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     load_at_start = load_average()
     started = time.perf_counter()
-    points = sweep(args, lengths, limits, device)
-    matmul = (
-        run_isolated(measure_matmul_peak, MatmulSpec(str(device)), limits.point_time_limit_s)
-        if device.type == "cuda"
-        else None
-    )
-    pairs = norm_pairs(args, lengths, limits, device)
-    budget = budget_search(args, limits, device)
-    accuracy = shipped_accuracy(models_of(args.backends), limits.eval_per_class, device)
     report = {
         "command": command_line(),
         "device": str(device),
@@ -403,23 +462,49 @@ def run(args: argparse.Namespace) -> int:
             size: bench_config(size, "mha").to_dict() | {"dtype": dtype_name(size, device)}
             for size in args.sizes
         },
-        "points": points,
-        "norm_pairs": pairs,
-        "matmul_peak": matmul,
-        "budget_search": budget,
-        "accuracy": accuracy,
-        "elapsed_s": round(time.perf_counter() - started, 1),
+        "partial": True,
+        "points": [],
+        "norm_pairs": [],
+        "matmul_peak": None,
+        "budget_search": {},
+        "accuracy": {},
     }
     out = args.out or DOCS / f"backends-{device.type}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        earlier = resumed_report(out, report) if args.resume else None
+    except ValueError as exc:
+        print(f"rfcls bench backends: {exc}", file=sys.stderr)
+        return 2
+    if earlier is not None:
+        # this run's own head (command, versions, hardware), the earlier run's measurements
+        report["resumed"] = {"command": earlier["command"], "hardware": earlier["hardware"]}
+    progress = Progress(report, out, earlier)
+    sweep(args, limits, device, progress)
+    if device.type == "cuda":
+        spec = MatmulSpec(str(device))
+        progress.value(
+            "matmul_peak",
+            partial(run_isolated, measure_matmul_peak, spec, limits.point_time_limit_s),
+        )
+    norm_pairs(args, limits, device, progress)
+    budget_search(args, limits, device, progress)
+    shipped_accuracy(args, limits, device, progress)
+    report["hardware"] = hardware(device, load_at_start)  # with the load at the end
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    del report["partial"]
     report["charts"] = [p.name for p in write_charts(report, out)]
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    write_report_files(report, out)
     print(
         f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, "
         f"{len(report['charts'])} charts"
     )
     return 0
+
+
+def write_report_files(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
 
 
 def dtype_name(size: str, device: torch.device) -> str:

@@ -67,10 +67,12 @@ def hardware_lines(hw: dict) -> list[str]:
 
 def report_head(title: str, report: dict) -> list[str]:
     """The first lines of a report's markdown: title, command and run time, hardware, versions."""
+    elapsed = report.get("elapsed_s")  # none in a partial report
     return [
         f"# {title}",
         "",
-        f"Command: `{report['command']}` ({report['elapsed_s']} s)",
+        f"Command: `{report['command']}` "
+        + ("(not finished)" if elapsed is None else f"({elapsed} s)"),
         "",
         *hardware_lines(report["hardware"]),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),

@@ -54,8 +54,11 @@ def sizes(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     limits = report["limits"]
     budget = report["latency_budget_ms"]
+    head = report_head(f"Attention backends ({report['device']})", report)
     lines = [
-        *report_head(f"Attention backends ({report['device']})", report),
+        *head[:2],
+        *run_notes(report),
+        *head[2:],
         f"- torch threads: {report['threads'] or 'default'}; one fresh process per point",
         "- model sizes: "
         + "; ".join(
@@ -94,6 +97,26 @@ def markdown(report: dict) -> str:
     if report.get("charts"):
         lines += ["## Charts", ""] + [f"![{name}]({name})" for name in report["charts"]] + [""]
     return "\n".join(lines)
+
+
+def run_notes(report: dict) -> list[str]:
+    """What a reader must know before the figures: the run is unfinished, or resumed."""
+    notes = []
+    if report.get("partial"):
+        notes += [
+            "> **Partial:** the run had not finished (cut off, or still running) when this was "
+            "written. Below is what it had measured; the same command with `--resume` goes on.",
+            "",
+        ]
+    if "resumed" in report:
+        earlier = report["resumed"]
+        where = earlier["hardware"]["gpu"] or earlier["hardware"]["cpu_model"]
+        notes += [
+            f"> **Resumed:** what the cut-off run `{earlier['command']}` had measured (on "
+            f"{where}) was kept; the rest was measured by this run.",
+            "",
+        ]
+    return notes
 
 
 def sweep_table(report: dict, size: str) -> list[str]:

@@ -68,6 +68,53 @@ def test_a_point_over_the_time_limit_is_a_row_and_longer_lengths_are_not_run(tmp
     assert "| latent | 32 | **time limit**" in md
 
 
+class CutOff(Exception):
+    """A device call's time limit, arriving during the budget search."""
+
+
+def test_a_run_cut_off_keeps_its_measurements_and_resume_goes_on(
+    tmp_path: Path, monkeypatch, capsys
+):
+    import benchmarks.backends as backends
+
+    out = tmp_path / "backends"
+    args = [*QUICK, "--out", str(out), "--backends", "flash,latent"]
+
+    def cut(*_):
+        raise CutOff
+
+    monkeypatch.setattr(backends, "measure_budget_search", cut)
+    with pytest.raises(CutOff):
+        rfcls(args)
+    partial = json.loads(out.with_suffix(".json").read_text())
+    assert partial["partial"] is True and "charts" not in partial
+    assert len(partial["points"]) == 6 and len(partial["norm_pairs"]) == 2
+    assert partial["budget_search"] == {} and partial["accuracy"] == {}
+    md = out.with_suffix(".md").read_text()
+    assert "**Partial:**" in md and "| latent | 64 | ok |" in md and "(not finished)" in md
+
+    # resumed: nothing measured before is measured again, and the report is whole
+    monkeypatch.undo()
+    monkeypatch.setattr(backends, "measure_sweep_point", cut)
+    monkeypatch.setattr(backends, "measure_norm_pair_at", cut)
+    assert rfcls([*args, "--resume"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert "partial" not in report and report["points"] == partial["points"]
+    assert report["norm_pairs"] == partial["norm_pairs"]
+    assert report["budget_search"]["latent"]["status"] == "ok"
+    assert set(report["accuracy"]) == {"flash", "latent", "flash-layernorm"}
+    assert report["resumed"]["command"] == partial["command"]
+    assert report["charts"] and "**Resumed:**" in out.with_suffix(".md").read_text()
+
+    # a finished report is not resumed, nor one of another sweep
+    assert rfcls([*args, "--resume"]) == 2
+    assert "is a finished report" in capsys.readouterr().err
+    partial["lengths"] = [32, 128]
+    out.with_suffix(".json").write_text(json.dumps(partial))
+    assert rfcls([*args, "--resume"]) == 2
+    assert "is of another sweep (its lengths differs)" in capsys.readouterr().err
+
+
 def test_a_point_out_of_memory_is_a_row(tmp_path: Path):
     report, md = bench(tmp_path, "--backends", "gqa", "--memory-limit-mb", "1")
     first, second = report["points"][:2]
