@@ -156,8 +156,10 @@ def load_server(settings: Settings) -> DrainingServer | None:
     server = DrainingServer(uvicorn_config(settings, build_app(ctx)), ctx.engine)
     # Out of the cyclic collector's reach from now on: the objects of torch, the model and the
     # app, some 250,000, which each full collection would otherwise walk while the event loop
-    # and the engine wait (120 ms on a 2-vCPU EPYC). Requests allocate enough on a GPU to start
-    # such a collection every few seconds.
+    # and the engine wait: 120 ms on a 2-vCPU EPYC, against 3 ms for what serving leaves. Rare
+    # in a server, but each one would be a budget blown for every request in flight; in the
+    # load generator, which has the same heap, they were the GPU service's whole p99
+    # (docs/benchmarks/README.md, session 14).
     gc.collect()
     gc.freeze()
     return server
