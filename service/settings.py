@@ -24,8 +24,8 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # are served from CUDA graphs.
 WARMUP_SAMPLES = 32_768
 # Lengths warmed up (and on a GPU graphed) besides: the held-out set's recordings, the shipped
-# model's own length. Eager on an H100, 4,096-sample requests under Poisson arrivals had a p99 of
-# 129-160 ms (docs/benchmarks/service-load-cuda-h100.md).
+# model's own length. On an H100 such requests answered at a closed-loop p99 of 32 ms eager and
+# 3.9 ms graphed (docs/benchmarks/service-load-cuda-h100-eager.md, -unfrozen.md).
 EXTRA_WARMUP_SAMPLES = (4_096,)
 # A request still queued after this many budgets means the service is overloaded: the client has
 # long missed its deadline, and computing the answer would only delay the requests behind it.
