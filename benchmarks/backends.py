@@ -273,16 +273,14 @@ class Progress:
 
         return earlier_or_measure, record
 
-    def entry(self, section: str, name: str, measure: Callable[[], dict | None]) -> None:
-        """report[section][name]: the earlier report's, else measure()'s; then saves."""
-        earlier = (self._earlier.get(section) or {}).get(name)
-        self.report[section][name] = measure() if earlier is None else earlier
-        self.save()
-
-    def value(self, name: str, measure: Callable[[], dict]) -> None:
-        """report[name]: the earlier report's, else measure()'s; then saves."""
-        earlier = self._earlier.get(name)
-        self.report[name] = measure() if earlier is None else earlier
+    def entry(self, measure: Callable[[], dict], *path: str) -> None:
+        """The report's entry at path (report[a], or report[a][b]): the earlier report's, else
+        measure()'s; then saves."""
+        *sections, name = path
+        earlier, report = self._earlier, self.report
+        for section in sections:
+            earlier, report = earlier.get(section) or {}, report[section]
+        report[name] = measure() if earlier.get(name) is None else earlier[name]
         self.save()
 
     def save(self) -> None:
@@ -394,11 +392,8 @@ def budget_search(args: argparse.Namespace, limits: Limits, device: torch.device
             max_tokens=limits.budget_search_max_tokens,
             repeats=limits.budget_search_repeats,
         )
-        progress.entry(
-            "budget_search",
-            backend,
-            partial(measure_budget_search, spec, 10 * limits.point_time_limit_s),
-        )
+        measure = partial(measure_budget_search, spec, 10 * limits.point_time_limit_s)
+        progress.entry(measure, "budget_search", backend)
 
 
 def measure_budget_search(spec: BudgetSpec, time_limit_s: float) -> dict:
@@ -435,7 +430,7 @@ def shipped_accuracy(args: argparse.Namespace, limits: Limits, device: torch.dev
         }
 
     for backend, norm in models_of(args.backends):
-        progress.entry("accuracy", model_name(backend, norm), partial(accuracy_of, backend, norm))
+        progress.entry(partial(accuracy_of, backend, norm), "accuracy", model_name(backend, norm))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -482,10 +477,8 @@ def run(args: argparse.Namespace) -> int:
     sweep(args, limits, device, progress)
     if device.type == "cuda":
         spec = MatmulSpec(str(device))
-        progress.value(
-            "matmul_peak",
-            partial(run_isolated, measure_matmul_peak, spec, limits.point_time_limit_s),
-        )
+        limit_s = limits.point_time_limit_s
+        progress.entry(partial(run_isolated, measure_matmul_peak, spec, limit_s), "matmul_peak")
     norm_pairs(args, limits, device, progress)
     budget_search(args, limits, device, progress)
     shipped_accuracy(args, limits, device, progress)

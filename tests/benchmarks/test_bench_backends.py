@@ -115,6 +115,30 @@ def test_a_run_cut_off_keeps_its_measurements_and_resume_goes_on(
     assert "is of another sweep (its lengths differs)" in capsys.readouterr().err
 
 
+def test_progress_takes_an_earlier_entry_at_any_depth_and_measures_the_rest(
+    tmp_path: Path, monkeypatch
+):
+    import benchmarks.backends as backends
+
+    saved = []
+    monkeypatch.setattr(backends, "write_report_files", lambda report, out: saved.append(out))
+    earlier = {"matmul_peak": {"tflops": 789.0}, "budget_search": {"mha": {"status": "ok"}}}
+    report = {"matmul_peak": None, "budget_search": {}, "accuracy": {}, "points": []}
+    progress = backends.Progress(report, tmp_path / "r", earlier)
+    measured = []
+
+    def measure(name: str):
+        return lambda: measured.append(name) or {"status": name}
+
+    progress.entry(measure("peak"), "matmul_peak")
+    progress.entry(measure("mha"), "budget_search", "mha")
+    progress.entry(measure("gqa"), "budget_search", "gqa")
+    assert measured == ["gqa"]
+    assert report["matmul_peak"] == {"tflops": 789.0}
+    assert report["budget_search"] == {"mha": {"status": "ok"}, "gqa": {"status": "gqa"}}
+    assert saved == [tmp_path / "r"] * 3  # after every entry
+
+
 def test_a_point_out_of_memory_is_a_row(tmp_path: Path):
     report, md = bench(tmp_path, "--backends", "gqa", "--memory-limit-mb", "1")
     first, second = report["points"][:2]
