@@ -17,6 +17,5 @@ def test_a_loaded_server_has_frozen_its_start_up_objects(tiny_bundle):
         assert server is not None
         # torch, the model and the app: far more than any test's own objects
         assert gc.get_freeze_count() > 50_000
-        assert gc.get_count()[2] == 0  # and nothing is left pending for the next full collection
     finally:
         gc.unfreeze()
