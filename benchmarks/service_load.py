@@ -132,10 +132,12 @@ async def drive(url_port: int, args: argparse.Namespace, duration_s: float) -> d
     return {"closed_loop": closed, "poisson": {"rate_per_s": rate, **poisson}}
 
 
-def measure_backend(backend: str, args: argparse.Namespace, device: torch.device) -> dict:
+def measure_backend(
+    backend: str, args: argparse.Namespace, device: torch.device, given: dict[str, str]
+) -> dict:
     duration_s = 2.0 if args.quick else args.duration
     settings = {
-        **setting_pairs(args.setting),
+        **given,
         "RFCLS_ATTN_BACKEND": backend,
         "RFCLS_DEVICE": device.type,
     }
@@ -151,11 +153,12 @@ def run(args: argparse.Namespace) -> int:
     device = device_or_none(args, "service")
     if device is None:
         return 2
+    given = setting_pairs(args.setting)  # a malformed one ends the run before any server starts
     load_at_start = load_average()
     started = time.perf_counter()
     results = {}
     for backend in args.backends:
-        results[backend] = measure_backend(backend, args, device)
+        results[backend] = measure_backend(backend, args, device, given)
         closed, poisson = results[backend]["closed_loop"], results[backend]["poisson"]
         print(
             f"{backend}: closed loop {closed['throughput_per_s']:.1f}/s p99 "
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         "hardware": hardware(device, load_at_start),
         "versions": versions(),
         "latency_budget_ms": args.budget_ms,
-        "given_settings": setting_pairs(args.setting),
+        "given_settings": given,
         "load": {
             "samples_per_request": args.samples,
             "concurrency": args.concurrency,
