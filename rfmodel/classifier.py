@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from rfmodel.attention import build_attention
 from rfmodel.config import ModelConfig
+from rfmodel.kernels import fast_path
 from rfmodel.norms import make_norm
 from rfmodel.rope import Rope, RopeCache
 
@@ -25,7 +26,20 @@ class MLP(nn.Module):
         self.down = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_path(x, self.up.weight):
+            return self.down(self._gelu_up_cublaslt(x))
         return self.down(nn.functional.gelu(self.up(x)))
+
+    def _gelu_up_cublaslt(self, x: Tensor) -> Tensor:
+        """gelu(up(x)) with the GELU in the epilogue of cuBLASLt's matmul, so the [T, 4*D]
+        hidden activations are written once instead of written, read and written again: at the
+        reference size on an H100, latent 7,669 -> 9,130 recordings/s (docs/experiments/
+        gpu_roofline). The epilogue computes GELU's tanh form, at most 4.7e-4 from the erf form;
+        in bf16 that moves about 29 % of the rounded activations by one unit in the last place."""
+        rows = x.reshape(-1, x.shape[-1])  # [N, D]
+        zero_bias = rows.new_zeros(self.up.out_features)
+        hidden = torch._addmm_activation(zero_bias, rows, self.up.weight.t(), use_gelu=True)
+        return hidden.view(*x.shape[:-1], -1)
 
 
 class Block(nn.Module):

@@ -9,6 +9,9 @@ key makes a latent's score depend on where the token sits: each latent can learn
 recording it reads, and frame order stays visible (without it the layer sees only the set of
 frames). Step 2 compares token queries with position-free summaries; rotating the queries there
 would add nothing but an absolute-position bias to each token's choice of summary.
+
+On a GPU in bf16/fp16 without autograd both steps run as Triton kernels
+(rfmodel.kernels.latent_attention), the same math with the rotation fused into step 1.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ from torch import Tensor, nn
 from rfmodel.attention.base import key_mask, merge_heads, note_kv_state, split_heads
 from rfmodel.attention.mha import MultiHeadAttention
 from rfmodel.config import ModelConfig
+from rfmodel.kernels import HAS_TRITON, fast_path
 from rfmodel.rope import Rope
+
+if HAS_TRITON:
+    from rfmodel.kernels import latent_attention
 
 
 class LatentAttention(MultiHeadAttention):
@@ -33,14 +40,21 @@ class LatentAttention(MultiHeadAttention):
         self.wv_summary = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def attn(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
-        k = rope.rotate(k)  # [B, H, T, d]
-        note_kv_state(k, v)
-        latents = self.latents.expand(q.shape[0], -1, -1, -1)  # [B, H, M, d]
-        summaries = F.scaled_dot_product_attention(latents, k, v, attn_mask=key_mask(mask))
-        summaries = merge_heads(summaries)  # [B, M, D]
+        fused = HAS_TRITON and fast_path(q, k, v, self.latents)
+        if fused:
+            note_kv_state(k, v)
+            summaries = latent_attention.pack(self.latents, k, v, rope.cos, rope.sin, mask)
+        else:
+            k = rope.rotate(k)  # [B, H, T, d]
+            note_kv_state(k, v)
+            latents = self.latents.expand(q.shape[0], -1, -1, -1)  # [B, H, M, d]
+            summaries = F.scaled_dot_product_attention(latents, k, v, attn_mask=key_mask(mask))
+            summaries = merge_heads(summaries)  # [B, M, D]
         k_sum = split_heads(self.wk_summary(summaries), self.n_heads)  # [B, H, M, d]
         v_sum = split_heads(self.wv_summary(summaries), self.n_heads)  # [B, H, M, d]
         note_kv_state(k_sum, v_sum)
+        if fused:
+            return latent_attention.unpack(q, k_sum, v_sum)
         return F.scaled_dot_product_attention(q, k_sum, v_sum)  # [B, H, T, d]
 
     def kv_state_numel(self, batch: int, seq_len: int) -> int:

@@ -3,10 +3,13 @@ other backends are checked against."""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfmodel.attention.base import Mixer, key_mask, note_kv_state, split_heads
 from rfmodel.config import ModelConfig
+from rfmodel.kernels import fast_path
 from rfmodel.rope import Rope
 
 
@@ -25,9 +28,16 @@ class MultiHeadAttention(Mixer):
         self.wo = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=False)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q = split_heads(self.wq(x), self.n_heads)  # [B, H, T, d]
-        k = split_heads(self.wk(x), self.n_kv_heads)  # [B, Hkv, T, d]
-        v = split_heads(self.wv(x), self.n_kv_heads)  # [B, Hkv, T, d]
+        if fast_path(x, self.wq.weight):
+            # one matmul reads x once instead of three times (rfmodel.kernels)
+            weight = torch.cat((self.wq.weight, self.wk.weight, self.wv.weight))
+            widths = (self.wq.out_features, self.wk.out_features, self.wv.out_features)
+            q, k, v = F.linear(x, weight).split(widths, dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q = split_heads(q, self.n_heads)  # [B, H, T, d]
+        k = split_heads(k, self.n_kv_heads)  # [B, Hkv, T, d]
+        v = split_heads(v, self.n_kv_heads)  # [B, Hkv, T, d]
         return q, k, v
 
     def rotate(self, q: Tensor, k: Tensor, v: Tensor, rope: Rope) -> tuple[Tensor, Tensor]:

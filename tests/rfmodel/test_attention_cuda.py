@@ -9,6 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rfmodel.classifier import RFClassifier
 from rfmodel.config import BACKENDS, ModelConfig
+from rfmodel.kernels import reference_math
 
 pytestmark = [
     pytest.mark.gpu,
@@ -41,8 +42,9 @@ def test_cuda_logits_match_cpu(backend, full_fp32_matmuls):
 def test_unmasked_batches_run_on_the_flash_kernel(backend, overrides):
     model = model_for(backend, **overrides).to("cuda", torch.bfloat16)
     x = torch.randn(2, 255, SIZES["n_features"], device="cuda", dtype=torch.bfloat16)
-    # sdpa_kernel(FLASH_ATTENTION) raises if any attention call cannot use that kernel
-    with torch.inference_mode(), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    # sdpa_kernel(FLASH_ATTENTION) raises if any attention call cannot use that kernel;
+    # reference_math: latent's own Triton kernels would not call SDPA at all
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.FLASH_ATTENTION), reference_math():
         logits = model(x, torch.ones(2, 255, dtype=torch.bool, device="cuda"))
     assert torch.isfinite(logits).all()
 

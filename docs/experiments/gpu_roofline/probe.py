@@ -7,9 +7,12 @@ time into matmuls, attention and the rest (Inductor's fused elementwise and norm
 counts the matmul and attention FLOPs (torch.utils.flop_counter) to give each part's TFLOP/s,
 and measures the card's copy bandwidth and bf16 matmul peak as yardsticks. With --autotune it
 also times the same forward compiled with mode="max-autotune-no-cudagraphs" (Triton matmul
-templates with fused epilogues), which takes minutes to compile.
+templates with fused epilogues), which takes minutes to compile. --variants picks the math:
+`reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
+model runs by default) and `fast-separate-qkv` (that, but three projection matmuls); each is
+also timed eager.
 
-    python docs/experiments/gpu_roofline/probe.py [--batch 256] [--autotune]
+    python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from unittest import mock
 
 import torch
 from torch.autograd import DeviceType
@@ -24,12 +30,23 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.point import MatmulSpec, build_model, measure_matmul_peak, random_batch
+from rfmodel.kernels import reference_math
 
 TOKENS = 4096
 KINDS = {  # kernel-name fragments -> part; the first that matches wins
-    "attention": ("flash", "fmha", "attention", "sdpa"),
+    "attention": ("flash", "fmha", "attention", "sdpa", "_pack_kernel", "_unpack_kernel"),
     "matmul": ("gemm", "xmma", "cutlass", "nvjet", "sm90", "matmul", "triton_tem"),
 }
+
+
+@contextmanager
+def separate_qkv():
+    """The fast path, but the query, key and value projections as three matmuls."""
+    with mock.patch("rfmodel.attention.mha.fast_path", lambda *tensors: False):
+        yield
+
+
+VARIANTS = {"reference": reference_math, "fast": nullcontext, "fast-separate-qkv": separate_qkv}
 
 
 def median_ms(fn, repeats: int = 10) -> float:
@@ -70,6 +87,7 @@ def kernel_split_ms(fn, calls: int = 3) -> dict[str, float]:
 
 
 def flops(fn) -> dict[str, float]:
+    """FLOPs by part, counted on the reference math (the counter does not see Triton kernels)."""
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -78,20 +96,37 @@ def flops(fn) -> dict[str, float]:
     return {"matmul": sum(by_op.values()) - attention, "attention": attention}
 
 
+def eager_ms(model, batch: int) -> float:
+    return median_ms(random_batch(model, batch, TOKENS, torch.device("cuda"), torch.bfloat16))
+
+
 @torch.inference_mode()
-def probe(backend: str, batch: int, autotune: bool) -> dict:
+def probe(backend: str, variant: str, batch: int, autotune: bool) -> dict:
     device = torch.device("cuda")
     torch.manual_seed(0)
+    torch._dynamo.reset()
     model = build_model("reference", backend, "rmsnorm", device)
+    with reference_math():
+        counted = flops(random_batch(model, batch, TOKENS, device, torch.bfloat16))
+    with VARIANTS[variant]():
+        row = {"backend": backend, "variant": variant, "batch": batch}
+        row["eager_recordings_per_s"] = batch / (eager_ms(model, batch) / 1e3)
+        try:
+            row |= compiled(model, batch, counted)
+        except Exception:  # keep the eager timing of a variant that fails to compile
+            row["compile_error"] = traceback.format_exc()[-3000:]
+        if autotune:
+            row |= autotuned(model, batch)
+    return row
+
+
+def compiled(model, batch: int, counted: dict[str, float]) -> dict:
     forward = random_batch(
-        torch.compile(model, dynamic=False), batch, TOKENS, device, torch.bfloat16
+        torch.compile(model, dynamic=False), batch, TOKENS, torch.device("cuda"), torch.bfloat16
     )
     ms = median_ms(forward)
     split = kernel_split_ms(forward)
-    counted = flops(random_batch(model, batch, TOKENS, device, torch.bfloat16))
-    row = {
-        "backend": backend,
-        "batch": batch,
+    return {
         "compiled_ms": ms,
         "recordings_per_s": batch / (ms / 1e3),
         "kernel_ms": split,
@@ -99,23 +134,29 @@ def probe(backend: str, batch: int, autotune: bool) -> dict:
         "tflops": {k: counted[k] / (split[k] / 1e3) / 1e12 for k in counted if split[k] > 0},
         "gflop_per_recording": {k: v / batch / 1e9 for k, v in counted.items()},
     }
-    if autotune:
-        torch._dynamo.reset()
-        tuned = torch.compile(model, dynamic=False, mode="max-autotune-no-cudagraphs")
-        forward = random_batch(tuned, batch, TOKENS, device, torch.bfloat16)
-        start = time.perf_counter()
-        forward()
-        torch.cuda.synchronize()
-        row["autotune_compile_s"] = time.perf_counter() - start
-        tuned_ms = median_ms(forward)
-        row["autotune_ms"], row["autotune_recordings_per_s"] = tuned_ms, batch / (tuned_ms / 1e3)
-    return row
+
+
+def autotuned(model, batch: int) -> dict:
+    torch._dynamo.reset()
+    tuned = torch.compile(model, dynamic=False, mode="max-autotune-no-cudagraphs")
+    forward = random_batch(tuned, batch, TOKENS, torch.device("cuda"), torch.bfloat16)
+    start = time.perf_counter()
+    forward()
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - start
+    tuned_ms = median_ms(forward)
+    return {
+        "autotune_compile_s": compile_s,
+        "autotune_ms": tuned_ms,
+        "autotune_recordings_per_s": batch / (tuned_ms / 1e3),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--backends", default="latent,flash")
+    p.add_argument("--variants", default="reference,fast", help=", ".join(VARIANTS))
     p.add_argument("--autotune", action="store_true")
     args = p.parse_args()
     print(
@@ -130,7 +171,13 @@ def main() -> None:
         flush=True,
     )
     for backend in args.backends.split(","):
-        print(json.dumps(probe(backend, args.batch, args.autotune)), flush=True)
+        for variant in args.variants.split(","):
+            try:
+                row = probe(backend, variant, args.batch, args.autotune)
+            except Exception as exc:  # one variant failing must not hide the rest
+                row = {"backend": backend, "variant": variant, "error": repr(exc)[:500]}
+                row["traceback"] = traceback.format_exc()[-3000:]
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,218 @@
+"""`latent`'s two attention steps as Triton kernels (forward only).
+
+Why: SDPA's FlashAttention tiles are 128 queries by 128 keys. `pack` has 32 queries (the latents)
+and `unpack` 32 keys (the summaries), so most of every tile is padding, and the pair ran at a
+third of its memory bound on an H100 (docs/experiments/gpu_roofline). Both steps are
+memory-bound: what has to move is the token keys and values (pack) and the token queries and
+outputs (unpack). These kernels read and write just that, once:
+
+- pack rotates the keys (RoPE) as it loads them, so the rotated keys are never written out;
+- both read q, k, v in the projection's [B, T, H*d] layout and unpack writes its output in the
+  layout `wo` reads, so no head transposes are copied.
+
+pack splits the tokens into chunks when batch x heads alone cannot fill the GPU (a batch of one
+has 8 programs for 132 SMs); each chunk keeps the online softmax's running max, sum and weighted
+values, and the chunks are merged in torch (flash-decoding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+LOG2E = 1.4426950408889634
+# The softmax scale is a compile-time constant (one per head size): passed as a run-time float,
+# torch.compile's launcher hands it over as fp64, which would turn the scores fp64.
+# programs to aim for when choosing pack's chunks: two waves of an H100's 132 SMs
+TARGET_PROGRAMS = 264
+# pack's chunks are whole multiples of the largest token block either kernel is tuned with
+CHUNK_ALIGN = 128
+
+
+def _tiles(shapes: list[tuple[int, int, int]]) -> list[triton.Config]:
+    """(tokens a program takes at a time, warps, pipeline stages) -> autotuning configs."""
+    return [triton.Config({"BLOCK_T": t}, num_warps=w, num_stages=s) for t, w, s in shapes]
+
+
+# Tuned per power-of-two band of the sizes (`*_scale`), not per exact size: a new recording
+# length would otherwise stall a request on a fresh tuning.
+@triton.autotune(
+    configs=_tiles([(64, 4, 2), (128, 4, 2), (128, 8, 2), (64, 4, 3), (128, 4, 3)]),
+    key=["token_scale", "program_scale"],
+)
+@triton.jit
+def _pack_kernel(
+    lat_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, mask_ptr,
+    max_ptr, sum_ptr, acc_ptr, out_ptr,
+    T, chunk, token_scale, program_scale,
+    stride_kb, stride_kt, stride_vb, stride_vt, stride_mask, stride_ob, stride_om,
+    H: tl.constexpr, M: tl.constexpr, D: tl.constexpr, SCALE_LOG2: tl.constexpr,
+    BLOCK_T: tl.constexpr, HAS_MASK: tl.constexpr, ONE_CHUNK: tl.constexpr,
+):  # fmt: skip
+    bh = tl.program_id(0)
+    split = tl.program_id(1)
+    n_splits = tl.num_programs(1)
+    b = bh // H
+    h = bh % H
+    HALF: tl.constexpr = D // 2
+    rows = tl.arange(0, M)
+    half = tl.arange(0, HALF)
+    cols = tl.arange(0, D)
+
+    lat = lat_ptr + h * M * D + rows[:, None] * D
+    lat_lo = tl.load(lat + half[None, :])  # [M, d/2]
+    lat_hi = tl.load(lat + HALF + half[None, :])  # [M, d/2]
+
+    running_max = tl.full([M], float("-inf"), tl.float32)
+    running_sum = tl.zeros([M], tl.float32)
+    acc = tl.zeros([M, D], tl.float32)
+    start = split * chunk
+    end = tl.minimum(start + chunk, T)
+    for t0 in range(start, end, BLOCK_T):
+        tok = t0 + tl.arange(0, BLOCK_T)
+        real = tok < end
+        key = k_ptr + b * stride_kb + tok[:, None] * stride_kt + h * D
+        k_lo = tl.load(key + half[None, :], mask=real[:, None], other=0.0).to(tl.float32)
+        k_hi = tl.load(key + HALF + half[None, :], mask=real[:, None], other=0.0).to(tl.float32)
+        angle = tok[:, None] * HALF + half[None, :]
+        cos = tl.load(cos_ptr + angle, mask=real[:, None], other=0.0).to(tl.float32)
+        sin = tl.load(sin_ptr + angle, mask=real[:, None], other=0.0).to(tl.float32)
+        # half-split RoPE, as rfmodel.rope.Rope.rotate
+        rot_lo = (k_lo * cos - k_hi * sin).to(lat_lo.dtype)  # [BLOCK_T, d/2]
+        rot_hi = (k_lo * sin + k_hi * cos).to(lat_lo.dtype)
+        scores = tl.dot(lat_lo, tl.trans(rot_lo)) + tl.dot(lat_hi, tl.trans(rot_hi))
+        scores = scores * SCALE_LOG2  # [M, BLOCK_T], base-2 logits
+        if HAS_MASK:
+            real = real & (tl.load(mask_ptr + b * stride_mask + tok, mask=real, other=0) != 0)
+        scores = tl.where(real[None, :], scores, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(scores, axis=1))
+        # a chunk whose keys are all padding keeps max -inf; exp2(-inf - 0) is 0, not NaN
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        rescale = tl.exp2(running_max - safe_max)
+        weights = tl.exp2(scores - safe_max[:, None])  # [M, BLOCK_T]
+        running_sum = running_sum * rescale + tl.sum(weights, axis=1)
+        value = v_ptr + b * stride_vb + tok[:, None] * stride_vt + h * D + cols[None, :]
+        v = tl.load(value, mask=real[:, None], other=0.0)  # [BLOCK_T, d]
+        acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+        running_max = new_max
+
+    if ONE_CHUNK:  # the summaries themselves, in the [B, M, H*d] layout wk_summary reads
+        out = acc / running_sum[:, None]
+        dst = out_ptr + b * stride_ob + rows[:, None] * stride_om + h * D + cols[None, :]
+        tl.store(dst, out.to(out_ptr.dtype.element_ty))
+    else:  # this chunk's running max, sum and weighted values, merged in torch
+        part = bh * n_splits + split
+        tl.store(max_ptr + part * M + rows, running_max)
+        tl.store(sum_ptr + part * M + rows, running_sum)
+        tl.store(acc_ptr + part * M * D + rows[:, None] * D + cols[None, :], acc)
+
+
+@triton.autotune(
+    configs=_tiles([(64, 4, 2), (128, 4, 2), (128, 8, 2), (256, 8, 2)]),
+    key=["row_scale"],
+)
+@triton.jit
+def _unpack_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr,
+    T, row_scale,
+    stride_qb, stride_qt, stride_kb, stride_km, stride_vb, stride_vm, stride_ob, stride_ot,
+    H: tl.constexpr, M: tl.constexpr, D: tl.constexpr, SCALE_LOG2: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):  # fmt: skip
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    tok = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+    real = tok < T
+    rows = tl.arange(0, M)
+    cols = tl.arange(0, D)
+
+    q = tl.load(
+        q_ptr + b * stride_qb + tok[:, None] * stride_qt + h * D + cols[None, :],
+        mask=real[:, None],
+        other=0.0,
+    )  # [BLOCK_T, d]
+    k = tl.load(k_ptr + b * stride_kb + rows[:, None] * stride_km + h * D + cols[None, :])
+    v = tl.load(v_ptr + b * stride_vb + rows[:, None] * stride_vm + h * D + cols[None, :])
+    scores = tl.dot(q, tl.trans(k)) * SCALE_LOG2  # [BLOCK_T, M]
+    top = tl.max(scores, axis=1)
+    weights = tl.exp2(scores - top[:, None])
+    out = tl.dot(weights.to(v.dtype), v) / tl.sum(weights, axis=1)[:, None]  # [BLOCK_T, d]
+    tl.store(
+        out_ptr + b * stride_ob + tok[:, None] * stride_ot + h * D + cols[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=real[:, None],
+    )
+
+
+def _token_rows(x: Tensor) -> Tensor:
+    """[B, H, T, d] head view -> the [B, T, H*d] buffer behind it (the projection's layout)."""
+    d = x.shape[-1]
+    rows = x.transpose(1, 2)  # [B, T, H, d]
+    if rows.stride(3) != 1 or rows.stride(2) != d:
+        rows = rows.contiguous()
+    return rows.flatten(2)  # a view: the heads sit side by side in each token's row
+
+
+def pack(
+    latents: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None
+) -> Tensor:
+    """The latents [H, M, d] attend over the RoPE-rotated keys k and values v [B, H, T, d] (real
+    tokens only: mask [B, T] bool or None) -> the summaries [B, M, H*d]. cos, sin: [T, d/2]."""
+    b, h, t, d = k.shape
+    m = latents.shape[1]
+    keys, values = _token_rows(k), _token_rows(v)
+    blocks = triton.cdiv(t, CHUNK_ALIGN)
+    n_splits = max(1, min(blocks, TARGET_PROGRAMS // (b * h)))
+    chunk = triton.cdiv(blocks, n_splits) * CHUNK_ALIGN
+    n_splits = triton.cdiv(t, chunk)
+    out = torch.empty(b, m, h * d, device=k.device, dtype=k.dtype)
+    partial = [torch.empty(0, device=k.device)] * 3  # unused with one chunk
+    if n_splits > 1:
+        f32 = dict(device=k.device, dtype=torch.float32)
+        partial = [torch.empty(b * h, n_splits, m, *extra, **f32) for extra in ((), (), (d,))]
+    has_mask = mask is not None
+    _pack_kernel[(b * h, n_splits)](
+        latents.contiguous(), keys, values, cos.contiguous(), sin.contiguous(),
+        mask if has_mask else keys,  # never read without HAS_MASK
+        *partial, out,
+        t, chunk, t.bit_length(), (b * h * n_splits).bit_length(),
+        keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
+        mask.stride(0) if has_mask else 0, out.stride(0), out.stride(1),
+        H=h, M=m, D=d, SCALE_LOG2=LOG2E / math.sqrt(d), HAS_MASK=has_mask,
+        ONE_CHUNK=n_splits == 1,
+    )  # fmt: skip
+    if n_splits == 1:
+        return out
+    part_max, part_sum, part_acc = partial
+    top = part_max.amax(dim=1, keepdim=True)  # [B*H, 1, M]; finite: a row has a real token
+    share = torch.exp2(part_max - top)  # [B*H, S, M]
+    total = (share * part_sum).sum(dim=1)  # [B*H, M]
+    summaries = (share[..., None] * part_acc).sum(dim=1) / total[..., None]  # [B*H, M, d]
+    return summaries.view(b, h, m, d).transpose(1, 2).reshape(b, m, h * d).to(k.dtype)
+
+
+def unpack(q: Tensor, k_sum: Tensor, v_sum: Tensor) -> Tensor:
+    """Each token's query q [B, H, T, d] attends over the summaries' keys and values [B, H, M, d]
+    -> [B, H, T, d], a head view of a [B, T, H*d] buffer (so merging the heads copies nothing)."""
+    b, h, t, d = q.shape
+    m = k_sum.shape[2]
+    queries, keys, values = _token_rows(q), _token_rows(k_sum), _token_rows(v_sum)
+    out = torch.empty(b, t, h * d, device=q.device, dtype=q.dtype)
+
+    # heads fastest: a token block's heads run side by side and share its rows' cache lines
+    def grid(meta):
+        return (b * h, triton.cdiv(t, meta["BLOCK_T"]))
+
+    _unpack_kernel[grid](
+        queries, keys, values, out,
+        t, (b * t).bit_length(),
+        queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1),
+        values.stride(0), values.stride(1), out.stride(0), out.stride(1),
+        H=h, M=m, D=d, SCALE_LOG2=LOG2E / math.sqrt(d),
+    )  # fmt: skip
+    return out.view(b, t, h, d).transpose(1, 2)
