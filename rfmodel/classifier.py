@@ -31,11 +31,12 @@ class MLP(nn.Module):
         return self.down(nn.functional.gelu(self.up(x)))
 
     def _gelu_up_cublaslt(self, x: Tensor) -> Tensor:
-        """gelu(up(x)) with the GELU in the epilogue of cuBLASLt's matmul, so the [T, 4*D]
-        hidden activations are written once instead of written, read and written again: at the
-        reference size on an H100, latent 7,669 -> 9,130 recordings/s (docs/experiments/
-        gpu_roofline). The epilogue computes GELU's tanh form, at most 4.7e-4 from the erf form;
-        in bf16 that moves about 29 % of the rounded activations by one unit in the last place."""
+        """gelu(up(x)) with the GELU in the epilogue of cuBLASLt's matmul (torch's private op
+        for that), so the [T, 4*D] hidden activations are written once instead of written, read
+        and written again: at the reference size on an H100, latent 9,130 recordings/s against
+        7,922 with a fused Triton MLP (docs/experiments/gpu_roofline, session 15). The epilogue
+        computes GELU's tanh form, at most 4.7e-4 from the erf form; in bf16 that moves about
+        29 % of the rounded activations by one unit in the last place."""
         rows = x.reshape(-1, x.shape[-1])  # [N, D]
         zero_bias = rows.new_zeros(self.up.out_features)
         hidden = torch._addmm_activation(zero_bias, rows, self.up.weight.t(), use_gelu=True)
