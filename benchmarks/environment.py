@@ -8,6 +8,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,25 @@ def hardware(device: torch.device, load_at_start: list[float]) -> dict:
 
 
 def versions(**extra: str) -> dict[str, str]:
-    return {
+    found = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        **extra,
     }
+    # Triton's version names the GPU fast path's kernels (rfmodel.kernels) a run used
+    triton = next((v for name in TRITON_DISTRIBUTIONS if (v := distribution_version(name))), None)
+    return {**found, **({"triton": triton} if triton else {}), **extra}
+
+
+# the same package goes by either name, depending on where torch came from
+TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton")
+
+
+def distribution_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def hardware_lines(hw: dict) -> list[str]:

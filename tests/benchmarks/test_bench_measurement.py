@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks import environment
 from benchmarks.isolation import FAILED, OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.memory import peak_growth_bytes
 from benchmarks.point import (
@@ -37,6 +38,22 @@ def tiny_point(device: str = "cpu", backend: str = "latent", **changes) -> Point
         "latency_budget_ms": 30.0,
     }
     return PointSpec(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [({}, None), ({"pytorch-triton": "3.6.0"}, "3.6.0"), ({"triton": "3.8.0"}, "3.8.0")],
+)
+def test_versions_name_triton_under_either_distribution_name(monkeypatch, installed, expected):
+    def version(name):
+        if name not in installed:
+            raise environment.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(environment.metadata, "version", version)
+    found = environment.versions(extra="x")
+    assert found.get("triton") == expected
+    assert found["torch"] == torch.__version__ and found["extra"] == "x"
 
 
 def test_peak_growth_sees_a_temporary_allocation():
