@@ -40,7 +40,9 @@ class LatentAttention(MultiHeadAttention):
         self.wv_summary = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def attn(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
-        fused = HAS_TRITON and fast_path(q, k, v, self.latents)
+        weights = (self.latents, self.wk_summary.weight, self.wv_summary.weight)
+        fused = HAS_TRITON and fast_path(q, k, v, *weights)
+        fused = fused and latent_attention.handles(self.latents)
         if fused:
             note_kv_state(k, v)
             summaries = latent_attention.pack(self.latents, k, v, rope.cos, rope.sin, mask)

@@ -56,7 +56,7 @@ def _pack_kernel(
     bh = tl.program_id(0)
     split = tl.program_id(1)
     n_splits = tl.num_programs(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)  # b * a batch stride passes 2^31 from about 2.8M tokens a batch
     h = bh % H
     HALF: tl.constexpr = D // 2
     rows = tl.arange(0, M)
@@ -105,7 +105,7 @@ def _pack_kernel(
         dst = out_ptr + b * stride_ob + rows[:, None] * stride_om + h * D + cols[None, :]
         tl.store(dst, out.to(out_ptr.dtype.element_ty))
     else:  # this chunk's running max, sum and weighted values, merged in torch
-        part = bh * n_splits + split
+        part = bh.to(tl.int64) * n_splits + split
         tl.store(max_ptr + part * M + rows, running_max)
         tl.store(sum_ptr + part * M + rows, running_sum)
         tl.store(acc_ptr + part * M * D + rows[:, None] * D + cols[None, :], acc)
@@ -124,7 +124,7 @@ def _unpack_kernel(
     BLOCK_T: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)
-    b = bh // H
+    b = (bh // H).to(tl.int64)  # b * a batch stride passes 2^31 from about 2.8M tokens a batch
     h = bh % H
     tok = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
     real = tok < T
@@ -147,6 +147,15 @@ def _unpack_kernel(
         out.to(out_ptr.dtype.element_ty),
         mask=real[:, None],
     )
+
+
+def handles(latents: Tensor) -> bool:
+    """Whether these kernels take this latent backend's shapes on this GPU: power-of-two head
+    size (at least 32, so each rotated half fills a tensor-core step) and latent count (at least
+    16), and bf16 tensor cores (compute capability 8.0 on)."""
+    _, m, d = latents.shape
+    shapes = all(n & (n - 1) == 0 for n in (m, d)) and d >= 32 and m >= 16
+    return shapes and torch.cuda.get_device_capability(latents.device) >= (8, 0)
 
 
 def _token_rows(x: Tensor) -> Tensor:
@@ -176,6 +185,8 @@ def pack(
         f32 = dict(device=k.device, dtype=torch.float32)
         partial = [torch.empty(b * h, n_splits, m, *extra, **f32) for extra in ((), (), (d,))]
     has_mask = mask is not None
+    if has_mask:
+        mask = mask.contiguous()  # the kernel steps through a row's tokens one element apart
     _pack_kernel[(b * h, n_splits)](
         latents.contiguous(), keys, values, cos.contiguous(), sin.contiguous(),
         mask if has_mask else keys,  # never read without HAS_MASK

@@ -3,6 +3,9 @@ and every layer that takes the fast path against its plain-torch reference."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +14,9 @@ from rfmodel.classifier import MLP, RFClassifier
 from rfmodel.config import ModelConfig
 from rfmodel.kernels import HAS_TRITON, fast_path, reference_math
 from rfmodel.rope import Rope
+
+if HAS_TRITON:
+    from rfmodel.kernels import latent_attention
 
 pytestmark = [
     pytest.mark.gpu,
@@ -51,12 +57,10 @@ def attention(q, k, v, mask=None) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("batch", "tokens", "masked"),
     # batch 1 splits the tokens into chunks; 4,000 has a partial last block; masked rows end
-    # inside a block and inside a chunk
-    [(1, 4000, False), (1, 1000, True), (3, 200, True), (64, 513, False)],
+    # inside a block and inside a chunk; batch 64 (512 programs) takes the tokens in one chunk
+    [(1, 4000, False), (1, 1000, True), (3, 200, True), (64, 513, False), (64, 300, True)],
 )
 def test_pack_is_latent_attention_over_rotated_keys(dtype, batch, tokens, masked):
-    from rfmodel.kernels.latent_attention import pack
-
     torch.manual_seed(0)
     _, k, v = head_views(batch, tokens, dtype)
     latents = torch.randn(HEADS, LATENTS, HEAD_DIM, device="cuda", dtype=dtype)
@@ -66,7 +70,7 @@ def test_pack_is_latent_attention_over_rotated_keys(dtype, batch, tokens, masked
         lengths = torch.randint(1, tokens + 1, (batch, 1), device="cuda")
         lengths[0] = 1
         mask = torch.arange(tokens, device="cuda") < lengths
-    got = pack(latents, k, v, rope.cos, rope.sin, mask)  # [B, M, H*d]
+    got = latent_attention.pack(latents, k, v, rope.cos, rope.sin, mask)  # [B, M, H*d]
     want = attention(latents.expand(batch, -1, -1, -1), rotated(k, rope), v, mask)
     want = want.transpose(1, 2).reshape(batch, LATENTS, HEADS * HEAD_DIM)
     assert got.dtype == dtype
@@ -76,16 +80,54 @@ def test_pack_is_latent_attention_over_rotated_keys(dtype, batch, tokens, masked
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("batch", "tokens"), [(1, 4096), (3, 130), (32, 1000)])
 def test_unpack_is_token_attention_over_the_summaries(dtype, batch, tokens):
-    from rfmodel.kernels.latent_attention import unpack
-
     torch.manual_seed(1)
     q, _, _ = head_views(batch, tokens, dtype)
     k_sum, v_sum, _ = head_views(batch, LATENTS, dtype)
-    got = unpack(q, k_sum, v_sum)
+    got = latent_attention.unpack(q, k_sum, v_sum)
     assert got.shape == q.shape and got.transpose(1, 2).is_contiguous()
     torch.testing.assert_close(
         got.double(), attention(q, k_sum, v_sum), rtol=TOL[dtype], atol=TOL[dtype]
     )
+
+
+def test_batch_offsets_past_2_31_elements():
+    """A batch row that starts 2^31 elements into its buffer (about 2.8M tokens a batch in the
+    fused QKV layout): 32-bit offsets would wrap and read another row, or unmapped memory."""
+    if torch.cuda.get_device_properties(0).total_memory < 16 * 2**30:
+        pytest.skip("needs 16 GiB of GPU memory")
+    torch.manual_seed(4)
+    batch, tokens, width = 3, 100, 3 * HEADS * HEAD_DIM
+    row = 2**30 + 256  # elements from one batch row to the next: row 2 starts past 2^31
+    buf = torch.zeros((batch - 1) * row + tokens * width, device="cuda", dtype=torch.float16)
+    for b in range(batch):
+        buf[b * row : b * row + tokens * width].normal_()
+    q, k, v = (
+        buf.as_strided((batch, HEADS, tokens, HEAD_DIM), (row, HEAD_DIM, width, 1), offset)
+        for offset in (0, HEADS * HEAD_DIM, 2 * HEADS * HEAD_DIM)
+    )
+    latents = torch.randn(HEADS, LATENTS, HEAD_DIM, device="cuda", dtype=torch.float16)
+    rope = Rope.build(tokens, HEAD_DIM, 10000.0, torch.device("cuda"), torch.float16)
+    summaries = latent_attention.pack(latents, k, v, rope.cos, rope.sin, None)
+    want = attention(latents[None], rotated(k[-1:], rope), v[-1:])
+    want = want.transpose(1, 2).reshape(1, LATENTS, HEADS * HEAD_DIM)
+    torch.testing.assert_close(summaries[-1:].double(), want, rtol=3e-3, atol=3e-3)
+    k_sum = torch.randn(batch, HEADS, LATENTS, HEAD_DIM, device="cuda", dtype=torch.float16)
+    v_sum = torch.randn_like(k_sum)
+    got = latent_attention.unpack(q, k_sum, v_sum)
+    torch.testing.assert_close(
+        got[-1:].double(), attention(q[-1:], k_sum[-1:], v_sum[-1:]), rtol=3e-3, atol=3e-3
+    )
+
+
+def test_the_kernels_take_only_the_shapes_they_are_built_for():
+    def latents(m, d):
+        return torch.zeros(8, m, d, device="cuda")
+
+    handles = latent_attention.handles
+    assert handles(latents(32, 32)) and handles(latents(16, 64))
+    assert not handles(latents(32, 24))  # tl.arange needs powers of two
+    assert not handles(latents(32, 16))  # a rotated half of 8: under a tensor-core step
+    assert not handles(latents(8, 32))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -93,8 +135,10 @@ def test_mlp_with_the_gelu_in_the_matmul_epilogue(dtype):
     torch.manual_seed(2)
     mlp = MLP(ModelConfig(d_model=256)).to("cuda", dtype)
     x = torch.randn(3, 1000, 256, device="cuda", dtype=dtype)
-    with torch.inference_mode():
+    epilogue = mock.patch("torch._addmm_activation", wraps=torch._addmm_activation)
+    with torch.inference_mode(), epilogue as fused:
         got = mlp(x)
+    assert fused.called
     up, down = mlp.up.weight.double(), mlp.down.weight.double()
     want = F.gelu(x.double() @ up.T) @ down.T
     torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
@@ -109,10 +153,19 @@ def test_models_on_the_kernels_match_their_reference(backend, masked):
     x = torch.randn(3, 300, 24, device="cuda", dtype=torch.bfloat16)
     mask = torch.arange(300, device="cuda") < torch.tensor([[300], [170], [9]], device="cuda")
     mask = mask if masked else None
-    with torch.inference_mode():
-        got = model(x, mask)
+    spies = {
+        "pack": mock.patch.object(latent_attention, "pack", wraps=latent_attention.pack),
+        "unpack": mock.patch.object(latent_attention, "unpack", wraps=latent_attention.unpack),
+        "epilogue": mock.patch("torch._addmm_activation", wraps=torch._addmm_activation),
+    }
+    with torch.inference_mode(), ExitStack() as stack:
+        calls = {name: stack.enter_context(spy) for name, spy in spies.items()}
         with reference_math():
             want = model(x, mask)
+        assert not any(spy.called for spy in calls.values())
+        got = model(x, mask)
+    assert calls["epilogue"].called
+    assert calls["pack"].called == calls["unpack"].called == (backend == "latent")
     torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
 
 
