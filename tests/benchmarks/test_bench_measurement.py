@@ -101,6 +101,7 @@ def test_cuda_point_measures_device_memory_and_attention_tflops():
     )
     assert reference["status"] == "ok", reference
     assert reference["compiled"]["status"] == "ok", reference["compiled"]
+    assert reference["compiled"]["graphed"]["status"] == "ok", reference["compiled"]
     assert reference["latency_compiled_graph"]["status"] == "ok", reference
 
 

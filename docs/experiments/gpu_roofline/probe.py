@@ -10,7 +10,7 @@ also times the same forward compiled with mode="max-autotune-no-cudagraphs" (Tri
 templates with fused epilogues), which takes minutes to compile. --variants picks the math:
 `reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
 model runs by default) and `fast-separate-qkv` (that, but three projection matmuls); each is
-also timed eager.
+also timed eager, and compiled replayed from a CUDA graph.
 
     python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
@@ -30,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.point import MatmulSpec, build_model, measure_matmul_peak, random_batch
+from rfmodel.cuda_graph import cuda_graph
 from rfmodel.kernels import reference_math
 
 TOKENS = 4096
@@ -126,9 +127,12 @@ def compiled(model, batch: int, counted: dict[str, float]) -> dict:
     )
     ms = median_ms(forward)
     split = kernel_split_ms(forward)
+    # the same kernels without the GPU's idle time between launches
+    graphed_ms = median_ms(cuda_graph(forward, torch.device("cuda")))
     return {
         "compiled_ms": ms,
         "recordings_per_s": batch / (ms / 1e3),
+        "graphed_recordings_per_s": batch / (graphed_ms / 1e3),
         "kernel_ms": split,
         "kernel_total_ms": sum(split.values()),
         "tflops": {k: counted[k] / (split[k] / 1e3) / 1e12 for k in counted if split[k] > 0},
