@@ -155,7 +155,9 @@ def handles(latents: Tensor) -> bool:
     16), and bf16 tensor cores (compute capability 8.0 on)."""
     _, m, d = latents.shape
     shapes = all(n & (n - 1) == 0 for n in (m, d)) and d >= 32 and m >= 16
-    return shapes and torch.cuda.get_device_capability(latents.device) >= (8, 0)
+    # get_device_properties, not get_device_capability: torch.compile folds the first into a
+    # constant and would stop its graph at the second
+    return shapes and torch.cuda.get_device_properties(latents.device).major >= 8
 
 
 def _token_rows(x: Tensor) -> Tensor:
