@@ -76,8 +76,11 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tiny_bundle):
     per_frame = torch.cuda.max_memory_allocated() - base
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(0).total_memory
-    # room for about two frames at a time, not four
-    torch.cuda.set_per_process_memory_fraction((base + 2.5 * per_frame) / total)
+    # room for about two frames at a time, not four. The cap is on reserved memory: after
+    # earlier tests in the process, segments that empty_cache cannot return (a live tensor in
+    # each) hold more than is allocated, and a cap from allocated bytes left no room at all
+    held = torch.cuda.memory_reserved()
+    torch.cuda.set_per_process_memory_fraction((held + 2.5 * per_frame) / total)
     try:
         counting = CountingRunner(gpu)
         metrics = make_metrics(max_batch=8, device="cuda")
