@@ -12,7 +12,9 @@ outputs (unpack). These kernels read and write just that, once:
 
 pack splits the tokens into chunks when batch x heads alone cannot fill the GPU (a batch of one
 has 8 programs for 132 SMs); each chunk keeps the online softmax's running max, sum and weighted
-values, and the chunks are merged in torch (flash-decoding).
+values, and the chunks are merged in torch (flash-decoding). With one chunk the kernel writes
+the summaries itself. On an H100 at the reference size (batch 256, 4k tokens) the pair took
+3.96 ms against SDPA's 7.89, moving about 70 % of the card's copy bandwidth.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-LOG2E = 1.4426950408889634
 # The softmax scale is a compile-time constant (one per head size): passed as a run-time float,
 # torch.compile's launcher hands it over as fp64, which would turn the scores fp64.
+LOG2E = 1.4426950408889634
+
 # programs to aim for when choosing pack's chunks: two waves of an H100's 132 SMs
 TARGET_PROGRAMS = 264
 # pack's chunks are whole multiples of the largest token block either kernel is tuned with
@@ -39,7 +42,8 @@ def _tiles(shapes: list[tuple[int, int, int]]) -> list[triton.Config]:
 
 
 # Tuned per power-of-two band of the sizes (`*_scale`), not per exact size: a new recording
-# length would otherwise stall a request on a fresh tuning.
+# length would otherwise stall a request on a fresh tuning. A band the service's warm-up does
+# not reach is tuned on the first request that meets it.
 @triton.autotune(
     configs=_tiles([(64, 4, 2), (128, 4, 2), (128, 8, 2), (64, 4, 3), (128, 4, 3)]),
     key=["token_scale", "program_scale"],
