@@ -47,6 +47,10 @@ def hardware(device: torch.device, load_at_start: list[float]) -> dict:
     }
 
 
+# the same package goes by either name, depending on where torch came from
+TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton")
+
+
 def versions(**extra: str) -> dict[str, str]:
     found = {
         "python": platform.python_version(),
@@ -56,10 +60,6 @@ def versions(**extra: str) -> dict[str, str]:
     # Triton's version names the GPU fast path's kernels (rfmodel.kernels) a run used
     triton = next((v for name in TRITON_DISTRIBUTIONS if (v := distribution_version(name))), None)
     return {**found, **({"triton": triton} if triton else {}), **extra}
-
-
-# the same package goes by either name, depending on where torch came from
-TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton")
 
 
 def distribution_version(name: str) -> str | None:

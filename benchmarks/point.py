@@ -148,15 +148,15 @@ def graphed_throughput(
     captured. A launched kernel sequence leaves the GPU idle between kernels: 0.84 ms of a
     26.5 ms compiled forward of latent at the reference size (docs/experiments/gpu_roofline)."""
     torch.cuda.empty_cache()  # the graph's own memory pool comes on top of the forward's
-    try:
-        replay = cuda_graph(forward, device)
-        seconds = time_calls(
-            replay, device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s
-        )
-    except Exception as exc:  # out of memory or a capture failure is a row, not a lost point
-        return {"status": "not captured", "detail": str(exc).splitlines()[0][:300]}
-    median_s = summarize_ms(seconds)["p50_ms"] / 1e3
-    return {"status": "ok", "throughput_per_s": batch / median_s, "repeats": len(seconds)}
+    timed = graphed_latency(forward, spec, device)
+    if timed["status"] != "ok":
+        return timed
+    seconds_per_call = timed["p50_ms"] / 1e3
+    return {
+        "status": "ok",
+        "throughput_per_s": batch / seconds_per_call,
+        "repeats": timed["repeats"],
+    }
 
 
 def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.device) -> dict:

@@ -74,7 +74,8 @@ def whitened(z: np.ndarray) -> np.ndarray:
     white sequence; the filter whitens what the channel coloured, and unlike the CMA cost it
     does not pull the outputs towards one modulus. It undoes only the channel's minimum-phase
     part."""
-    s = z[::2] / np.sqrt(np.mean(np.abs(z[::2]) ** 2))
+    s = z[::2]  # the symbol instants
+    s = s / np.sqrt(np.mean(np.abs(s) ** 2))
     past = np.stack([s[ORDER - i - 1 : len(s) - i - 1] for i in range(ORDER)], axis=1)
     coef = np.linalg.lstsq(past, s[ORDER:], rcond=None)[0]
     return s[ORDER:] - past @ coef
