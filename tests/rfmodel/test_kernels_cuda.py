@@ -1,5 +1,5 @@
-"""The GPU fast path (rfmodel.kernels): latent's Triton kernels against explicit float64 formulas,
-and every layer that takes the fast path against its plain-torch reference."""
+"""The GPU fast path (rfmodel.kernels): the Triton attention kernels against explicit float64
+formulas, and every layer that takes the fast path against its plain-torch reference."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rfmodel.kernels import HAS_TRITON, fast_path, reference_math
 from rfmodel.rope import Rope
 
 if HAS_TRITON:
-    from rfmodel.kernels import latent_attention
+    from rfmodel.kernels import flash_attention, latent_attention
 
 pytestmark = [
     pytest.mark.gpu,
@@ -31,10 +31,12 @@ DTYPES = [torch.bfloat16, torch.float16]
 TOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
 
 
-def head_views(batch: int, tokens: int, dtype: torch.dtype) -> list[torch.Tensor]:
+def head_views(
+    batch: int, tokens: int, dtype: torch.dtype, head_dim: int = HEAD_DIM
+) -> list[torch.Tensor]:
     """Random q, k, v as [B, H, T, d] views of one [B, T, 3*H*d] buffer: strided like
     Mixer.project's heads, and not each in its own contiguous buffer."""
-    buf = torch.randn(batch, tokens, 3 * HEADS * HEAD_DIM, device="cuda", dtype=dtype)
+    buf = torch.randn(batch, tokens, 3 * HEADS * head_dim, device="cuda", dtype=dtype)
     b, t, _ = buf.shape
     return [x.view(b, t, HEADS, -1).transpose(1, 2) for x in buf.chunk(3, dim=-1)]
 
@@ -46,7 +48,10 @@ def rotated(k: torch.Tensor, rope: Rope) -> torch.Tensor:
 
 
 def attention(q, k, v, mask=None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v in float64, the O(T*S) formula; mask [B, S] True = real key."""
+    """softmax(q k^T / sqrt(d)) v in float64, the O(T*S) formula; mask [B, S] True = real key;
+    k and v with fewer heads than q serve groups of consecutive query heads."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scores = q.double() @ k.double().transpose(-2, -1) / q.shape[-1] ** 0.5
     if mask is not None:
         scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
@@ -65,11 +70,7 @@ def test_pack_is_latent_attention_over_rotated_keys(dtype, batch, tokens, masked
     _, k, v = head_views(batch, tokens, dtype)
     latents = torch.randn(HEADS, LATENTS, HEAD_DIM, device="cuda", dtype=dtype)
     rope = Rope.build(tokens, HEAD_DIM, 10000.0, torch.device("cuda"), dtype)
-    mask = None
-    if masked:
-        lengths = torch.randint(1, tokens + 1, (batch, 1), device="cuda")
-        lengths[0] = 1
-        mask = torch.arange(tokens, device="cuda") < lengths
+    mask = padding_mask(batch, tokens) if masked else None
     got = latent_attention.pack(latents, k, v, rope.cos, rope.sin, mask)  # [B, M, H*d]
     want = attention(latents.expand(batch, -1, -1, -1), rotated(k, rope), v, mask)
     want = want.transpose(1, 2).reshape(batch, LATENTS, HEADS * HEAD_DIM)
@@ -88,6 +89,70 @@ def test_unpack_is_token_attention_over_the_summaries(dtype, batch, tokens):
     torch.testing.assert_close(
         got.double(), attention(q, k_sum, v_sum), rtol=TOL[dtype], atol=TOL[dtype]
     )
+
+
+def padding_mask(batch: int, tokens: int) -> torch.Tensor:
+    """[B, T] True = real: random lengths, the first row a single token."""
+    lengths = torch.randint(1, tokens + 1, (batch, 1), device="cuda")
+    lengths[0] = 1
+    return torch.arange(tokens, device="cuda") < lengths
+
+
+def flash_case(batch, tokens, dtype, kv_heads=HEADS, head_dim=HEAD_DIM, masked=True):
+    """Random q, k, v (queries scaled up so each row's weights are peaked, not near-uniform),
+    K/V heads cut to kv_heads, a random padding mask or None, and the float64 answer."""
+    q, k, v = head_views(batch, tokens, dtype, head_dim)
+    q, k, v = 4 * q, k[:, :kv_heads], v[:, :kv_heads]
+    mask = padding_mask(batch, tokens) if masked else None
+    return q, k, v, mask, attention(q, k, v, mask)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("batch", "tokens", "masked", "kv_heads", "head_dim"),
+    # 4,096 fills every key block; 1,000 and 192 leave a partial last one (192: of 128, not of
+    # 64); masked rows end inside a block, over full blocks at 512; kv_heads 2 is gqa's grouping;
+    # head sizes 16 and 64 are the ends of what it takes
+    [
+        (1, 4096, False, HEADS, 32),
+        (2, 1000, False, HEADS, 32),
+        (2, 192, False, HEADS, 32),
+        (3, 300, True, HEADS, 32),
+        (2, 512, True, HEADS, 32),
+        (2, 777, True, 2, 32),
+        (2, 500, False, HEADS, 16),
+        (2, 500, True, HEADS, 64),
+    ],
+)
+def test_flash_kernel_is_softmax_attention(dtype, batch, tokens, masked, kv_heads, head_dim):
+    torch.manual_seed(5)
+    q, k, v, mask, want = flash_case(batch, tokens, dtype, kv_heads, head_dim, masked)
+    got = flash_attention.attention(q, k, v, mask)
+    assert got.shape == q.shape and got.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("config", flash_attention.CONFIGS if HAS_TRITON else [], ids=str)
+def test_every_flash_tile_config(config, monkeypatch):
+    """Autotuning picks one config per size band: each of the others checked on its own."""
+    monkeypatch.setattr(flash_attention._attention_kernel, "configs", [config])
+    torch.manual_seed(6)
+    q, k, v, mask, want = flash_case(3, 333, torch.float16, kv_heads=2)
+    got = flash_attention.attention(q, k, v, mask)
+    torch.testing.assert_close(got.double(), want, rtol=3e-3, atol=3e-3)
+
+
+def test_flash_kernel_rows_without_keys_and_values_past_fp16():
+    """A row with every key padded gives zeros (as SDPA does), and bf16 values beyond fp16's
+    range stay finite."""
+    q, k, v = head_views(2, 200, torch.bfloat16)
+    mask = torch.ones(2, 200, dtype=torch.bool, device="cuda")
+    mask[1] = False
+    v = v.clone()
+    v[0, :, 0] = 1e6
+    got = flash_attention.attention(q, k, v, mask)
+    assert torch.isfinite(got).all()
+    assert (got[1] == 0).all()
 
 
 def test_batch_offsets_past_2_31_elements():
@@ -117,6 +182,10 @@ def test_batch_offsets_past_2_31_elements():
     torch.testing.assert_close(
         got[-1:].double(), attention(q[-1:], k_sum[-1:], v_sum[-1:]), rtol=3e-3, atol=3e-3
     )
+    got = flash_attention.attention(q, k, v, None)
+    torch.testing.assert_close(
+        got[-1:].double(), attention(q[-1:], k[-1:], v[-1:]), rtol=3e-3, atol=3e-3
+    )
 
 
 def test_the_kernels_take_only_the_shapes_they_are_built_for():
@@ -128,6 +197,17 @@ def test_the_kernels_take_only_the_shapes_they_are_built_for():
     assert not handles(latents(32, 24))  # tl.arange needs powers of two
     assert not handles(latents(32, 16))  # a rotated half of 8: under a tensor-core step
     assert not handles(latents(8, 32))
+
+    def heads(d):
+        return torch.zeros(1, 8, 10, d, device="cuda")
+
+    takes = flash_attention.handles
+    assert (
+        takes(heads(16), heads(16)) and takes(heads(32), heads(32)) and takes(heads(64), heads(64))
+    )
+    assert not takes(heads(24), heads(24))
+    assert not takes(heads(128), heads(128))  # exponentials no longer the bound: SDPA's kernels
+    assert not takes(heads(32), heads(64))  # mla's values are wider than its keys
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -156,6 +236,7 @@ def test_models_on_the_kernels_match_their_reference(backend, masked):
     spies = {
         "pack": mock.patch.object(latent_attention, "pack", wraps=latent_attention.pack),
         "unpack": mock.patch.object(latent_attention, "unpack", wraps=latent_attention.unpack),
+        "flash": mock.patch.object(flash_attention, "attention", wraps=flash_attention.attention),
         "epilogue": mock.patch("torch._addmm_activation", wraps=torch._addmm_activation),
     }
     with torch.inference_mode(), ExitStack() as stack:
@@ -166,7 +247,22 @@ def test_models_on_the_kernels_match_their_reference(backend, masked):
         got = model(x, mask)
     assert calls["epilogue"].called
     assert calls["pack"].called == calls["unpack"].called == (backend == "latent")
+    assert calls["flash"].called == (backend in ("flash", "gqa"))
     torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("backend", ["latent", "flash"])
+def test_compiled_models_on_the_kernels(backend):
+    """torch.compile, as the benchmarks and the service's graphs run them, takes the Triton
+    kernels (user-defined kernels, autotuning and inline PTX) and answers as eager does."""
+    torch.manual_seed(7)
+    cfg = ModelConfig(attn_backend=backend, n_features=24, n_classes=5, d_model=256, n_heads=8)
+    model = RFClassifier(cfg).eval().to("cuda", torch.bfloat16)
+    x = torch.randn(2, 256, 24, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        want = model(x, None)
+        got = torch.compile(model, dynamic=False)(x, None)
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
 
 
 def test_the_fast_path_stays_out_of_autograd_and_fp32():

@@ -47,7 +47,19 @@ def separate_qkv():
         yield
 
 
-VARIANTS = {"reference": reference_math, "fast": nullcontext, "fast-separate-qkv": separate_qkv}
+@contextmanager
+def sdpa_attention():
+    """The fast path, but flash's and gqa's attention through SDPA (FlashAttention-2)."""
+    with mock.patch("rfmodel.kernels.flash_attention.handles", lambda q, v: False):
+        yield
+
+
+VARIANTS = {
+    "reference": reference_math,
+    "fast": nullcontext,
+    "fast-separate-qkv": separate_qkv,
+    "fast-sdpa-attention": sdpa_attention,
+}
 
 
 def median_ms(fn, repeats: int = 10) -> float:

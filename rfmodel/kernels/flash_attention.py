@@ -1,0 +1,174 @@
+"""Softmax attention over every key (`flash`'s core) as a Triton kernel for small head sizes
+(forward only).
+
+Why: at the reference size's head size of 32 a score costs 128 FLOPs of matmul and one
+exponential, so FlashAttention-2 is held by the special-function units' exponential throughput,
+not by its tensor cores (docs/experiments/gpu_roofline). This kernel computes the exponentials as
+`ex2.approx.f16x2`, two half-precision results per instruction, so the same units give twice as
+many. The weights are rounded to half precision for the weighted sum of the values anyway
+(FlashAttention-2 too), and their row sums come from that same rounded matrix, taken on the
+tensor cores by multiplying it with a block of ones.
+
+Half precision, not bfloat16, for the weights: they lie in (0, 1], where fp16's 10 mantissa bits
+beat bf16's 7. bf16 values are converted to fp16 per tile: exact from 2^-14 to fp16's largest,
+65,504, which they are clamped to (this model's activations are far below it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from rfmodel.kernels.latent_attention import LOG2E
+
+# Triton's CPU interpreter runs no PTX: there exp2 in fp32, rounded to fp16
+PACKED_EXP = os.environ.get("TRITON_INTERPRET") != "1"
+FP16_MAX = 65504.0
+
+
+@triton.jit
+def _exp2_f16(x, PACKED: tl.constexpr):
+    """2^x for fp32 x <= 0 -> fp16, two lanes per special-function instruction (sm_75 on)."""
+    if PACKED:
+        return tl.inline_asm_elementwise(
+            "ex2.approx.f16x2 $0, $1;",
+            "=r,r",
+            [x.to(tl.float16)],
+            dtype=tl.float16,
+            is_pure=True,
+            pack=2,
+        )
+    return tl.exp2(x).to(tl.float16)
+
+
+def _tiles(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
+    """(queries a program takes, keys it takes at a time, warps, pipeline stages) -> configs."""
+    return [
+        triton.Config({"BLOCK_Q": q, "BLOCK_T": t}, num_warps=w, num_stages=s)
+        for q, t, w, s in shapes
+    ]
+
+
+CONFIGS = _tiles(
+    [(128, 64, 4, 2), (128, 128, 4, 2), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 2)]
+)
+# key blocks are powers of two: a key count that is a multiple of the largest fills every block
+KEY_ALIGN = max(config.kwargs["BLOCK_T"] for config in CONFIGS)
+
+
+# tuned per power-of-two band of the key count and the program count (see latent_attention)
+@triton.autotune(configs=CONFIGS, key=["key_scale", "program_scale"])
+@triton.jit
+def _attention_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr,
+    T, S, key_scale, program_scale,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt, stride_mask, stride_ob, stride_oh, stride_ot,
+    H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, SCALE_LOG2: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_T: tl.constexpr, HAS_MASK: tl.constexpr, EVEN_KEYS: tl.constexpr,
+    PACKED_EXP: tl.constexpr,
+):  # fmt: skip
+    # one grid axis (the others stop at 65,535 programs), a head's query blocks side by side:
+    # they run together and share its keys and values in L2
+    pid = tl.program_id(0)
+    query_blocks = tl.cdiv(T, BLOCK_Q)
+    bh = pid // query_blocks
+    # 64-bit bases, 32-bit offsets within a tile: a row or head offset passes 2^31 from a few
+    # million tokens
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    kv = h // GROUP  # the K/V head this query head reads (gqa's groups)
+    first = (pid % query_blocks).to(tl.int64) * BLOCK_Q
+    rows = tl.arange(0, BLOCK_Q)
+    cols = tl.arange(0, D)
+    keys = tl.arange(0, BLOCK_T)
+    q_rows = q_ptr + b * stride_qb + h * stride_qh + first * stride_qt
+    real_rows = (first + rows < T)[:, None]
+    q = tl.load(q_rows + rows[:, None] * stride_qt + cols[None, :], mask=real_rows, other=0.0)
+    k_tile = k_ptr + b * stride_kb + kv * stride_kh + keys[:, None] * stride_kt + cols[None, :]
+    v_tile = v_ptr + b * stride_vb + kv * stride_vh + keys[:, None] * stride_vt + cols[None, :]
+    ones = tl.full([BLOCK_T, 16], 1.0, tl.float16)  # the narrowest tensor-core operand
+
+    running_max = tl.full([BLOCK_Q], float("-inf"), tl.float32)
+    running_sum = tl.zeros([BLOCK_Q, 16], tl.float32)  # 16 copies of each row's sum
+    acc = tl.zeros([BLOCK_Q, D], tl.float32)
+    for t0 in range(0, S, BLOCK_T):
+        real = t0 + keys < S
+        if EVEN_KEYS:
+            k = tl.load(k_tile)  # [BLOCK_T, d]
+            v = tl.load(v_tile)
+        else:
+            k = tl.load(k_tile, mask=real[:, None], other=0.0)
+            v = tl.load(v_tile, mask=real[:, None], other=0.0)
+        scores = tl.dot(q, tl.trans(k))  # [BLOCK_Q, BLOCK_T], fp32
+        if HAS_MASK or not EVEN_KEYS:
+            if HAS_MASK:
+                flags = tl.load(mask_ptr + b * stride_mask + t0 + keys, mask=real, other=0)
+                real = real & (flags != 0)
+            scores = tl.where(real[None, :], scores, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(scores, axis=1) * SCALE_LOG2)
+        # a row whose keys so far are all padding keeps max -inf; exp2(-inf - 0) is 0, not NaN
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        rescale = tl.exp2(running_max - safe_max)  # [BLOCK_Q], one per row: fp32 is cheap
+        weights = _exp2_f16(scores * SCALE_LOG2 - safe_max[:, None], PACKED_EXP)
+        running_sum = running_sum * rescale[:, None] + tl.dot(weights, ones)
+        if v.dtype != tl.float16:  # bf16 values past fp16's range would turn inf
+            v = tl.clamp(v.to(tl.float32), -FP16_MAX, FP16_MAX)
+        acc = acc * rescale[:, None] + tl.dot(weights, v.to(tl.float16))
+        running_max = new_max
+        k_tile += BLOCK_T * stride_kt
+        v_tile += BLOCK_T * stride_vt
+
+    total = tl.max(running_sum, axis=1)
+    # a row with no real key at all gets zeros, as SDPA gives, not 0 / 0
+    out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
+    o_rows = out_ptr + b * stride_ob + h * stride_oh + first * stride_ot
+    tl.store(
+        o_rows + rows[:, None] * stride_ot + cols[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=real_rows,
+    )
+
+
+def handles(q: Tensor, v: Tensor) -> bool:
+    """Whether the kernel takes these heads on this GPU: one power-of-two head size from 16 to 64
+    for queries, keys and values (the small sizes where the exponentials bound FlashAttention-2)
+    and bf16 tensor cores (compute capability 8.0 on)."""
+    d = q.shape[-1]
+    shapes = d & (d - 1) == 0 and 16 <= d <= 64 and v.shape[-1] == d
+    # get_device_properties, not get_device_capability: see latent_attention.handles
+    return shapes and torch.cuda.get_device_properties(q.device).major >= 8
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v over the real keys: q [B, H, T, d], k and v [B, Hkv, S, d] with
+    each K/V head read by H // Hkv consecutive query heads (any layout with unit stride along d),
+    mask [B, S] bool (True = real) or None -> [B, H, T, d], a head view of a [B, T, H*d] buffer
+    (so merging the heads copies nothing)."""
+    b, h, t, d = q.shape
+    n_kv, s = k.shape[1:3]
+    assert h % n_kv == 0 and k.shape[-1] == d and (mask is None or mask.shape == (b, s))
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    out = torch.empty(b, t, h * d, device=q.device, dtype=q.dtype)
+    heads = out.view(b, t, h, d).transpose(1, 2)
+    has_mask = mask is not None
+    if has_mask:
+        mask = mask.contiguous()  # the kernel steps through a row's keys one element apart
+
+    def grid(meta):
+        return (triton.cdiv(t, meta["BLOCK_Q"]) * b * h,)
+
+    _attention_kernel[grid](
+        q, k, v, mask if has_mask else k, heads,  # the mask is never read without HAS_MASK
+        t, s, s.bit_length(), (b * h * t).bit_length(),
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        mask.stride(0) if has_mask else 0, *heads.stride()[:3],
+        H=h, GROUP=h // n_kv, D=d, SCALE_LOG2=LOG2E / math.sqrt(d), HAS_MASK=has_mask,
+        EVEN_KEYS=s % KEY_ALIGN == 0, PACKED_EXP=PACKED_EXP,
+    )  # fmt: skip
+    return heads
