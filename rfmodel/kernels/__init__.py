@@ -2,6 +2,8 @@
 model's shapes (docs/experiments/gpu_roofline), the same layers computed another way:
 
 - `latent`'s two attention steps as Triton kernels (rfmodel.kernels.latent_attention);
+- `flash`'s and `gqa`'s attention at small head sizes as a Triton kernel with packed fp16
+  exponentials (rfmodel.kernels.flash_attention);
 - the MLP's GELU in the epilogue of cuBLASLt's `up` matmul (rfmodel.classifier.MLP);
 - the query, key and value projections as one matmul (rfmodel.attention.mha).
 
