@@ -11,11 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfmodel.kernels import HAS_TRITON, fast_path
 from rfmodel.rope import Rope
-
-if HAS_TRITON:
-    from rfmodel.kernels import flash_attention
 
 
 class Mixer(nn.Module, ABC):
@@ -68,18 +64,13 @@ def key_mask(mask: Tensor | None) -> Tensor | None:
 def grouped_sdpa(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float | None = None
 ) -> Tensor:
-    """Softmax attention where each K/V head serves H // Hkv consecutive query heads (Hkv == H:
-    plain multi-head attention).
+    """Softmax attention where each K/V head serves H // Hkv consecutive query heads.
 
     q [B, H, T, d], k [B, Hkv, S, d], v [B, Hkv, S, dv] -> [B, H, T, dv]. The query heads of a group
-    are folded into the query length, so K/V are never repeated per query head. On the GPU fast
-    path (rfmodel.kernels) small head sizes at the default scale take a Triton kernel instead."""
-    if scale is None and HAS_TRITON and fast_path(q, k, v) and flash_attention.handles(q, v):
-        return flash_attention.attention(q, k, v, mask)
+    are folded into the query length, so K/V are never repeated per query head."""
     b, h, t, d = q.shape
     n_kv = k.shape[1]
     q = q.reshape(b, n_kv, (h // n_kv) * t, d)  # [B, Hkv, G*T, d]
-    # mask None passes no mask at all: with a boolean mask CUDA SDPA skips its flash kernel
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask), scale=scale)
     return y.reshape(b, h, t, v.shape[-1])
 

@@ -1,13 +1,13 @@
 """`flash`: the same function and weights as `mha`, computed by
 torch.nn.functional.scaled_dot_product_attention (FlashAttention on CUDA, a fused blocked kernel on
-CPU), or on the GPU fast path by rfmodel.kernels.flash_attention; neither materialises the
-[T, T] score matrix."""
+CPU), which never materialises the [T, T] score matrix."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
-from rfmodel.attention.base import grouped_sdpa
+from rfmodel.attention.base import key_mask
 from rfmodel.attention.mha import MultiHeadAttention
 from rfmodel.rope import Rope
 
@@ -15,4 +15,5 @@ from rfmodel.rope import Rope
 class FlashAttention(MultiHeadAttention):
     def attn(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
         q, k = self.rotate(q, k, v, rope)
-        return grouped_sdpa(q, k, v, mask)  # [B, H, T, d]; as many K/V heads as query heads
+        # mask None passes no mask at all: with a boolean mask CUDA SDPA skips the flash kernel
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask))  # [B, H, T, d]

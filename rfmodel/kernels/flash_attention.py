@@ -1,5 +1,7 @@
-"""Softmax attention over every key (`flash`'s core) as a Triton kernel for small head sizes
-(forward only).
+"""Softmax attention over every key (`flash`'s and `gqa`'s core) as a Triton kernel for small
+head sizes (forward only). Not yet on the fast path: it was written and checked in Triton's CPU
+interpreter in a session that got no GPU, so whether it beats SDPA is still to be measured
+(docs/experiments/gpu_roofline/probe.py --variants fast,fast-flash-kernel).
 
 Why: at the reference size's head size of 32 a score costs 128 FLOPs of matmul and one
 exponential, so FlashAttention-2 is held by the special-function units' exponential throughput,

@@ -9,8 +9,10 @@ and measures the card's copy bandwidth and bf16 matmul peak as yardsticks. With 
 also times the same forward compiled with mode="max-autotune-no-cudagraphs" (Triton matmul
 templates with fused epilogues), which takes minutes to compile. --variants picks the math:
 `reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
-model runs by default) and `fast-separate-qkv` (that, but three projection matmuls); each is
-also timed eager, and compiled replayed from a CUDA graph.
+model runs by default), `fast-separate-qkv` (that, but three projection matmuls) and
+`fast-flash-kernel` (that, with flash's and gqa's attention on rfmodel.kernels.flash_attention,
+not yet part of the fast path); each is also timed eager, and compiled replayed from a CUDA
+graph.
 
     python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
@@ -30,8 +32,10 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.point import MatmulSpec, build_model, measure_matmul_peak, random_batch
+from rfmodel.attention.flash import FlashAttention
+from rfmodel.attention.gqa import GroupedQueryAttention
 from rfmodel.cuda_graph import cuda_graph
-from rfmodel.kernels import reference_math
+from rfmodel.kernels import flash_attention, reference_math
 
 TOKENS = 4096
 KINDS = {  # kernel-name fragments -> part; the first that matches wins
@@ -47,10 +51,18 @@ def separate_qkv():
         yield
 
 
+def kernel_attn(self, q, k, v, mask, rope):
+    q, k = self.rotate(q, k, v, rope)
+    return flash_attention.attention(q, k, v, mask)  # [B, H, T, d]
+
+
 @contextmanager
-def sdpa_attention():
-    """The fast path, but flash's and gqa's attention through SDPA (FlashAttention-2)."""
-    with mock.patch("rfmodel.kernels.flash_attention.handles", lambda q, v: False):
+def flash_kernel():
+    """The fast path, with flash's and gqa's attention on the Triton kernel."""
+    with (
+        mock.patch.object(FlashAttention, "attn", kernel_attn),
+        mock.patch.object(GroupedQueryAttention, "attn", kernel_attn),
+    ):
         yield
 
 
@@ -58,7 +70,7 @@ VARIANTS = {
     "reference": reference_math,
     "fast": nullcontext,
     "fast-separate-qkv": separate_qkv,
-    "fast-sdpa-attention": sdpa_attention,
+    "fast-flash-kernel": flash_kernel,
 }
 
 
