@@ -63,8 +63,9 @@ CONFIGS = _tiles(
 KEY_ALIGN = max(config.kwargs["BLOCK_T"] for config in CONFIGS)
 
 
-# tuned per power-of-two band of the key count and the program count (see latent_attention)
-@triton.autotune(configs=CONFIGS, key=["key_scale", "program_scale"])
+# tuned per head size and power-of-two band of the key count and the program count (see
+# latent_attention)
+@triton.autotune(configs=CONFIGS, key=["D", "key_scale", "program_scale"])
 @triton.jit
 def _attention_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr,
