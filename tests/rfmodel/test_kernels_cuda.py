@@ -236,7 +236,6 @@ def test_models_on_the_kernels_match_their_reference(backend, masked):
     spies = {
         "pack": mock.patch.object(latent_attention, "pack", wraps=latent_attention.pack),
         "unpack": mock.patch.object(latent_attention, "unpack", wraps=latent_attention.unpack),
-        "flash": mock.patch.object(flash_attention, "attention", wraps=flash_attention.attention),
         "epilogue": mock.patch("torch._addmm_activation", wraps=torch._addmm_activation),
     }
     with torch.inference_mode(), ExitStack() as stack:
