@@ -12,8 +12,10 @@ many. The weights are rounded to half precision for the weighted sum of the valu
 tensor cores by multiplying it with a block of ones.
 
 Half precision, not bfloat16, for the weights: they lie in (0, 1], where fp16's 10 mantissa bits
-beat bf16's 7. bf16 values are converted to fp16 per tile: exact from 2^-14 to fp16's largest,
-65,504, which they are clamped to (this model's activations are far below it).
+beat bf16's 7. bf16 values are converted to fp16 once, before the kernel (one pass over V,
+where inside it every query block would convert every tile again): exact from 2^-14 to fp16's
+largest, 65,504, and clamped to the largest bf16 below it (this model's activations are far
+below).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from rfmodel.kernels.latent_attention import LOG2E
 
 # Triton's CPU interpreter runs no PTX: there exp2 in fp32, rounded to fp16
 PACKED_EXP = os.environ.get("TRITON_INTERPRET") != "1"
-FP16_MAX = 65504.0
+# the largest bf16 within fp16's range (65,504 itself rounds to 65,536 in bf16, inf in fp16)
+BF16_IN_FP16_RANGE = 65280.0
 
 
 @triton.jit
@@ -120,9 +123,7 @@ def _attention_kernel(
         rescale = tl.exp2(running_max - safe_max)  # [BLOCK_Q], one per row: fp32 is cheap
         weights = _exp2_f16(scores * SCALE_LOG2 - safe_max[:, None], PACKED_EXP)
         running_sum = running_sum * rescale[:, None] + tl.dot(weights, ones)
-        if v.dtype != tl.float16:  # bf16 values past fp16's range would turn inf
-            v = tl.clamp(v.to(tl.float32), -FP16_MAX, FP16_MAX)
-        acc = acc * rescale[:, None] + tl.dot(weights, v.to(tl.float16))
+        acc = acc * rescale[:, None] + tl.dot(weights, v)
         running_max = new_max
         k_tile += BLOCK_T * stride_kt
         v_tile += BLOCK_T * stride_vt
@@ -156,6 +157,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     b, h, t, d = q.shape
     n_kv, s = k.shape[1:3]
     assert h % n_kv == 0 and k.shape[-1] == d and (mask is None or mask.shape == (b, s))
+    if v.dtype != torch.float16:  # past fp16's range a bf16 value would turn inf
+        v = v.clamp(-BF16_IN_FP16_RANGE, BF16_IN_FP16_RANGE).to(torch.float16)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     out = torch.empty(b, t, h * d, device=q.device, dtype=q.dtype)
     heads = out.view(b, t, h, d).transpose(1, 2)
