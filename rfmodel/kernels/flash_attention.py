@@ -51,17 +51,17 @@ def _exp2_f16(x, PACKED: tl.constexpr):
     return tl.exp2(x).to(tl.float16)
 
 
-def _tiles(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
-    """(queries a program takes, keys it takes at a time, warps, pipeline stages) -> configs."""
-    return [
-        triton.Config({"BLOCK_Q": q, "BLOCK_T": t}, num_warps=w, num_stages=s)
-        for q, t, w, s in shapes
+# (queries a program takes, keys it takes at a time, warps, pipeline stages)
+CONFIGS = [
+    triton.Config({"BLOCK_Q": q, "BLOCK_T": t}, num_warps=w, num_stages=s)
+    for q, t, w, s in [
+        (128, 64, 4, 2),
+        (128, 128, 4, 2),
+        (128, 128, 8, 2),
+        (128, 64, 4, 3),
+        (64, 64, 4, 2),
     ]
-
-
-CONFIGS = _tiles(
-    [(128, 64, 4, 2), (128, 128, 4, 2), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 2)]
-)
+]
 # key blocks are powers of two: a key count that is a multiple of the largest fills every block
 KEY_ALIGN = max(config.kwargs["BLOCK_T"] for config in CONFIGS)
 
