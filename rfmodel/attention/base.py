@@ -11,7 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rfmodel.kernels import HAS_TRITON, fast_path
 from rfmodel.rope import Rope
+
+if HAS_TRITON:
+    from rfmodel.kernels import flash_attention
 
 
 class Mixer(nn.Module, ABC):
@@ -67,7 +71,10 @@ def grouped_sdpa(
     """Softmax attention where each K/V head serves H // Hkv consecutive query heads.
 
     q [B, H, T, d], k [B, Hkv, S, d], v [B, Hkv, S, dv] -> [B, H, T, dv]. The query heads of a group
-    are folded into the query length, so K/V are never repeated per query head."""
+    are folded into the query length, so K/V are never repeated per query head. On the GPU fast
+    path, small heads at the default scale take rfmodel.kernels.flash_attention instead."""
+    if scale is None and HAS_TRITON and fast_path(q, k, v) and flash_attention.handles(q, v):
+        return flash_attention.attention(q, k, v, mask)
     b, h, t, d = q.shape
     n_kv = k.shape[1]
     q = q.reshape(b, n_kv, (h // n_kv) * t, d)  # [B, Hkv, G*T, d]

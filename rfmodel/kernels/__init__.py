@@ -2,12 +2,10 @@
 model's shapes (docs/experiments/gpu_roofline), the same layers computed another way:
 
 - `latent`'s two attention steps as Triton kernels (rfmodel.kernels.latent_attention);
+- `flash`'s and `gqa`'s softmax attention at small head sizes as a Triton kernel with packed
+  exponentials (rfmodel.kernels.flash_attention, through rfmodel.attention.base.grouped_sdpa);
 - the MLP's GELU in the epilogue of cuBLASLt's `up` matmul (rfmodel.classifier.MLP);
 - the query, key and value projections as one matmul (rfmodel.attention.mha).
-
-rfmodel.kernels.flash_attention (softmax attention at small head sizes with packed fp16
-exponentials, for `flash` and `gqa`) is built and tested but not yet taken: it joins once
-measured against SDPA on a GPU (docs/experiments/gpu_roofline, probe variant `fast-flash-kernel`).
 
 The plain-torch layers are the model's definition and run everywhere else. The fast path is
 taken only for CUDA tensors in bf16 or fp16 outside autograd (the Triton kernels have no

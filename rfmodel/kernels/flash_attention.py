@@ -1,7 +1,5 @@
-"""Softmax attention over every key (`flash`'s and `gqa`'s core) as a Triton kernel for small
-head sizes (forward only). Not yet on the fast path: it was written and checked in Triton's CPU
-interpreter in a session that got no GPU, so whether it beats SDPA is still to be measured
-(docs/experiments/gpu_roofline/probe.py --variants fast,fast-flash-kernel).
+"""Softmax attention over every key (`flash`'s and `gqa`'s core on the GPU fast path) as a Triton
+kernel for small head sizes (forward only).
 
 Why: at the reference size's head size of 32 a score costs 128 FLOPs of matmul and one
 exponential, so FlashAttention-2 is held by the special-function units' exponential throughput,
@@ -15,7 +13,7 @@ Half precision, not bfloat16, for the weights: they lie in (0, 1], where fp16's 
 beat bf16's 7. bf16 values are converted to fp16 once, before the kernel (one pass over V,
 where inside it every query block would convert every tile again): exact from 2^-14 to fp16's
 largest, 65,504, and clamped to the largest bf16 below it (this model's activations are far
-below).
+below). Unlike SDPA's flash kernel it also takes a key-padding mask.
 """
 
 from __future__ import annotations

@@ -132,14 +132,15 @@ def test_flash_kernel_is_softmax_attention(dtype, batch, tokens, masked, kv_head
     torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", flash_attention.CONFIGS if HAS_TRITON else [], ids=str)
-def test_every_flash_tile_config(config, monkeypatch):
+def test_every_flash_tile_config(config, dtype, monkeypatch):
     """Autotuning picks one config per size band: each of the others checked on its own."""
     monkeypatch.setattr(flash_attention._attention_kernel, "configs", [config])
     torch.manual_seed(6)
-    q, k, v, mask, want = flash_case(3, 333, torch.float16, kv_heads=2)
+    q, k, v, mask, want = flash_case(3, 333, dtype, kv_heads=2)
     got = flash_attention.attention(q, k, v, mask)
-    torch.testing.assert_close(got.double(), want, rtol=3e-3, atol=3e-3)
+    torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
 def test_flash_kernel_rows_without_keys_and_values_past_fp16():
@@ -236,6 +237,7 @@ def test_models_on_the_kernels_match_their_reference(backend, masked):
     spies = {
         "pack": mock.patch.object(latent_attention, "pack", wraps=latent_attention.pack),
         "unpack": mock.patch.object(latent_attention, "unpack", wraps=latent_attention.unpack),
+        "flash": mock.patch.object(flash_attention, "attention", wraps=flash_attention.attention),
         "epilogue": mock.patch("torch._addmm_activation", wraps=torch._addmm_activation),
     }
     with torch.inference_mode(), ExitStack() as stack:
@@ -246,6 +248,7 @@ def test_models_on_the_kernels_match_their_reference(backend, masked):
         got = model(x, mask)
     assert calls["epilogue"].called
     assert calls["pack"].called == calls["unpack"].called == (backend == "latent")
+    assert calls["flash"].called == (backend != "latent")
     torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
 
 

@@ -10,9 +10,8 @@ also times the same forward compiled with mode="max-autotune-no-cudagraphs" (Tri
 templates with fused epilogues), which takes minutes to compile. --variants picks the math:
 `reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
 model runs by default), `fast-separate-qkv` (that, but three projection matmuls) and
-`fast-flash-kernel` (that, with flash's and gqa's attention on rfmodel.kernels.flash_attention,
-not yet part of the fast path); each is also timed eager, and compiled replayed from a CUDA
-graph.
+`fast-sdpa-attention` (that, but flash's and gqa's attention by SDPA, not the Triton kernel);
+each is also timed eager, and compiled replayed from a CUDA graph.
 
     python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
@@ -32,8 +31,6 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.point import MatmulSpec, build_model, measure_matmul_peak, random_batch
-from rfmodel.attention.flash import FlashAttention
-from rfmodel.attention.gqa import GroupedQueryAttention
 from rfmodel.cuda_graph import cuda_graph
 from rfmodel.kernels import flash_attention, reference_math
 
@@ -51,18 +48,10 @@ def separate_qkv():
         yield
 
 
-def kernel_attn(self, q, k, v, mask, rope):
-    q, k = self.rotate(q, k, v, rope)
-    return flash_attention.attention(q, k, v, mask)  # [B, H, T, d]
-
-
 @contextmanager
-def flash_kernel():
-    """The fast path, with flash's and gqa's attention on the Triton kernel."""
-    with (
-        mock.patch.object(FlashAttention, "attn", kernel_attn),
-        mock.patch.object(GroupedQueryAttention, "attn", kernel_attn),
-    ):
+def sdpa_attention():
+    """The fast path, but flash's and gqa's attention by SDPA instead of the Triton kernel."""
+    with mock.patch.object(flash_attention, "handles", lambda q, v: False):
         yield
 
 
@@ -70,7 +59,7 @@ VARIANTS = {
     "reference": reference_math,
     "fast": nullcontext,
     "fast-separate-qkv": separate_qkv,
-    "fast-flash-kernel": flash_kernel,
+    "fast-sdpa-attention": sdpa_attention,
 }
 
 
