@@ -41,12 +41,12 @@ def _tiles(shapes: list[tuple[int, int, int]]) -> list[triton.Config]:
     return [triton.Config({"BLOCK_T": t}, num_warps=w, num_stages=s) for t, w, s in shapes]
 
 
-# Tuned per power-of-two band of the sizes (`*_scale`), not per exact size: a new recording
-# length would otherwise stall a request on a fresh tuning. A band the service's warm-up does
-# not reach is tuned on the first request that meets it.
+# Tuned per head size, latent count and power-of-two band of the sizes (`*_scale`), not per
+# exact size: a new recording length would otherwise stall a request on a fresh tuning. A band
+# the service's warm-up does not reach is tuned on the first request that meets it.
 @triton.autotune(
     configs=_tiles([(64, 4, 2), (128, 4, 2), (128, 8, 2), (64, 4, 3), (128, 4, 3)]),
-    key=["token_scale", "program_scale"],
+    key=["M", "D", "token_scale", "program_scale"],
 )
 @triton.jit
 def _pack_kernel(
@@ -117,7 +117,7 @@ def _pack_kernel(
 
 @triton.autotune(
     configs=_tiles([(64, 4, 2), (128, 4, 2), (128, 8, 2), (256, 8, 2)]),
-    key=["row_scale"],
+    key=["M", "D", "row_scale"],
 )
 @triton.jit
 def _unpack_kernel(
