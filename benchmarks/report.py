@@ -176,6 +176,8 @@ def compiled_text(point: dict) -> str:
     if run["status"] != "ok":
         return run["status"]
     text = f"{run['throughput_per_s']:,.1f} (compile {run['compile_s']:g} s)"
+    if "halved_because" in run:  # the compiled forward did not fit at the eager batch
+        text += f" at batch {run['batch']}: {'; '.join(run['halved_because'])}"
     graphed = run.get("graphed")
     if graphed is None:
         return text

@@ -281,4 +281,8 @@ def test_the_progress_line_carries_every_gpu_figure():
     assert "p50 3.0 ms" in line and "2000.0/s at batch 2048" in line
     assert "graph p50 0.81 ms" in line and "compiled graph p50 0.62 ms" in line
     assert "compiled 3,500.0 (compile 21 s); CUDA graph 3,612.5" in line
+    point["compiled"] |= {"batch": 1024, "halved_because": ["out of memory at batch 2048"]}
+    assert "3,500.0 (compile 21 s) at batch 1024: out of memory at batch 2048;" in progress_line(
+        point
+    )
     assert "attention 123.5 TFLOP/s" in line

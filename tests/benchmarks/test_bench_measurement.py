@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import environment
+from benchmarks import environment, point
 from benchmarks.isolation import FAILED, OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.memory import peak_growth_bytes
 from benchmarks.point import (
@@ -85,6 +85,39 @@ def test_isolated_point_statuses():
 def test_slow_single_request_is_a_time_limit_row():
     row = run_isolated(measure_point, tiny_point(call_limit_s=1e-6), time_limit_s=60)
     assert row["status"] == TIME_LIMIT and "over the 1e-06 s limit per call" in row["detail"]
+
+
+def test_compiled_throughput_halves_the_batch_while_the_allocator_retries(monkeypatch):
+    """Allocator retries during the timed calls (a CUDA-only counter, faked here) mean the
+    compiled forward does not fit at that batch: it is timed again at half the batch."""
+    spec = tiny_point()
+    counts = iter([0, 1, 1, 2, 2, 2])  # before and after each run's timed calls
+    monkeypatch.setattr(point, "allocator_retries", lambda device: next(counts))
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)  # eager stands in
+    batches = []
+    real_random_batch = point.random_batch
+    monkeypatch.setattr(
+        point,
+        "random_batch",
+        lambda model, batch, *rest: batches.append(batch) or real_random_batch(model, batch, *rest),
+    )
+    model = build_model(spec.size, spec.backend, spec.norm, torch.device("cpu"))
+    with torch.inference_mode():
+        run = point.compiled_throughput(model, spec, 8, torch.device("cpu"))["compiled"]
+    assert batches == [8, 4, 2]
+    assert run["status"] == "ok" and run["batch"] == 2 and run["throughput_per_s"] > 0
+    assert run["halved_because"] == [
+        f"the caching allocator ran out and retried when timed at batch {b}" for b in (8, 4)
+    ]
+
+
+def test_compiled_throughput_keeps_the_batch_it_fits(monkeypatch):
+    spec = tiny_point()
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)
+    model = build_model(spec.size, spec.backend, spec.norm, torch.device("cpu"))
+    with torch.inference_mode():
+        run = point.compiled_throughput(model, spec, 2, torch.device("cpu"))["compiled"]
+    assert run["status"] == "ok" and "batch" not in run and "halved_because" not in run
 
 
 @pytest.mark.gpu
