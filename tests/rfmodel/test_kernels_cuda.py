@@ -143,6 +143,18 @@ def test_every_flash_tile_config(config, dtype, monkeypatch):
     torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flash_kernel_with_scores_rising_along_the_keys(dtype):
+    """Keys scaled up along the sequence: every row's largest score grows block after block, so
+    what the kernel summed over earlier blocks is rescaled again and again (far more often, and by
+    far more, than for the random rows above once their first blocks are seen)."""
+    torch.manual_seed(7)
+    q, k, v = head_views(2, 1000, dtype)
+    k = k * torch.linspace(0.5, 6.0, 1000, device="cuda", dtype=dtype)[:, None]
+    got = flash_attention.attention(q, k, v, None)
+    torch.testing.assert_close(got.double(), attention(q, k, v), rtol=TOL[dtype], atol=TOL[dtype])
+
+
 def test_flash_kernel_rows_without_keys_and_values_past_fp16():
     """A row with every key padded gives zeros (as SDPA does), and bf16 values beyond fp16's
     range stay finite."""
