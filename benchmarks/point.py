@@ -115,10 +115,10 @@ def compiled_throughput(
 ) -> dict:
     """Recordings/s with the model through torch.compile (kernels fused, fixed shapes), compile
     time beside it, or the error that stopped it. At the eager throughput batch, halved while the
-    compiled forward does not fit there: Inductor keeps other buffers alive than eager does, and
-    at the edge of the GPU's memory the caching allocator frees its cache and allocates again
-    inside the timed calls (flash at 4k tokens, batch 2048, on an H100: 2,462 recordings/s
-    against 2,748 at batch 1024, docs/benchmarks/README.md)."""
+    compiled forward does not fit there: it can need twice eager's memory (flash at 4k tokens,
+    batch 1024, on an H100: 36 GiB against 18.7 GB), and at the edge of the GPU's memory the
+    caching allocator frees its cache and allocates again inside the timed calls (flash at batch
+    2048: 2,462 recordings/s against 2,748 at 1024; docs/benchmarks/README.md, session 18)."""
     compiled = torch.compile(model, dynamic=False)
     halved_because: list[str] = []
     while True:
@@ -149,8 +149,10 @@ def timed_compiled_run(
         if allocator_retries(device) > retries:
             raise torch.OutOfMemoryError("the caching allocator ran out and retried when timed")
     except Exception as exc:  # an inductor or memory failure is a row, not a lost sweep point
-        status = DOES_NOT_FIT if is_out_of_memory(exc) else "failed"
-        detail = str(exc).splitlines()[0][:300]
+        if is_out_of_memory(exc):  # "CUDA out of memory. Tried to allocate ...": its first sentence
+            status, detail = DOES_NOT_FIT, str(exc).split(".")[0]
+        else:
+            status, detail = "failed", str(exc).splitlines()[0][:300]
     else:
         median_s = summarize_ms(seconds)["p50_ms"] / 1e3
         run = {

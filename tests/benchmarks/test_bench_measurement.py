@@ -111,6 +111,27 @@ def test_compiled_throughput_halves_the_batch_while_the_allocator_retries(monkey
     ]
 
 
+def test_compiled_throughput_halves_the_batch_that_runs_out_of_memory(monkeypatch):
+    spec = tiny_point()
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)
+    real_random_batch = point.random_batch
+
+    def random_batch(model, batch, *rest):
+        if batch > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB. GPU 0")
+        return real_random_batch(model, batch, *rest)
+
+    monkeypatch.setattr(point, "random_batch", random_batch)
+    model = build_model(spec.size, spec.backend, spec.norm, torch.device("cpu"))
+    with torch.inference_mode():
+        run = point.compiled_throughput(model, spec, 8, torch.device("cpu"))["compiled"]
+    assert run["status"] == "ok" and run["batch"] == 2
+    assert run["halved_because"] == [
+        "CUDA out of memory at batch 8",
+        "CUDA out of memory at batch 4",
+    ]
+
+
 def test_compiled_throughput_keeps_the_batch_it_fits(monkeypatch):
     spec = tiny_point()
     monkeypatch.setattr(torch, "compile", lambda model, **options: model)
