@@ -8,6 +8,7 @@ refusal is counted exactly once. Stack traces go to the log, never into a body.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,10 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from preprocessing.errors import InputError, TooManySamples
 from service.engine import DeadlineExceeded, EngineError, NotReady, QueueFull
 from service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"
 MAX_LISTED_ERRORS = 5
@@ -160,10 +164,41 @@ def render(path: str, error: ServiceError) -> Response:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+class UnexpectedErrorMiddleware:
+    """Answers an exception nothing else took (a bug) with the generic 500 and logs it with its
+    traceback. Starlette's last-resort handler would answer too, but then re-raises to the
+    server, and uvicorn closes the connection under the client's next request on it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception:
+            if started:  # half an answer is out: only closing the connection can end it
+                raise
+            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            await render(scope["path"], InternalError(GENERIC_INTERNAL))(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
+    """The handlers, and the middleware for what they do not take: call before adding other
+    middleware, so that it sits inside them (their metrics count its 500s)."""
+    app.add_middleware(UnexpectedErrorMiddleware)
+
     async def handle(request: Request, exc: Exception) -> Response:
-        # no logging here: the engine logs a failed batch, and Starlette re-raises anything
-        # unexpected to the server, which logs it with its traceback
+        # no logging here: the engine logs a failed batch, UnexpectedErrorMiddleware the rest
         error = as_service_error(exc)
         if error.rejection is not None:
             metrics.reject(error.rejection)
@@ -176,6 +211,6 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         ValidationError,
         EngineError,
         StarletteHTTPException,
-        Exception,
+        Exception,  # raised by middleware outside UnexpectedErrorMiddleware
     ):
         app.add_exception_handler(exc_class, handle)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.protocol.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -54,6 +55,11 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the server refuses a malformed one before we see it
     return None
+
+
+async def decoded_body(request: Request, max_bytes: int) -> bytes:
+    """The request's body with its Content-Encoding undone."""
+    return decompress(await request.body(), request.headers.get("content-encoding"), max_bytes)
 
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:

@@ -17,6 +17,7 @@ from service.context import ServiceContext
 from service.engine import Prediction
 from service.protocol import samples
 from service.protocol.errors import BadRequest, InvalidFields, UnsupportedMediaType
+from service.protocol.limits import decoded_body
 from service.protocol.v1_schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -66,7 +67,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         started = time.perf_counter()
         with ctx.engine.arriving() as arrival:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await request.body()
+            body = await decoded_body(request, settings.max_body_bytes)
             if content_type == BINARY:
                 if format is None:
                     raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")

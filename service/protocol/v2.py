@@ -30,7 +30,7 @@ from service.context import ServiceContext
 from service.engine import Prediction
 from service.protocol import samples
 from service.protocol.errors import BadRequest, ModelNotFound
-from service.protocol.limits import decompress
+from service.protocol.limits import decoded_body
 from service.protocol.v2_tensors import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -119,11 +119,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         check_model(name, model_version)
         started = time.perf_counter()
         with engine.arriving() as arrival:
-            body = decompress(
-                await request.body(),
-                request.headers.get("content-encoding"),
-                settings.max_body_bytes,
-            )
+            body = await decoded_body(request, settings.max_body_bytes)
             parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
             frames = iq_frames(parsed.request, parsed.raw, settings.max_frames_per_request)
             samples.check_frames(frames, card.feature_config, settings.max_samples)
@@ -229,8 +225,8 @@ def timeout_s(request: InferenceRequest) -> float | None:
     timeout = request.parameters.get("timeout")
     if timeout is None:
         return None
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-        raise BadRequest("a positive number of microseconds", "parameters.timeout")
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 < timeout < 2**53:
+        raise BadRequest("a positive number of microseconds below 2^53", "parameters.timeout")
     return timeout / 1e6
 
 

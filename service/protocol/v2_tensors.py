@@ -113,7 +113,7 @@ def tensor_bytes(tensor: RequestInput, raw: bytes | None) -> bytes:
         raise BadRequest("no 'data' and no binary_data_size", f"{tensor.name}.data")
     try:
         values = np.asarray(tensor.data, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float64
         raise BadRequest(
             f"not an array of {tensor.datatype} numbers", f"{tensor.name}.data"
         ) from None

@@ -4,6 +4,8 @@ or failing."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,9 +16,14 @@ from scripted_runner import CARD, ScriptedRunner
 
 from preprocessing.formats import encode
 from service.app import build_app, build_context
+from service.protocol import v2
 from service.settings import Settings
 
 BINARY = {"Content-Type": "application/octet-stream"}
+JSON = {"Content-Type": "application/json"}
+V2_BODY = json.dumps(
+    {"inputs": [{"name": "IQ", "shape": [1, 64, 2], "datatype": "FP32", "data": [0.1] * 128}]}
+)
 
 
 def serve(runner: ScriptedRunner, wait_ready: bool = True, **settings) -> ThreadServer:
@@ -154,6 +161,30 @@ def test_a_model_fault_is_a_generic_500_and_the_next_request_succeeds():
         }
         errors = {"route": "/v2/models/{name}/infer", "backend": "mha", "outcome": "error"}
         assert metric(metrics_of(s.url), "rfcls_requests_total", **errors) == 1
+
+
+def test_a_bug_is_a_logged_500_and_the_connection_stays_open(monkeypatch, caplog):
+    """An exception no handler maps: the generic 500, its traceback in the log, and the keep-alive
+    connection still serving (Starlette's last-resort handler re-raises, and uvicorn then closes
+    the connection under the client's next request)."""
+
+    def bug(*args):
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(v2, "requested_outputs", bug)
+    with serve(ScriptedRunner()) as s:
+        connection = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        connection.request("POST", "/v2/models/rfcls/infer", body=V2_BODY, headers=JSON)
+        r = connection.getresponse()
+        assert r.status == 500
+        assert json.loads(r.read()) == {"error": "internal error; the request was not classified"}
+        socket_before = connection.sock
+        connection.request("POST", "/v1/classify?format=cf32", body=tagged(1.0), headers=BINARY)
+        r = connection.getresponse()
+        assert r.status == 200 and connection.sock is socket_before, r.read()
+        connection.close()
+    [logged] = [rec for rec in caplog.records if rec.name == "service.protocol.errors"]
+    assert "unexpected error" in logged.getMessage() and "injected bug" in str(logged.exc_info[1])
 
 
 def test_not_ready_while_warming_up():

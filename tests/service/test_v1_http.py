@@ -7,10 +7,12 @@ masked in the service), row order and the softmax."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import shutil
 import socket
 import subprocess
+import zlib
 
 import httpx
 import numpy as np
@@ -128,6 +130,20 @@ def test_binary_whole_body_is_one_frame(server, reference):
         f"{server.url}/v1/classify?format=cf32",
         content=encode(iq, "cf32"),
         headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    check_answer(r.json(), reference([iq]))
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_binary_body(server, reference, encoding):
+    iq = noisy_tone(5000)
+    raw = encode(iq, "cf32")
+    body = gzip.compress(raw) if encoding == "gzip" else zlib.compress(raw)
+    r = httpx.post(
+        f"{server.url}/v1/classify?format=cf32",
+        content=body,
+        headers={"Content-Type": "application/octet-stream", "Content-Encoding": encoding},
     )
     assert r.status_code == 200, r.text
     check_answer(r.json(), reference([iq]))
@@ -257,6 +273,22 @@ BAD_REQUESTS = {
         "format",
     ),
     "oversized body (Content-Length)": (binary("format=cf32", b"\0" * (2**20 + 8)), 413, "body"),
+    "unknown Content-Encoding": (
+        {
+            **binary("format=cf32", encode(noisy_tone(512), "cf32")),
+            "headers": {**BINARY, "Content-Encoding": "br"},
+        },
+        415,
+        "Content-Encoding",
+    ),
+    "corrupt gzip": (
+        {
+            **binary("format=cf32", b"\x1f\x8bnot gzip"),
+            "headers": {**BINARY, "Content-Encoding": "gzip"},
+        },
+        400,
+        "body",
+    ),
 }
 
 

@@ -194,6 +194,12 @@ BAD_V2 = {
         "parameters.timeout",
     ),
     "int8 out of range": (iq_input([1, 512, 2], [300] * 1024, "INT8"), "IQ.data"),
+    # JSON integers have no size limit; past float64 they must not overflow into a 500
+    "timeout past a float": (
+        {**iq_input([1, 512, 2], [0.1] * 1024), "parameters": {"timeout": 10**400}},
+        "parameters.timeout",
+    ),
+    "sample past a float": (iq_input([1, 512, 2], [10**400] + [0.1] * 1023), "IQ.data"),
 }
 
 
