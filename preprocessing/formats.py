@@ -179,17 +179,60 @@ def _read_sigmf(path: str | Path) -> Recording:
     if channels != 1:
         raise InvalidFormat("num_channels", f"{path} has {channels} channels; only 1 is supported")
     # sigmf's autoscale is our scaling (see the module docstring); tests hold the two equal
-    samples = np.ascontiguousarray(meta.read_samples(), dtype=np.complex64)
+    samples = np.ascontiguousarray(_capture_samples(meta), dtype=np.complex64)
     check_finite(samples)
     captures = meta.get_captures()
     center_freq = captures[0].get(sigmf.FREQUENCY_KEY) if captures else None
     sample_rate = meta.get_global_field(sigmf.SAMPLE_RATE_KEY)
     return Recording(
         samples=samples,
-        sample_rate=None if sample_rate is None else float(sample_rate),
-        center_freq=None if center_freq is None else float(center_freq),
+        sample_rate=_metadata_number(sample_rate, "sample_rate", positive=True),
+        center_freq=_metadata_number(center_freq, "frequency"),
         datatype=datatype,
     )
+
+
+def _capture_samples(meta: SigMFFile) -> np.ndarray:
+    """The samples of every capture in order, each without its header bytes (core:header_bytes,
+    which sigmf's read_samples would return as samples). One recording is one tuning: captures at
+    different frequencies are refused, not joined."""
+    captures = meta.get_captures()
+    if not captures:
+        return meta.read_samples()
+    starts = [meta.get_capture_start(i) for i in range(len(captures))]
+    if starts != sorted(starts):
+        raise InvalidFormat("captures", f"not in order of core:sample_start ({starts})")
+    frequencies = {c.get(sigmf.FREQUENCY_KEY) for c in captures}
+    if len(frequencies) > 1:
+        raise InvalidFormat(
+            "captures",
+            f"at {len(frequencies)} frequencies ({', '.join(map(str, frequencies))}); "
+            "classify each capture as a recording of its own",
+        )
+    pieces = []
+    size = meta.get_sample_size()
+    for index in range(len(captures)):
+        first, end = meta.get_capture_byte_boundaries(index)
+        if end < first or (end - first) % size:
+            raise InvalidFormat(
+                "sigmf-data",
+                f"capture {index} spans bytes {first} to {end} of the data: not a whole number "
+                f"of {size}-byte samples (core:header_bytes, or a truncated file)",
+            )
+        pieces.append(meta.read_samples_in_capture(index))
+    return np.concatenate(pieces)
+
+
+def _metadata_number(value: object, field: str, positive: bool = False) -> float | None:
+    if value is None:
+        return None
+    number = (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    )
+    if number is None or not np.isfinite(number) or (positive and number <= 0):
+        wanted = "a positive finite number" if positive else "a finite number"
+        raise InvalidFormat(field, f"SigMF {field} {value!r} is not {wanted}")
+    return number
 
 
 def write_sigmf(

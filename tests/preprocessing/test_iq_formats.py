@@ -206,6 +206,64 @@ def test_sigmf_multichannel_refused(tmp_path):
     assert err.value.field == "num_channels"
 
 
+def write_captures(tmp_path, data: bytes, captures: list[dict]) -> object:
+    """A cf32 recording whose captures are given as they stand in the metadata."""
+    (tmp_path / "rec.sigmf-data").write_bytes(data)
+    meta = {
+        "global": {"core:version": "1.0.0", "core:datatype": "cf32_le", "core:sample_rate": 1e6},
+        "captures": captures,
+        "annotations": [],
+    }
+    path = tmp_path / "rec.sigmf-meta"
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def test_sigmf_header_bytes_are_skipped_not_read_as_samples(tmp_path):
+    """A non-conforming dataset: each capture's core:header_bytes precede its samples."""
+    first, second = random_iq(40), random_iq(24)
+    header = RNG.standard_normal(4).astype("<f4").tobytes()  # 16 bytes, 2 plausible samples
+    data = header + encode(first, "cf32") + header + encode(second, "cf32")
+    captures = [
+        {"core:sample_start": 0, "core:header_bytes": 16, "core:frequency": 9e8},
+        {"core:sample_start": 40, "core:header_bytes": 16, "core:frequency": 9e8},
+    ]
+    rec = read_sigmf(write_captures(tmp_path, data, captures))
+    np.testing.assert_array_equal(rec.samples, np.concatenate([first, second]))
+    assert rec.center_freq == 9e8
+
+
+@pytest.mark.parametrize(
+    ("captures", "wanted"),
+    [
+        (
+            [
+                {"core:sample_start": 0, "core:frequency": 1e9},
+                {"core:sample_start": 32, "core:frequency": 2e9},
+            ],
+            "at 2 frequencies",
+        ),
+        ([{"core:sample_start": 32}, {"core:sample_start": 0}], "not in order"),
+        ([{"core:sample_start": 0, "core:header_bytes": 4096}], "not a whole number"),
+    ],
+    ids=["retuned", "out of order", "header past the data"],
+)
+def test_sigmf_captures_that_are_not_one_recording_are_refused(tmp_path, captures, wanted):
+    path = write_captures(tmp_path, encode(random_iq(64), "cf32"), captures)
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(path)
+    assert err.value.field in ("captures", "sigmf-data") and wanted in err.value.message
+
+
+@pytest.mark.parametrize("rate", [0, -5.0, "fast", True])
+def test_sigmf_sample_rate_must_be_a_positive_number(tmp_path, rate):
+    meta_path = write_sigmf(tmp_path / "rec", random_iq(64), 1e6)
+    rewrite_meta(meta_path, **{"core:sample_rate": rate})
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(meta_path)
+    assert err.value.field == "sample_rate"
+
+
 def test_sigmf_write_refuses_unknown_datatype(tmp_path):
     with pytest.raises(InvalidFormat) as err:
         write_sigmf(tmp_path / "rec", random_iq(8), 1e6, datatype="cf64_le")
