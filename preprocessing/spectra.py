@@ -124,12 +124,17 @@ def shifted_power(windowed: torch.Tensor) -> torch.Tensor:
 
 
 def rms_normalize(frames: torch.Tensor) -> torch.Tensor:
-    """Divide each [..., nfft] complex frame by its RMS; all-zero frames stay zero."""
+    """Divide each [..., nfft] complex frame by its RMS; all-zero frames stay zero. The frame is
+    divided by its largest component first: squared as they stand, float32 samples above about
+    1e19 overflow and below about 1e-19 underflow, which leaves a frame far from unit RMS."""
     pairs = torch.view_as_real(frames)  # [..., nfft, 2]
-    mean_power = pairs.square().sum((-1, -2)).div_(frames.shape[-1])
     # clamping at the smallest normal keeps 0/0 out; a silent frame yields an all-floor spectrum
-    scale = mean_power.clamp_min_(torch.finfo(mean_power.dtype).tiny).rsqrt_()
-    return torch.view_as_complex(pairs * scale[..., None, None])
+    tiny = torch.finfo(pairs.dtype).tiny
+    peak = pairs.abs().amax(dim=(-1, -2), keepdim=True).clamp_min_(tiny)
+    unit_peak = pairs / peak
+    norm = torch.linalg.vector_norm(unit_peak, dim=(-1, -2), keepdim=True)  # in [1, sqrt(2 nfft)]
+    rms = norm.div_(math.sqrt(frames.shape[-1])).clamp_min_(tiny)
+    return torch.view_as_complex(unit_peak.div_(rms))
 
 
 def map_frame_blocks(

@@ -118,6 +118,17 @@ def test_frame_rms_is_gain_and_phase_invariant_and_white_noise_is_0db():
     assert abs(ref.mean().item() - 1.0) < 0.02
 
 
+def test_frame_rms_holds_at_any_float32_level():
+    """Squared as they stand, float32 samples past about 1e19 overflow and below 1e-19 underflow:
+    the normalised spectra must not see it."""
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(random_complex(rng, (2, 4096))).to(torch.complex64)
+    ref = power_spectra(x, 64, 64, db=True, normalize="frame_rms")
+    for gain in (1e-30, 1e-20, 1e20, 1e30):
+        scaled = power_spectra(x * gain, 64, 64, db=True, normalize="frame_rms")
+        torch.testing.assert_close(scaled, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_window_computed_once_per_key():
     args = ("hamming", 96, torch.device("cpu"), torch.float32, False)
     assert window_tensor(*args) is window_tensor(*args)
