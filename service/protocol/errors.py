@@ -138,7 +138,10 @@ def from_validation_errors(errors: Sequence[Any]) -> ServiceError:
     first = errors[0]
     if first["type"] in ("json_invalid", "json_type"):
         return BadRequest(f"malformed JSON: {first['msg']}", "body")
-    parts = [f"{_field(e['loc'])}: {e['msg']}" for e in errors[:MAX_LISTED_ERRORS]]
+    # the first error's field is the error's own, which its rendering puts in front
+    parts = [first["msg"]] + [
+        f"{_field(e['loc'])}: {e['msg']}" for e in errors[1:MAX_LISTED_ERRORS]
+    ]
     if len(errors) > MAX_LISTED_ERRORS:
         parts.append(f"and {len(errors) - MAX_LISTED_ERRORS} more")
     return InvalidFields("; ".join(parts), _field(first["loc"]))

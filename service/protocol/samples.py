@@ -34,11 +34,9 @@ def decode_base64(text: str, fmt: str, field: str) -> np.ndarray:
     return decode(raw, fmt, field)
 
 
-def check_frame_count(n_frames: int, max_frames: int) -> None:
+def check_frame_count(n_frames: int, max_frames: int, field: str = "frames") -> None:
     if n_frames > max_frames:
-        raise TooManySamples(
-            "frames", f"{n_frames} frames in one request; the limit is {max_frames}"
-        )
+        raise TooManySamples(field, f"{n_frames} frames in one request; the limit is {max_frames}")
 
 
 def from_json_frames(frames: Sequence[Frame], max_frames: int) -> list[np.ndarray]:
@@ -64,10 +62,14 @@ def split_frames(iq: np.ndarray, frame_samples: int | None, max_frames: int) -> 
 
 
 def check_frames(
-    frames: Sequence[np.ndarray], feature_config: FeatureConfig, max_samples: int
+    frames: Sequence[np.ndarray],
+    feature_config: FeatureConfig,
+    max_samples: int,
+    field: str = "frames",
 ) -> None:
+    """Each frame, named field.k in what it is refused for (v1's frames, v2's IQ rows)."""
     for k, iq in enumerate(frames):
         try:
             validate_samples(iq, feature_config, max_samples)
         except InputError as exc:
-            raise refield(exc, f"frames.{k}") from None
+            raise refield(exc, f"{field}.{k}") from None

@@ -122,7 +122,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             body = await decoded_body(request, settings.max_body_bytes)
             parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
             frames = iq_frames(parsed.request, parsed.raw, settings.max_frames_per_request)
-            samples.check_frames(frames, card.feature_config, settings.max_samples)
+            samples.check_frames(frames, card.feature_config, settings.max_samples, "IQ")
             wanted = requested_outputs(parsed.request, len(card.classes))
             prediction = await engine.predict(frames, timeout_s(parsed.request), arrival)
         header = {
@@ -169,7 +169,7 @@ def iq_frames(
         raise BadRequest(f"{shape} is neither [N, S, 2] nor [N, 2S]", f"{IQ}.shape")
     if n_frames < 1 or n_samples < 1:
         raise BadRequest(f"{shape} holds no samples", f"{IQ}.shape")
-    samples.check_frame_count(n_frames, max_frames)
+    samples.check_frame_count(n_frames, max_frames, "IQ.shape")
     iq = samples.decode(tensor_bytes(tensor, raw.get(IQ)), fmt, IQ)
     return list(iq.reshape(n_frames, n_samples))
 

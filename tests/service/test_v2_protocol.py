@@ -184,7 +184,7 @@ BAD_V2 = {
     "wrong shape": (iq_input([1, 512, 3], [0.1] * 1536), "IQ.shape"),
     "data and shape disagree": (iq_input([1, 512, 2], [0.1] * 1000), "IQ.data"),
     "NaN": (iq_input([1, 512, 2], [float("nan")] * 1024), "IQ: 512 values are NaN"),
-    "too few samples": (iq_input([1, 8, 2], [0.1] * 16), "frames.0"),
+    "too few samples": (iq_input([1, 8, 2], [0.1] * 16), "IQ.0: got 8 samples"),
     "unknown output": (
         {**iq_input([1, 512, 2], [0.1] * 1024), "outputs": [{"name": "LOGITS"}]},
         "outputs.0.name",
@@ -216,6 +216,8 @@ def test_malformed_and_invalid_v2_bodies(server):
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
     r = raw_infer(server, {"inputs": []})
     assert r.status_code == 422 and "inputs" in r.json()["error"]
+    r = raw_infer(server, {"id": "no inputs"})
+    assert r.status_code == 422 and r.json()["error"] == "inputs: Field required"
     r = raw_infer(server, b'{"inputs":[]}', headers={"Inference-Header-Content-Length": "999"})
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
     r = raw_infer(server, b"\x1f\x8bnot gzip", headers={"Content-Encoding": "gzip"})
