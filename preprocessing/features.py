@@ -343,7 +343,7 @@ DISTRIBUTIONS: dict[str, Callable[[torch.Tensor, FeatureConfig], torch.Tensor]] 
 
 def compute_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     """[B, N] complex -> [B, T, F] float32 on iq's device; T = n_frames(N, nfft, hop)."""
-    check_complex(iq, "iq")
+    iq = check_complex(iq, "iq")
     return frame_features(frames_of(iq, cfg.nfft, cfg.hop), cfg)
 
 

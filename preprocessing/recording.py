@@ -66,7 +66,7 @@ def recording_features(iq: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor | N
     band; None when the config has no recording features (recording_segment 0)."""
     if cfg.recording_segment == 0:
         return None
-    check_complex(iq, "iq")
+    iq = check_complex(iq, "iq")
     n = iq.shape[-1]
     if n < cfg.nfft:
         raise TooFewSamples("samples", f"got {n} samples; at least nfft={cfg.nfft} needed")

@@ -184,7 +184,8 @@ def check_complex(x: object, field: str = "x") -> torch.Tensor:
         raise InvalidParameter(field, f"must be a complex torch tensor, got {kind}")
     if x.dtype not in (torch.complex64, torch.complex128):
         raise InvalidParameter(field, f"must be complex64 or complex128, got {x.dtype}")
-    return x
+    # a lazy conjugate (x.conj()) is a view that view_as_real refuses: materialise it
+    return x.resolve_conj().resolve_neg()
 
 
 def power_spectra(

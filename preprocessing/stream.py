@@ -27,7 +27,7 @@ class StreamFramer:
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
         """[n] complex -> [T_new, nfft] frames completed by this chunk (T_new may be 0)."""
-        check_complex(chunk, "chunk")
+        chunk = check_complex(chunk, "chunk")
         if chunk.ndim != 1:
             raise InvalidParameter("chunk", f"must be one-dimensional, got {tuple(chunk.shape)}")
         if self._tail is not None and (

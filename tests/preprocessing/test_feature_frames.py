@@ -14,6 +14,8 @@ from preprocessing.features import (
     feature_frames,
     validate_samples,
 )
+from preprocessing.recording import recording_features
+from preprocessing.stream import StreamingFeatures
 from rfmodel.config import ModelConfig
 
 
@@ -284,3 +286,19 @@ def test_blockwise_evaluation_equals_one_block(monkeypatch):
     whole = compute_features(x, cfg)
     monkeypatch.setattr(spectra, "BLOCK_BYTES", 5000)
     torch.testing.assert_close(compute_features(x, cfg), whole, rtol=1e-6, atol=1e-4)
+
+
+def test_lazy_conjugate_and_negative_views_compute_like_their_values():
+    """x.conj() is a view that torch.view_as_real refuses until it is materialised."""
+    cfg = FeatureConfig(nfft=64, hop=32, recording_segment=256)
+    x = torch.from_numpy(random_complex(np.random.default_rng(11), (1000,))).to(torch.complex64)
+    for lazy in (x.conj(), (-x.conj()).conj()):
+        values = lazy.clone().resolve_conj().resolve_neg()
+        assert torch.equal(compute_features(lazy[None], cfg), compute_features(values[None], cfg))
+        assert torch.equal(
+            recording_features(lazy[None], cfg), recording_features(values[None], cfg)
+        )
+        assert torch.equal(StreamingFeatures(cfg).push(lazy), StreamingFeatures(cfg).push(values))
+        assert torch.equal(
+            spectra.power_spectra(lazy, 64, 16), spectra.power_spectra(values, 64, 16)
+        )
