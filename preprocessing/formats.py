@@ -106,7 +106,13 @@ def encode(iq: np.ndarray, fmt: str) -> bytes:
     components[0::2] = iq.real
     components[1::2] = iq.imag
     if fmt == "cf32":
-        return components.astype(spec.component).tobytes()
+        with np.errstate(over="ignore"):  # refused below, by name, not warned about
+            narrowed = components.astype(spec.component)
+        if not np.isfinite(narrowed).all():
+            raise InvalidSamples(
+                "samples", f"values beyond +-{FLOAT32_MAX:.4g} do not fit in float32"
+            )
+        return narrowed.tobytes()
     info = np.iinfo(spec.component)
     levels = np.rint(components / spec.scale + spec.offset)
     return np.clip(levels, info.min, info.max).astype(spec.component).tobytes()

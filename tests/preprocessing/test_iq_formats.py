@@ -206,6 +206,12 @@ def test_sigmf_multichannel_refused(tmp_path):
     assert err.value.field == "num_channels"
 
 
+def test_cf32_refuses_values_past_float32():
+    with pytest.raises(InvalidSamples) as err:
+        encode(np.array([1e39 + 0j, 1 + 1j]), "cf32")
+    assert err.value.field == "samples"
+
+
 def write_captures(tmp_path, data: bytes, captures: list[dict]) -> object:
     """A cf32 recording whose captures are given as they stand in the metadata."""
     (tmp_path / "rec.sigmf-data").write_bytes(data)
