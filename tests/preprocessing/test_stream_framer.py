@@ -52,11 +52,14 @@ def test_chunked_frames_equal_one_shot(case):
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(0, 3000), max_size=8), st.integers(0, 2**31))
 def test_streaming_features_equal_one_shot(cuts, seed):
+    """In complex128: in complex64 the FFT of another batch of frames rounds differently, by a
+    few thousandths of a dB in bins 60 dB below the frame (preprocessing.stream)."""
     cfg = FeatureConfig(nfft=128, hop=48)
-    x = random_stream(seed, 3000)
+    x = random_stream(seed, 3000, torch.complex128)
     stream = StreamingFeatures(cfg)
     got = torch.cat([stream.push(chunk) for chunk in split(x, cuts)])
-    torch.testing.assert_close(got, compute_features(x[None], cfg)[0], rtol=1e-5, atol=1e-4)
+    # the rows are float32: a float64 difference may still turn the last float32 bit
+    torch.testing.assert_close(got, compute_features(x[None], cfg)[0], rtol=1e-6, atol=1e-5)
 
 
 def test_empty_and_short_chunks():
