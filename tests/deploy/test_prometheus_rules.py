@@ -82,10 +82,12 @@ def adapter_rules() -> list[dict]:
     return yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
 
 
-def render_adapter_query(template: str) -> str:
+def render_adapter_query(rule: dict) -> str:
     """The query prometheus-adapter would send for one pod of the rfcls namespace."""
+    series = rule["name"]["matches"].strip("^$")  # each rule matches one series by name
     return (
-        template.replace("<<.Series>>", "rfcls_inflight_requests")
+        rule["metricsQuery"]
+        .replace("<<.Series>>", series)
         .replace("<<.LabelMatchers>>", 'namespace="rfcls",pod=~"rfcls-.*"')
         .replace("<<.GroupBy>>", "pod")
     )
@@ -95,7 +97,7 @@ def test_prometheus_adapter_queries_are_valid_promql_on_contract_metrics(tmp_pat
     queries = {}
     for k, rule in enumerate(adapter_rules()):
         queries[f"adapter_series_{k}"] = rule["seriesQuery"]
-        queries[f"adapter_metric_{k}"] = render_adapter_query(rule["metricsQuery"])
+        queries[f"adapter_metric_{k}"] = render_adapter_query(rule)
         assert "<<" not in queries[f"adapter_metric_{k}"], "a template variable was not rendered"
     check_promql(queries, tmp_path)
     assert unknown_metrics(list(queries.values())) == set()
