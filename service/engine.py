@@ -196,6 +196,11 @@ class Engine:
         return not self._thread.ident or self._thread.is_alive()
 
     @property
+    def warmed_up(self) -> bool:
+        """Whether the warm-up ever succeeded (it runs once, at start)."""
+        return self._warm
+
+    @property
     def ready(self) -> bool:
         return self._warm and not self._draining and self._thread.is_alive()
 

@@ -86,10 +86,25 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, engine: Engine):
         super().__init__(config)
         self._engine = engine
+        self.engine_failed = False
+
+    @property
+    def engine_warmed_up(self) -> bool:
+        return self._engine.warmed_up
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         self._engine.begin_drain()
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        # an engine whose thread has ended (its warm-up failed, or it died later) refuses every
+        # request for good: the process ends, so that its supervisor (Workers, or the container's
+        # restart) starts a fresh one, rather than a worker taking its share of the connections
+        # only to refuse them while its siblings serve
+        if not self.engine_failed and not self._engine.live:
+            log.error("the engine has failed; ending this server process")
+            self.engine_failed = True
+        return self.engine_failed or await super().on_tick(counter)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if server is None:
         return 2
     server.run()
-    return 0
+    return 1 if server.engine_failed else 0
 
 
 def configure_logging(settings: Settings) -> None:
@@ -173,6 +188,10 @@ def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
         # uvicorn's convention: the supervisor stops rather than restart a worker that cannot start
         sys.exit(STARTUP_FAILURE)
     server.run(sockets)
+    if server.engine_failed:
+        # a warm-up that failed will fail again: stop, as for a worker that cannot start; an
+        # engine that died once warm: replaced
+        sys.exit(1 if server.engine_warmed_up else STARTUP_FAILURE)
 
 
 class Workers:

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-from live_servers import TINY_CLASSES, ThreadServer, metric
+import pytest
+from live_servers import TINY_CLASSES, ThreadServer, metric, wait_until
 from scripted_runner import CARD, ScriptedRunner
 
+from benchmarks.live_service import free_port
 from preprocessing.formats import encode
 from service.app import build_app, build_context
+from service.engine import Engine
 from service.protocol import v2
+from service.server import DrainingServer, uvicorn_config
 from service.settings import Settings
 
 BINARY = {"Content-Type": "application/octet-stream"}
@@ -185,6 +190,27 @@ def test_a_bug_is_a_logged_500_and_the_connection_stays_open(monkeypatch, caplog
         connection.close()
     [logged] = [rec for rec in caplog.records if rec.name == "service.protocol.errors"]
     assert "unexpected error" in logged.getMessage() and "injected bug" in str(logged.exc_info[1])
+
+
+@pytest.mark.parametrize("when", ["warm-up", "once warm"])
+def test_a_failed_engine_ends_its_server_process(monkeypatch, when):
+    """An engine that can no longer answer (its warm-up failed, or its thread died once warm) ends
+    the server, so that the process's supervisor (Workers, or the container's restart) starts a
+    fresh one, rather than a worker refusing its share of the connections for good."""
+    runner = ScriptedRunner()
+    runner.broken = when == "warm-up"
+    settings = Settings(port=free_port())
+    ctx = build_context(settings, CARD, runner)
+    server = DrainingServer(uvicorn_config(settings, build_app(ctx)), ctx.engine)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    if when == "once warm":
+        wait_until(f"http://127.0.0.1:{settings.port}", timeout=30)
+        assert thread.is_alive() and not server.engine_failed
+        monkeypatch.setattr(Engine, "live", property(lambda engine: False))
+    thread.join(timeout=30)
+    assert not thread.is_alive() and server.engine_failed
+    assert server.engine_warmed_up == (when == "once warm")
 
 
 def test_not_ready_while_warming_up():
