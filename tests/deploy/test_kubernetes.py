@@ -216,6 +216,14 @@ def test_hpa_scales_on_a_metric_the_adapter_serves(overlay: str):
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
 
 
+def test_gpu_rollouts_need_no_spare_gpu():
+    cpu = objects("cpu")["Deployment"]["spec"]["strategy"]["rollingUpdate"]
+    gpu = objects("gpu")["Deployment"]["spec"]["strategy"]["rollingUpdate"]
+    assert (cpu["maxSurge"], cpu["maxUnavailable"]) == (1, 0)  # never below the current count
+    assert (gpu["maxSurge"], gpu["maxUnavailable"]) == (0, 1)  # a surge pod would need a GPU
+    assert gpu["maxUnavailable"] <= objects("gpu")["PodDisruptionBudget"]["spec"]["maxUnavailable"]
+
+
 def test_cpu_overlay_runs_on_cpu():
     assert settings("cpu")["RFCLS_DEVICE"] == "cpu"
     assert container("cpu")["image"].endswith("-cpu")
