@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from preprocessing.features import FeatureConfig
@@ -148,9 +149,28 @@ def load_bundle(
     device: str | torch.device = "cpu",
 ) -> Bundle:
     """Load a model directory. `attn_backend` may swap in a backend with the same weights (mha and
-    flash); any other change of backend needs other weights and is refused."""
+    flash); any other change of backend needs other weights and is refused. A damaged directory
+    (truncated weights, a config of the wrong shape or types, weights of another model) is a
+    BundleError that names the directory, as a missing file is."""
     path = Path(path)
+    try:
+        bundle = _read_bundle(path, attn_backend)
+    except BundleError:
+        raise
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as exc:
+        # ConfigError and InputError are ValueErrors; load_state_dict raises RuntimeError
+        detail = next(iter(str(exc).strip().splitlines()), "")
+        raise BundleError(
+            f"cannot load the model in {path}: {type(exc).__name__}: {detail}"
+        ) from exc
+    bundle.model.to(device).eval()
+    return bundle
+
+
+def _read_bundle(path: Path, attn_backend: str | None) -> Bundle:
     raw = read_config(path)
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path / CONFIG_FILE} holds a {type(raw).__name__}, not an object")
     try:
         model_config = ModelConfig.from_dict(raw["model"])
         feature_config = FeatureConfig.from_dict(raw["features"])
@@ -170,7 +190,6 @@ def load_bundle(
         raise BundleError(f"no {WEIGHTS_FILE} in model directory {path}")
     model = RFClassifier(model_config)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
-    model.to(device).eval()
     metrics_path = path / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     return Bundle(

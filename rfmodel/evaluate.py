@@ -5,8 +5,8 @@ which neither the training stream nor its validation set uses; see rfmodel.train
 OUT/metrics.json (all models), an accuracy-vs-SNR chart with one line per model, a
 confusion-matrix heat map per model, and, on the held-out set itself (the default seed, recording
 length and SNRs, any size), each model's own metrics.json into its directory: the figures its
-model card and tests/rfmodel/test_shipped_weights.py hold it to, which another set must not
-overwrite.
+model card and tests/rfmodel/test_shipped_weights.py hold it to, which another set, or the same
+set with fewer examples per class, must not overwrite.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from preprocessing.features import FeatureConfig
-from rfmodel.bundle import BundleError, load_bundle, write_metrics
+from rfmodel.bundle import Bundle, BundleError, load_bundle, write_metrics
 from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
 from rfmodel.data import CLASSES, make_eval_set
@@ -180,13 +180,25 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "eval_set": eval_set,
             **score(labels, snr, predicted, bundle.classes),
         }
-        if held_out:
+        if held_out and not scored_on_fewer(bundle, args.n_per_class):
             write_metrics(bundle.path, metrics)
         plot_confusion(metrics, name, args.out / f"confusion_{name.replace('/', '_')}.png")
         results[name] = metrics
     plot_accuracy_vs_snr(results, args.out / "accuracy_vs_snr.png")
     (args.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def scored_on_fewer(bundle: Bundle, n_per_class: int) -> bool:
+    """Whether this run has fewer examples per class than the metrics the model directory holds:
+    a quick look must not replace the figures its model card and tests hold it to."""
+    recorded = (bundle.metrics or {}).get("eval_set", {}).get("n_per_class", 0)
+    if n_per_class < recorded:
+        print(
+            f"kept {bundle.path}'s metrics: scored on {recorded} per class, this run {n_per_class}"
+        )
+        return True
+    return False
 
 
 def summary_table(results: dict[str, Any]) -> str:

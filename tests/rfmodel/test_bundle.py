@@ -75,3 +75,47 @@ def test_loading_refuses_a_config_whose_features_were_changed(tmp_path):
     (path / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(BundleError, match=f"{path}: the model has recording head but"):
         load_bundle(path)
+
+
+def damage_weights(path):
+    weights = path / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def damage_config(change):
+    def damage(path):
+        config = json.loads((path / CONFIG_FILE).read_text())
+        change(config)
+        (path / CONFIG_FILE).write_text(json.dumps(config))
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        damage_weights,
+        damage_config(lambda c: c["model"].update(d_model="big")),
+        damage_config(lambda c: c["model"].update(d_model=32)),  # weights of another shape
+        damage_config(lambda c: c.update(classes=5)),
+        damage_config(lambda c: c.update(model=None)),
+        damage_config(lambda c: c["features"].update(nfft=-1)),
+        lambda path: (path / CONFIG_FILE).write_text("[1, 2]"),
+        lambda path: (path / "metrics.json").write_text("{not json"),
+    ],
+    ids=[
+        "truncated weights",
+        "d_model a string",
+        "d_model of another model",
+        "classes a number",
+        "model null",
+        "nfft negative",
+        "config a list",
+        "metrics not JSON",
+    ],
+)
+def test_a_damaged_model_directory_is_a_bundle_error_naming_it(tmp_path, damage):
+    path = save_bundle(tmp_path, tiny(), FEATURES, CLASSES)
+    damage(path)
+    with pytest.raises(BundleError, match=str(path)):
+        load_bundle(path)

@@ -127,6 +127,19 @@ def test_the_held_out_set_writes_each_bundles_metrics(tmp_path, tiny_bundles):
         assert results[path.name]["eval_set"]["seed"] == EVAL_SEED
 
 
+def test_a_smaller_run_keeps_the_metrics_of_a_larger_one(tmp_path, tiny_bundles):
+    """A quick look at a shipped model (fewer examples per class) must not replace its figures."""
+    kept, written = tiny_bundles
+    recorded = {"eval_set": {"seed": EVAL_SEED, "n_per_class": 400}, "summary": {}}
+    (kept / "metrics.json").write_text(json.dumps(recorded))
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(kept), str(written), "--n-per-class", "2", "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert json.loads((kept / "metrics.json").read_text()) == recorded
+    results = json.loads((out / "metrics.json").read_text())
+    assert json.loads((written / "metrics.json").read_text()) == results[written.name]
+
+
 def test_evaluate_reports_a_missing_model_dir(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "eval")]) == 2
     assert "config.json" in capsys.readouterr().out
