@@ -7,6 +7,7 @@ The defaults are sized for the service's 30 ms budget on a 2-core CPU: d_model 1
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,8 +174,9 @@ def _require_int(field: str, value: Any, minimum: int) -> None:
 def _require_number(
     field: str, value: Any, low: float, high: float | None = None, low_open: bool = False
 ) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ConfigError(field, f"must be a number, got {value!r}")
+    # NaN passes every comparison below as in range; inf is no size or rate either
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(field, f"must be a finite number, got {value!r}")
     if value < low or (low_open and value == low):
         raise ConfigError(field, f"must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and value >= high:

@@ -71,6 +71,9 @@ def test_build_attention_revalidates():
         ({"q_lora_rank": 0}, "q_lora_rank"),
         ({"dropout": 1.0}, "dropout"),
         ({"norm_eps": 0.0}, "norm_eps"),
+        ({"norm_eps": float("nan")}, "norm_eps"),  # NaN compares as in range
+        ({"dropout": float("nan")}, "dropout"),
+        ({"rope_base": float("inf")}, "rope_base"),
         ({"rope_base": "10000"}, "rope_base"),
         ({"mla_absorb": 1}, "mla_absorb"),
         ({"recording_views": 0}, "recording_views"),
