@@ -17,8 +17,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = "RF signal classification from IQ samples: serve, classify, train, evaluate, bench."
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rfcls", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="rfcls", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text)
@@ -34,4 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line, and the shell's code for it, not a traceback
+        print(f"rfcls {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -143,3 +143,13 @@ def test_a_smaller_run_keeps_the_metrics_of_a_larger_one(tmp_path, tiny_bundles)
 def test_evaluate_reports_a_missing_model_dir(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "eval")]) == 2
     assert "config.json" in capsys.readouterr().out
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, tiny_bundles, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rfmodel.evaluate.make_eval_set", interrupted)
+    argv = ["evaluate", str(tiny_bundles[0]), "--out", str(tmp_path / "eval"), "--device", "cpu"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err == "rfcls evaluate: interrupted\n"
