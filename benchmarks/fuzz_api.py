@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from benchmarks.cli import script_main
 from benchmarks.environment import command_line, versions
 from benchmarks.live_service import ServiceProcess, model_bundle
+from rfmodel.cli_args import positive_int
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 # Refusals (4xx) carry the protocol's error body, which the schema does not describe.
@@ -34,7 +35,7 @@ SCHEMA_CHECKED_STATUSES = (200,)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--examples", type=int, default=500, help="requests per operation")
+    p.add_argument("--examples", type=positive_int, default=500, help="requests per operation")
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed, for a repeatable run")
     p.add_argument("--backend", default="mha", help="attention backend to serve (default mha)")
     p.add_argument(

@@ -36,7 +36,7 @@ from benchmarks.live_service import (
 )
 from benchmarks.load import Answer, Client, Request, closed_loop, open_loop, quantile
 from preprocessing.formats import encode
-from rfmodel.cli_args import pick_device
+from rfmodel.cli_args import pick_device, positive_float, positive_int
 from service.protocol.errors import RETRY_AFTER_S
 from service.protocol.instrumentation import outcome
 
@@ -50,13 +50,21 @@ CAPACITY_ADMITTED_SHARE = 0.9
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="mha", help="attention backend to serve (default mha)")
-    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="IQ samples per request")
-    p.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
-    p.add_argument("--capacity", type=float, help="requests/s; default: measure it first")
-    p.add_argument("--capacity-duration", type=float, default=15.0, help="seconds to measure it")
-    p.add_argument("--concurrency", type=int, default=8, help="clients measuring the capacity")
-    p.add_argument("--timeout", type=float, default=10.0, help="client seconds per request")
+    p.add_argument(
+        "--samples", type=positive_int, default=DEFAULT_SAMPLES, help="IQ samples per request"
+    )
+    p.add_argument("--factor", type=positive_float, default=3.0, help="offered load / capacity")
+    p.add_argument("--duration", type=positive_float, default=30.0, help="seconds of overload")
+    p.add_argument("--capacity", type=positive_float, help="requests/s; default: measure it first")
+    p.add_argument(
+        "--capacity-duration", type=positive_float, default=15.0, help="seconds to measure it"
+    )
+    p.add_argument(
+        "--concurrency", type=positive_int, default=8, help="clients measuring the capacity"
+    )
+    p.add_argument(
+        "--timeout", type=positive_float, default=10.0, help="client seconds per request"
+    )
     p.add_argument(
         "--setting",
         action="append",

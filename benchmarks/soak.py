@@ -29,6 +29,7 @@ from benchmarks.environment import command_line, hardware, hardware_lines, load_
 from benchmarks.live_service import scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, quantile
 from preprocessing.formats import encode
+from rfmodel.cli_args import positive_float, positive_int
 from service.metrics import OUTCOMES, REJECTION_REASONS
 from service.protocol.instrumentation import outcome, route_label
 
@@ -193,10 +194,12 @@ def mix() -> list[Kind]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--requests", type=int, default=100_000, help="requests to send")
-    p.add_argument("--concurrency", type=int, default=4, help="clients in the closed loop")
+    p.add_argument("--requests", type=positive_int, default=100_000, help="requests to send")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="clients in the closed loop")
     p.add_argument("--backend", default="mha", help="attention backend to serve (default mha)")
-    p.add_argument("--timeout", type=float, default=30.0, help="client seconds per request")
+    p.add_argument(
+        "--timeout", type=positive_float, default=30.0, help="client seconds per request"
+    )
     p.add_argument("--out", type=Path, default=DOCS / "soak-cpu", help="path without suffix")
 
 
@@ -313,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
             "start": round(rss.samples[0][1] / 2**20, 1) if rss.samples else None,
             "after_warm_share": round(progress["warm_rss"] / 2**20, 1),
             "end": round(rss_end / 2**20, 1),
-            "max": round(max(b for _, b in rss.samples) / 2**20, 1),
+            "max": round(max([rss_end, *(b for _, b in rss.samples)]) / 2**20, 1),
             "growth_after_warm_share": round(growth_mib, 1),
             "bound": MEMORY_BOUND_MIB,
         },

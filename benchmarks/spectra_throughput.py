@@ -28,6 +28,7 @@ from benchmarks.cli import script_main
 from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.spectra import n_frames, power_spectra
+from rfmodel.cli_args import positive_int
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
@@ -37,11 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", default="1,2", help="torch/scipy CPU threads to try, comma-separated"
     )
-    p.add_argument("--batch", type=int, default=8, help="recordings per call")
-    p.add_argument("--samples", type=int, default=1 << 18, help="IQ samples per recording")
-    p.add_argument("--nfft", type=int, default=256)
-    p.add_argument("--hop", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=15, help="timed calls per measurement")
+    p.add_argument("--batch", type=positive_int, default=8, help="recordings per call")
+    p.add_argument("--samples", type=positive_int, default=1 << 18, help="IQ samples per recording")
+    p.add_argument("--nfft", type=positive_int, default=256)
+    p.add_argument("--hop", type=positive_int, default=128)
+    p.add_argument("--repeats", type=positive_int, default=15, help="timed calls per measurement")
     p.add_argument("--no-scipy", action="store_true", help="skip the scipy reference")
     p.add_argument(
         "--out",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -33,8 +34,8 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    if not 0 < value < math.inf:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is not a positive finite number")
     return value
 
 

@@ -4,6 +4,7 @@ binary path (no JSON, no base64) in frames, and print one label per frame."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -115,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if args.frame_samples < 1 or args.top_k < 1:
         print("rfcls classify: --frame-samples and --top-k must be at least 1", file=sys.stderr)
         return 2
+    if not 0 < args.timeout < math.inf:
+        print("rfcls classify: --timeout must be a positive number of seconds", file=sys.stderr)
+        return 2
     headers = {"Content-Type": "application/octet-stream"}
     if key := os.environ.get("RFCLS_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
@@ -146,8 +150,11 @@ def run(args: argparse.Namespace) -> int:
     except Refused as exc:
         print(f"rfcls classify: the service refused: {exc}", file=sys.stderr)
         return 1
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         print(f"rfcls classify: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, TypeError) as exc:  # JSON of another shape, or not JSON at all
+        print(f"rfcls classify: {args.url} is not an rfcls service: {exc!r}", file=sys.stderr)
         return 1
     if frame == 0:
         print(

@@ -52,4 +52,4 @@ def test_service_run_against_the_real_server(tmp_path: Path):
 def test_bad_service_arguments_name_the_option(capsys):
     with pytest.raises(SystemExit):
         rfcls(["bench", "service", "--poisson-load", "-1"])
-    assert "--poisson-load: -1 is not a positive number" in capsys.readouterr().err
+    assert "--poisson-load: -1 is not a positive finite number" in capsys.readouterr().err

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 
 import httpx
 import numpy as np
@@ -76,15 +78,38 @@ def test_raw_file_drops_a_tail_shorter_than_one_fft(server, tmp_path):
     assert [r[2] for r in table] == server_labels(server.url, decode(raw, "ci8")[: 5 * 1024], 1024)
 
 
+@pytest.fixture
+def another_http_server():
+    """An HTTP server that is not rfcls: 200 and a page of text for any GET."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>hello</html>")
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        httpd.shutdown()
+
+
 @pytest.mark.parametrize(
     ("setup", "code", "message"),
     [
         ("odd", 2, "not a whole number of cf32 samples"),
         ("unreachable", 1, "cannot reach"),
+        ("not a URL", 1, "cannot reach"),
+        ("not rfcls", 1, "is not an rfcls service"),
+        ("bad timeout", 2, "--timeout must be a positive number"),
         ("too_large", 1, "the service refused: HTTP 413"),
     ],
 )
-def test_errors(server, tmp_path, setup, code, message):
+def test_errors(server, another_http_server, tmp_path, setup, code, message):
     path = tmp_path / "capture.cf32"
     url = server.url
     args = []
@@ -94,6 +119,12 @@ def test_errors(server, tmp_path, setup, code, message):
         path.write_bytes(encode(noise(70_000), "cf32"))
         if setup == "unreachable":
             url = "http://127.0.0.1:9"
+        elif setup == "not a URL":
+            url = "http://[::1"
+        elif setup == "not rfcls":
+            url = another_http_server
+        elif setup == "bad timeout":
+            args = ["--timeout", "nan"]
         else:
             args = ["--frame-samples", "70000"]  # above the server's RFCLS_MAX_SAMPLES
     result = rfcls_classify(str(path), "--url", url, *args)
