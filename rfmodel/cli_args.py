@@ -44,3 +44,10 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is not a non-negative finite number")
+    return value

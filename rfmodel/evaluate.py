@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,15 @@ import torch
 from preprocessing.features import FeatureConfig
 from rfmodel.bundle import Bundle, BundleError, load_bundle, write_metrics
 from rfmodel.classifier import RFClassifier
-from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device, positive_int
+from rfmodel.cli_args import (
+    DEVICE_CHOICES,
+    DeviceError,
+    non_negative_int,
+    pick_device,
+    positive_int,
+)
 from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.data.generator import MAX_SAMPLES, MIN_SAMPLES
 from rfmodel.iq_logits import iq_logits
 
 EVAL_SEED = 2_000_029
@@ -45,18 +53,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="examples per class; a class's examples cycle through the SNRs",
     )
     parser.add_argument(
-        "--samples", type=positive_int, default=EVAL_SAMPLES, help="samples per recording"
+        "--samples",
+        type=recording_length,
+        default=EVAL_SAMPLES,
+        help=f"samples per recording, {MIN_SAMPLES} to {MAX_SAMPLES}",
     )
-    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--seed", type=non_negative_int, default=EVAL_SEED)
     parser.add_argument(
         "--snr",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
+        type=snr_values,
         default=None,
         help="comma-separated in-band SNRs in dB, e.g. --snr=-10,0,10 (default: make_eval_set's)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/eval"))
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--batch-size", type=positive_int, default=256)
+
+
+def recording_length(text: str) -> int:
+    value = int(text)
+    if not MIN_SAMPLES <= value <= MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"{value} is not from {MIN_SAMPLES} to {MAX_SAMPLES}")
+    return value
+
+
+def snr_values(text: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in text.split(","))
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text} holds a value that is not a finite number of dB")
+    return values
 
 
 @torch.no_grad()

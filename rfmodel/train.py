@@ -58,6 +58,7 @@ from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import (
     DEVICE_CHOICES,
     DeviceError,
+    non_negative_float,
     non_negative_int,
     pick_device,
     positive_float,
@@ -129,11 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=128, help="examples per step and rank"
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of --steps")
-    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=non_negative_float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    parser.add_argument(
+        "--warmup-steps", type=non_negative_int, default=None, help="default: 5%% of --steps"
+    )
+    parser.add_argument("--clip", type=positive_float, default=1.0, help="gradient-norm clip")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--lengths",
         default=DEFAULT_LENGTHS,
@@ -253,6 +256,8 @@ def parse_snr_range(text: str) -> tuple[float, float]:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
         raise TrainError(f"snr-range: {text!r} is not LOW,HIGH in dB") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise TrainError(f"snr-range: {text!r} holds a value that is not a finite number of dB")
     if not low <= high:
         raise TrainError(f"snr-range: low {low:g} dB is above high {high:g} dB")
     return low, high

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
 from rfmodel.data import SNR_RANGE, SyntheticStream
+from rfmodel.data.generator import MAX_SAMPLES, MIN_SAMPLES
 
 # spawn-key tags of the model-init and dropout seeds, apart from the data's own domains
 INIT_KEY = 0x696E_6900  # "ini"
@@ -53,8 +54,11 @@ class LengthMix:
                 raise LengthMixError(
                     f"lengths: {entry!r} is not LENGTH or LENGTH:WEIGHT (e.g. 4096:0.9)"
                 ) from exc
-            if length <= 0 or not np.isfinite(weight) or weight <= 0:
-                raise LengthMixError(f"lengths: {entry!r} needs a positive length and weight")
+            if not MIN_SAMPLES <= length <= MAX_SAMPLES or not np.isfinite(weight) or weight <= 0:
+                raise LengthMixError(
+                    f"lengths: {entry!r} needs a length from {MIN_SAMPLES} to {MAX_SAMPLES} "
+                    "samples and a positive weight"
+                )
             lengths.append(length)
             weights.append(weight)
         if len(set(lengths)) != len(lengths):

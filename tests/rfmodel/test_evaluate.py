@@ -153,3 +153,14 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, tiny_bundles, monkeypatch, ca
     argv = ["evaluate", str(tiny_bundles[0]), "--out", str(tmp_path / "eval"), "--device", "cpu"]
     assert main(argv) == 130
     assert capsys.readouterr().err == "rfcls evaluate: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "option", [("--samples", "10"), ("--samples", "99999999999"), ("--snr=nan",), ("--seed", "-1")]
+)
+def test_evaluate_options_are_checked_when_parsed(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(tmp_path), *option])
+    assert (
+        exit_.value.code == 2 and f"argument {option[0].split('=')[0]}" in capsys.readouterr().err
+    )

@@ -172,7 +172,10 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
         (("--backends", "mha,bogus"), "backends"),
         (("--norms", "batchnorm"), "norms"),
         (("--lengths", "4096:-1"), "lengths"),
+        (("--lengths", "100"), "lengths"),  # shorter than the generator makes
         (("--snr-range", "30,20"), "snr-range"),
+        (("--snr-range=inf,inf",), "snr-range"),
+        (("--norm-eps", "nan"), "norm_eps"),
         (("--snr-range", "0"), "snr-range"),
         (("--n-heads", "3"), "n_heads"),
         (("--nfft", "0"), "nfft"),
@@ -183,6 +186,24 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
 def test_bad_options_fail_naming_the_field(tmp_path, capsys, option, field):
     assert train(tmp_path, "--steps", "1", *option) == 2
     assert field in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--weight-decay", "-1"),
+        ("--clip", "0"),
+        ("--warmup-steps", "-5"),
+        ("--seed", "-1"),
+    ],
+)
+def test_optimiser_options_are_checked_when_parsed(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        train(tmp_path, "--steps", "1", *option)
+    assert exit_.value.code == 2 and f"argument {option[0]}" in capsys.readouterr().err
 
 
 def test_init_from_starts_each_model_from_its_bundle(tmp_path):
