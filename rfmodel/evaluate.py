@@ -182,6 +182,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 f"classes: model {bundle.path} was trained on {list(bundle.classes)}, "
                 f"the evaluation set has {list(CLASSES)}"
             )
+    args.out.mkdir(parents=True, exist_ok=True)  # before the set is built: a bad --out fails fast
     eval_kwargs = {} if args.snr is None else {"snr_values": args.snr}
     iq, labels, snr = make_eval_set(args.seed, args.n_per_class, args.samples, **eval_kwargs)
     eval_set = {
@@ -191,7 +192,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "snr_values": sorted({float(v) for v in snr[np.isfinite(snr)]}),
     }
     held_out = args.seed == EVAL_SEED and args.samples == EVAL_SAMPLES and args.snr is None
-    args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for bundle, name in zip(bundles, names, strict=True):
         predicted = predict(bundle.model, bundle.feature_config, iq, device, args.batch_size)
@@ -243,7 +243,8 @@ def fmt_accuracy(value: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         results = evaluate(args)
-    except (EvaluateError, BundleError, DeviceError) as exc:
+    # OSError: an --out that cannot be written names its path
+    except (EvaluateError, BundleError, DeviceError, OSError) as exc:
         print(f"rfcls evaluate: {exc}")
         return 2
     print(summary_table(results))

@@ -586,7 +586,8 @@ def validate(
 def run(args: argparse.Namespace) -> int:
     try:
         return train(args)
-    except (TrainError, ConfigError, InputError, LengthMixError, DeviceError) as exc:
+    # OSError: an --out (or --init-from) that cannot be written or read names its path
+    except (TrainError, ConfigError, InputError, LengthMixError, DeviceError, OSError) as exc:
         print(f"rfcls train: {exc}")
         return 2
 

@@ -164,3 +164,11 @@ def test_evaluate_options_are_checked_when_parsed(tmp_path, capsys, option):
     assert (
         exit_.value.code == 2 and f"argument {option[0].split('=')[0]}" in capsys.readouterr().err
     )
+
+
+def test_an_out_that_cannot_be_a_directory_is_one_line_exit_2(tmp_path, tiny_bundles, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["evaluate", str(tiny_bundles[0]), "--out", str(blocker / "sub"), "--device", "cpu"]
+    assert main(argv) == 2
+    assert "Not a directory" in capsys.readouterr().out

@@ -357,3 +357,10 @@ def test_a_compiled_step_trains_as_the_eager_one(tmp_path):
 def test_the_snr_range_reaches_the_bundle(tmp_path):
     assert train(tmp_path, "--steps", "1", "--snr-range=-5,30") == 0
     assert load_bundle(tmp_path / "mha-rmsnorm").training["snr_range"] == [-5.0, 30.0]
+
+
+def test_an_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert train(blocker, "--steps", "1") == 2
+    assert str(blocker) in capsys.readouterr().out
