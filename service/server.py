@@ -159,6 +159,14 @@ def load_server(settings: Settings) -> DrainingServer | None:
     except (BundleError, DeviceError) as exc:
         print(f"rfcls serve: cannot load the model: {exc}", file=sys.stderr)
         return None
+    if settings.max_samples < card.feature_config.nfft:
+        # every frame would be refused: shorter than one FFT, or over the limit
+        print(
+            f"rfcls serve: max_samples {settings.max_samples} is below the model's FFT size "
+            f"({card.feature_config.nfft}): no frame could be classified",
+            file=sys.stderr,
+        )
+        return None
     log.info(
         "model %s (backend %s, %d classes) on %s from %s",
         card.version,

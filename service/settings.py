@@ -50,7 +50,10 @@ def queue_wait_floor_ms(max_queue_wait_ms: float | None, latency_budget_ms: floa
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # no inf or NaN for any number: an infinite budget or wait is no setting a server can keep
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
     attn_backend: AttnBackend = Field(
         "mha", description="attention backend; picks the matching shipped weights"

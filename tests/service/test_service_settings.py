@@ -116,6 +116,13 @@ def test_invalid_values_name_the_variable_and_the_valid_values(clean_env):
     assert "--device='tpu' is not valid; valid values: 'auto', 'cpu' or 'cuda'" in str(err.value)
 
 
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_numbers_must_be_finite(clean_env, value):
+    clean_env.setenv("RFCLS_LATENCY_BUDGET_MS", value)
+    with pytest.raises(SettingsError, match=r"^RFCLS_LATENCY_BUDGET_MS=.* finite number"):
+        load_settings()
+
+
 def test_workers_must_be_at_least_one(clean_env):
     clean_env.setenv("RFCLS_WORKERS", "0")
     with pytest.raises(SettingsError, match=r"^RFCLS_WORKERS='0' is not valid: .*greater than"):
@@ -150,6 +157,13 @@ def test_weights_of_another_backend_stop_the_start(tmp_path, workers):
     result = serve(env={**env, "RFCLS_WORKERS": workers})
     assert result.returncode == 2
     assert "cannot load the model" in result.stderr and "'gqa'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_frame_limit_below_one_fft_stops_the_start(tiny_bundle):
+    result = serve(env={"RFCLS_MODEL_DIR": str(tiny_bundle), "RFCLS_MAX_SAMPLES": "10"})
+    assert result.returncode == 2
+    assert "max_samples 10 is below the model's FFT size" in result.stderr
     assert "Traceback" not in result.stderr
 
 
