@@ -17,7 +17,7 @@ import torch
 
 from preprocessing.errors import InputError, InvalidFormat
 from preprocessing.features import FeatureConfig, compute_features, validate_samples
-from preprocessing.formats import FORMATS, Recording, decode, read_sigmf
+from preprocessing.formats import FORMATS, Recording, decode, is_sigmf_path, read_sigmf
 
 RAW_EXTENSIONS = {
     ".cf32": "cf32",
@@ -30,7 +30,6 @@ RAW_EXTENSIONS = {
     ".cs8": "ci8",
     ".cu8": "cu8",
 }
-SIGMF_SUFFIXES = (".sigmf-meta", ".sigmf-data", ".sigmf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_recording(path: Path, fmt: str | None) -> Recording:
-    is_sigmf = path.suffix in SIGMF_SUFFIXES or path.with_name(path.name + ".sigmf-meta").is_file()
-    if fmt is None and is_sigmf:
+    if is_sigmf_path(path):
+        if fmt is not None:  # else the metadata's JSON would be read as samples
+            raise InvalidFormat("format", "a SigMF recording names its own datatype; drop --format")
         return read_sigmf(path)
     fmt = fmt or RAW_EXTENSIONS.get(path.suffix.lower())
     if fmt is None:

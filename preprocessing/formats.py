@@ -159,6 +159,14 @@ def check_finite(values: np.ndarray, field: str = "samples") -> None:
 SIGMF_READ_ERRORS = (SigMFError, ValueError, TypeError, KeyError, AttributeError, IndexError)
 
 
+SIGMF_SUFFIXES = (".sigmf-meta", ".sigmf-data", ".sigmf")
+
+
+def is_sigmf_path(path: Path) -> bool:
+    """A SigMF file by its suffix, or the base name of a .sigmf-meta beside it."""
+    return path.suffix in SIGMF_SUFFIXES or path.with_name(path.name + ".sigmf-meta").is_file()
+
+
 def read_sigmf(path: str | Path) -> Recording:
     """Read a single-channel SigMF recording: a .sigmf-meta or .sigmf-data path, their common base
     name, or a .sigmf archive. The data type comes from the metadata."""

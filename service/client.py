@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 
 from preprocessing.errors import InputError
-from preprocessing.formats import FORMATS, encode, read_sigmf, sample_format
+from preprocessing.formats import FORMATS, encode, is_sigmf_path, read_sigmf, sample_format
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_FRAME_SAMPLES = 32_768
 FRAMES_PER_REQUEST = 8
-SIGMF_SUFFIXES = (".sigmf-meta", ".sigmf-data", ".sigmf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +56,7 @@ class Capture:
 
 
 def read_capture(path: Path, fmt: str | None) -> Capture:
-    if path.name.endswith(SIGMF_SUFFIXES):
+    if is_sigmf_path(path):
         if fmt is not None:
             raise InputError("format", "a SigMF recording names its own datatype; drop --format")
         recording = read_sigmf(path)

@@ -18,11 +18,18 @@ def run_json(capsys, *argv):
     return json.loads(capsys.readouterr().out)
 
 
-def test_sigmf_recording(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["rec.sigmf-meta", "rec"])  # the metadata, or the base name
+def test_sigmf_recording(tmp_path, capsys, name):
     write_sigmf(tmp_path / "rec", random_iq(5000), 1e6, 915e6, "ci16_le")
-    out = run_json(capsys, tmp_path / "rec.sigmf-meta")
+    out = run_json(capsys, tmp_path / name)
     assert out["datatype"] == "ci16_le" and out["sample_rate"] == 1e6
     assert out["shape"] == [1, feature_frames(5000, FeatureConfig()), FeatureConfig().n_features]
+
+
+def test_a_sigmf_recording_with_a_format_is_refused_not_read_as_samples(tmp_path, capsys):
+    meta = write_sigmf(tmp_path / "rec", random_iq(5000), 1e6, 915e6, "ci16_le")
+    assert main(["spectra", str(meta), "--format", "ci8"]) == 2
+    assert "names its own datatype" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("suffix", "fmt"), [(".cu8", "cu8"), (".cs16", "ci16"), (".dat", "ci8")])
