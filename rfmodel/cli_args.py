@@ -1,4 +1,5 @@
-"""Option types shared by `rfcls train` and `rfcls evaluate`: counts and the --device choice."""
+"""Option types shared by the `rfcls` commands: counts, numbers, recording lengths, SNRs and the
+--device choice."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import math
 
 import torch
+
+from rfmodel.data.generator import MAX_SAMPLES, MIN_SAMPLES
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -51,3 +54,17 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < math.inf:  # NaN too
         raise argparse.ArgumentTypeError(f"{text} is not a non-negative finite number")
     return value
+
+
+def recording_length(text: str) -> int:
+    value = int(text)
+    if not MIN_SAMPLES <= value <= MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"{value} is not from {MIN_SAMPLES} to {MAX_SAMPLES}")
+    return value
+
+
+def snr_values(text: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in text.split(","))
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text} holds a value that is not a finite number of dB")
+    return values

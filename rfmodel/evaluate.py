@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ from rfmodel.cli_args import (
     non_negative_int,
     pick_device,
     positive_int,
+    recording_length,
+    snr_values,
 )
 from rfmodel.data import CLASSES, make_eval_set
 from rfmodel.data.generator import MAX_SAMPLES, MIN_SAMPLES
@@ -68,20 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/eval"))
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--batch-size", type=positive_int, default=256)
-
-
-def recording_length(text: str) -> int:
-    value = int(text)
-    if not MIN_SAMPLES <= value <= MAX_SAMPLES:
-        raise argparse.ArgumentTypeError(f"{value} is not from {MIN_SAMPLES} to {MAX_SAMPLES}")
-    return value
-
-
-def snr_values(text: str) -> tuple[float, ...]:
-    values = tuple(float(v) for v in text.split(","))
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"{text} holds a value that is not a finite number of dB")
-    return values
 
 
 @torch.no_grad()
