@@ -547,6 +547,18 @@ def device_name(device: torch.device) -> str:
     return "cpu"
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and inf as null: JSON has neither, and a diverged loss must not make its line
+    unreadable to the tools that read the log."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 class RunLog:
     """Progress bar on rank 0 and one JSON line per logged event in OUT/train_log.jsonl."""
 
@@ -559,7 +571,7 @@ class RunLog:
     def event(self, record: dict[str, Any], message: str | None = None) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         self.file.flush()
         if message:
             self.bar.write(message)

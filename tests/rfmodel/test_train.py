@@ -21,6 +21,7 @@ from rfmodel.train import (
     MIN_LR_RATIO,
     NORM_FIT_SEED,
     NORM_FIT_SNRS,
+    RunLog,
     warmup_cosine,
 )
 from service.cli import main
@@ -364,3 +365,15 @@ def test_an_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     blocker.write_text("")
     assert train(blocker, "--steps", "1") == 2
     assert str(blocker) in capsys.readouterr().out
+
+
+def test_a_diverged_loss_is_logged_as_json_null(tmp_path):
+    log = RunLog(tmp_path, total=1, start=0, enabled=True)
+    log.event({"event": "log", "loss": {"mha": float("nan"), "gqa": 1.5}, "lr": float("inf")})
+    log.close()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    record = json.loads((tmp_path / LOG_FILE).read_text(), parse_constant=refuse)
+    assert record == {"event": "log", "loss": {"mha": None, "gqa": 1.5}, "lr": None}
