@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(args)
     # OSError: an --out that cannot be written names its path
     except (EvaluateError, BundleError, DeviceError, OSError) as exc:
-        print(f"rfcls evaluate: {exc}")
+        print(f"rfcls evaluate: {exc}", file=sys.stderr)
         return 2
     print(summary_table(results))
     print(f"wrote {args.out / 'metrics.json'} and plots in {args.out}")

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -600,7 +601,7 @@ def run(args: argparse.Namespace) -> int:
         return train(args)
     # OSError: an --out (or --init-from) that cannot be written or read names its path
     except (TrainError, ConfigError, InputError, LengthMixError, DeviceError, OSError) as exc:
-        print(f"rfcls train: {exc}")
+        print(f"rfcls train: {exc}", file=sys.stderr)
         return 2
 
 

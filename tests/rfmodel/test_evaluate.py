@@ -142,7 +142,7 @@ def test_a_smaller_run_keeps_the_metrics_of_a_larger_one(tmp_path, tiny_bundles)
 
 def test_evaluate_reports_a_missing_model_dir(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "eval")]) == 2
-    assert "config.json" in capsys.readouterr().out
+    assert "config.json" in capsys.readouterr().err
 
 
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, tiny_bundles, monkeypatch, capsys):
@@ -171,4 +171,4 @@ def test_an_out_that_cannot_be_a_directory_is_one_line_exit_2(tmp_path, tiny_bun
     blocker.write_text("")
     argv = ["evaluate", str(tiny_bundles[0]), "--out", str(blocker / "sub"), "--device", "cpu"]
     assert main(argv) == 2
-    assert "Not a directory" in capsys.readouterr().out
+    assert "Not a directory" in capsys.readouterr().err

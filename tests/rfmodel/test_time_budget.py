@@ -85,4 +85,4 @@ def test_a_time_limited_run_ends_its_cosine_early_and_writes_its_weights(tmp_pat
 def test_time_limit_and_stop_at_together_are_refused(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path), *TINY, "--steps", "4", "--stop-at", "2"]
     assert main([*args, "--time-limit", "60"]) == 2
-    assert "time-limit" in capsys.readouterr().out
+    assert "time-limit" in capsys.readouterr().err

@@ -114,7 +114,7 @@ def test_resumed_run_ends_on_the_same_weights(tmp_path):
 def test_resume_refuses_a_changed_run(tmp_path, capsys):
     assert train(tmp_path, "--steps", "4", "--stop-at", "2") == 0
     assert train(tmp_path, "--steps", "4", "--resume", "--batch-size", "14") == 2
-    assert "batch_size" in capsys.readouterr().out
+    assert "batch_size" in capsys.readouterr().err
     assert train(tmp_path / "empty", "--steps", "4", "--resume") == 2
 
 
@@ -186,7 +186,7 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
 )
 def test_bad_options_fail_naming_the_field(tmp_path, capsys, option, field):
     assert train(tmp_path, "--steps", "1", *option) == 2
-    assert field in capsys.readouterr().out
+    assert field in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -253,7 +253,7 @@ def test_a_recording_head_trains_and_can_be_added_by_a_fine_tune(tmp_path, capsy
     capsys.readouterr()
     removed = ("--recording-segment", "0", *linear, "--steps", "1")
     assert train(tmp_path / "removed", *removed, "--init-from", str(tmp_path / "trained")) == 2
-    assert "recording_segment 128 (this run: 0)" in capsys.readouterr().out
+    assert "recording_segment 128 (this run: 0)" in capsys.readouterr().err
 
 
 def test_a_fine_tune_adds_the_band_view_and_the_mlp_from_the_bundles_predictions(tmp_path):
@@ -320,7 +320,7 @@ def test_init_from_refuses_other_settings_naming_them(tmp_path, capsys, extra, n
         train(tmp_path / "again", "--steps", "1", "--init-from", str(tmp_path / "first"), *extra)
         == 2
     )
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "init-from" in out and named in out, out
 
 
@@ -364,7 +364,7 @@ def test_an_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert train(blocker, "--steps", "1") == 2
-    assert str(blocker) in capsys.readouterr().out
+    assert str(blocker) in capsys.readouterr().err
 
 
 def test_a_diverged_loss_is_logged_as_json_null(tmp_path):
