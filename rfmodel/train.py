@@ -115,11 +115,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         "--backend",
-        default="mha",
-        help=f"comma-separated attention backends, one model each ({', '.join(BACKENDS)})",
+        default=None,
+        help=f"comma-separated attention backends, one model each ({', '.join(BACKENDS)}; "
+        "default mha)",
     )
     parser.add_argument(
-        "--norms", "--norm", default="rmsnorm", help=f"comma-separated norms ({', '.join(NORMS)})"
+        "--norms",
+        "--norm",
+        default=None,
+        help=f"comma-separated norms ({', '.join(NORMS)}; default rmsnorm)",
     )
     parser.add_argument(
         "--models",
@@ -632,12 +636,14 @@ def model_configs(args: argparse.Namespace, feature_cfg: FeatureConfig) -> list[
     model options."""
     overrides = dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS)
     if args.models is not None:
+        if args.backends is not None or args.norms is not None:
+            raise TrainError("models: names the models itself; drop --backends and --norms")
         pairs = model_pairs(args.models)
     else:
         pairs = [
             (backend, norm)
-            for backend in split_names(args.backends, BACKENDS, "backends")
-            for norm in split_names(args.norms, NORMS, "norms")
+            for backend in split_names(args.backends or "mha", BACKENDS, "backends")
+            for norm in split_names(args.norms or "rmsnorm", NORMS, "norms")
         ]
     return [
         model_config_for(feature_cfg, len(CLASSES), attn_backend=backend, norm=norm, **overrides)

@@ -169,6 +169,7 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
         (("--models", "bogus-rmsnorm"), "models"),
         (("--models", "mha-batchnorm,"), "models"),
         (("--models", ","), "models"),
+        (("--models", "mha-rmsnorm", "--norms", "layernorm"), "models"),
         (("--backends", "mha,flash"), "backends"),
         (("--backends", "mha,bogus"), "backends"),
         (("--norms", "batchnorm"), "norms"),
