@@ -403,7 +403,7 @@ def validate_samples(
     iq: np.ndarray | torch.Tensor, cfg: FeatureConfig, max_samples: int | None = None
 ) -> None:
     """Refuse a recording the features cannot use: shorter than one frame, longer than
-    max_samples, or holding NaN/Inf. Cheap checks first; the finiteness scan reads every value."""
+    max_samples, holding NaN/Inf, or all zeros. Cheap checks first; the scans read every value."""
     n = int(iq.shape[-1]) if iq.ndim else 0
     if n < cfg.nfft:
         raise TooFewSamples(
@@ -415,6 +415,10 @@ def validate_samples(
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise InvalidSamples("samples", f"{bad} values are NaN or infinite")
+    # Nothing was received (a receiver not streaming, a zero-filled buffer): with neither signal
+    # nor noise the features are all floor, and the model would still name a class confidently
+    if not bool(iq.any()):
+        raise InvalidSamples("samples", "every sample is zero: no signal and no noise to classify")
 
 
 def feature_frames(n_samples: int, cfg: FeatureConfig) -> int:

@@ -278,6 +278,11 @@ def test_validate_samples(as_tensor):
         with pytest.raises(InvalidSamples) as err:
             validate_samples(make(300, bad), cfg, max_samples=1000)
         assert err.value.field == "samples"
+    silent = np.zeros(300, np.complex64)
+    with pytest.raises(InvalidSamples, match="every sample is zero"):
+        validate_samples(torch.from_numpy(silent) if as_tensor else silent, cfg)
+    silent[-1] = 1e-30  # one sample above zero is a (very quiet) recording, not nothing
+    validate_samples(torch.from_numpy(silent) if as_tensor else silent, cfg)
 
 
 def test_blockwise_evaluation_equals_one_block(monkeypatch):

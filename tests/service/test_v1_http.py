@@ -202,6 +202,7 @@ BAD_REQUESTS = {
         400,
         "frames.0.i",
     ),
+    "all-zero frame": (binary("format=ci16", b"\0" * 4096), 400, "frames.0"),
     "empty body (binary)": (binary("format=cf32", b""), 400, "body"),
     "empty body (JSON)": (
         {"url": "/v1/classify", "content": b"", "headers": {"Content-Type": "application/json"}},
