@@ -160,3 +160,18 @@ def test_context_sends_the_packages_the_lock_and_the_weights():
         "deploy/k8s/base/deployment.yaml",
     ):
         assert dockerignore_excludes(left_out), left_out
+
+
+def test_dependencies_are_installed_before_the_code_is_copied():
+    """Their layer then stays cached when only the code changes; the project's own install adds
+    nothing to it (`--no-deps`), and `pip check` still checks the whole set."""
+    steps = instructions()
+    packages = {"preprocessing", "rfmodel", "service", "benchmarks"}
+    first_code = min(
+        i for i, (k, v) in enumerate(steps) if k == "COPY" and v.split()[0] in packages
+    )
+    installs = [(i, v) for i, (k, v) in enumerate(steps) if k == "RUN" and "pip install" in v]
+    dependencies = [i for i, v in installs if "--requirement" in v and "--constraint" in v]
+    assert dependencies and dependencies[0] < first_code
+    (project,) = [v for i, v in installs if i > first_code]
+    assert "--no-deps" in project and "pip check" in project
