@@ -70,7 +70,6 @@ def save_bundle(
     training: dict[str, Any] | None = None,
 ) -> Path:
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
     if len(classes) != cfg.n_classes:
         raise BundleError(f"{len(classes)} class names for a model with {cfg.n_classes} outputs")
@@ -80,6 +79,8 @@ def save_bundle(
         k: v.detach().to("cpu", STORED_DTYPE if k in parameters else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
+    check_finite(state, f"{path}: ")
+    path.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path / WEIGHTS_FILE))
     digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
     config = {
@@ -93,6 +94,14 @@ def save_bundle(
     if metrics is not None:
         write_metrics(path, metrics)
     return path
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """A diverged run's NaNs, or a value past float16's range (which stores as inf), would
+    otherwise load and answer every request with the same class."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not tensor.isfinite().all():
+            raise BundleError(f"{where}{name} holds NaN or infinite values")
 
 
 def model_config_for(features: FeatureConfig, n_classes: int, **fields: Any) -> ModelConfig:
@@ -189,7 +198,9 @@ def _read_bundle(path: Path, attn_backend: str | None) -> Bundle:
     if not weights_path.is_file():
         raise BundleError(f"no {WEIGHTS_FILE} in model directory {path}")
     model = RFClassifier(model_config)
-    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    state = load_file(str(weights_path))
+    check_finite(state, f"{weights_path}: ")
+    model.load_state_dict(state, strict=True)
     metrics_path = path / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     return Bundle(

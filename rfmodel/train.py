@@ -490,10 +490,22 @@ def run_identity(
     }
 
 
-def save_checkpoint(path: Path, members: list[Member], step: int, identity: dict, wall_s: float):
+def save_checkpoint(
+    path: Path, members: list[Member], step: int, end: int, identity: dict, wall_s: float
+):
+    """`end`: where the cosine ends, --steps unless a time limit moved it (the schedulers' state
+    does not hold it: LambdaLR saves no functions)."""
+    for m in members:
+        bad = [name for name, p in m.model.state_dict().items() if not p.isfinite().all()]
+        if bad:  # keep the last good checkpoint rather than overwrite it with a diverged one
+            raise TrainError(
+                f"{m.name} diverged by step {step}: {bad[0]} is no longer finite "
+                "(try a lower --lr or --clip)"
+            )
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
+        "schedule_end": end,
         "identity": identity,
         "wall_s": wall_s,
         "members": {
@@ -510,7 +522,10 @@ def save_checkpoint(path: Path, members: list[Member], step: int, identity: dict
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def load_checkpoint(path: Path, members: list[Member], identity: dict) -> tuple[int, float]:
+def load_checkpoint(
+    path: Path, members: list[Member], identity: dict
+) -> tuple[int, float, int | None]:
+    """-> (the step it was written at, the wall time so far, where its cosine ends)."""
     if not path.is_file():
         raise TrainError(f"resume: no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -529,7 +544,8 @@ def load_checkpoint(path: Path, members: list[Member], identity: dict) -> tuple[
         m.model.load_state_dict(saved["model"])
         m.optimizer.load_state_dict(saved["optimizer"])
         m.scheduler.load_state_dict(saved["scheduler"])
-    return int(state["step"]), float(state["wall_s"])
+    end = state.get("schedule_end")
+    return int(state["step"]), float(state["wall_s"]), None if end is None else int(end)
 
 
 def git_commit() -> str | None:
@@ -604,7 +620,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return train(args)
     # OSError: an --out (or --init-from) that cannot be written or read names its path
-    except (TrainError, ConfigError, InputError, LengthMixError, DeviceError, OSError) as exc:
+    # BundleError: weights that cannot be stored (past float16's range, for one)
+    except (
+        TrainError, BundleError, ConfigError, InputError, LengthMixError, DeviceError, OSError
+    ) as exc:  # fmt: skip
         print(f"rfcls train: {exc}", file=sys.stderr)
         return 2
 
@@ -743,10 +762,15 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(args, ranks, names, feature_cfg, lengths, snr_range)
-    start, wall_before = 0, 0.0
+    start, wall_before, schedule_end = 0, 0.0, args.steps
     if args.resume:
-        start, wall_before = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
-    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+        start, wall_before, saved_end = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
+        if saved_end is not None and saved_end < args.steps:
+            # a time limit ended this run's cosine early: it goes on to that end, not to a
+            # cosine over --steps rebuilt from the start (which would put the lr back near peak)
+            schedule_end = saved_end
+            end_schedules(members, args, schedule_end)
+    end = schedule_end if args.stop_at is None else min(schedule_end, args.stop_at)
     budget = None
     if args.time_limit is not None:
         budget = TimeBudget(args.time_limit, started, fit_after=warmup_steps(args) - start)
@@ -790,6 +814,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         log.bar.update(1)
         if budget is not None:
             end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device)
+            schedule_end = min(schedule_end, end)
 
         if step % args.log_every == 0 or step == end:
             record = meter.report(step, members[0].scheduler.get_last_lr()[0], ranks.world_size)
@@ -804,13 +829,13 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
             )
         if ranks.main and (step % args.checkpoint_every == 0 or step == end):
             wall = wall_before + time.perf_counter() - t_start
-            save_checkpoint(out / CHECKPOINT_FILE, members, step, identity, wall)
+            save_checkpoint(out / CHECKPOINT_FILE, members, step, schedule_end, identity, wall)
         if step == end:
             break
 
     wall = wall_before + time.perf_counter() - t_start
     log.close()
-    if args.stop_at is not None and step < args.steps:
+    if args.stop_at is not None and step < schedule_end:
         if ranks.main:
             print(f"stopped at step {step} of {args.steps}; continue with --resume")
         return 0
@@ -823,6 +848,15 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
             path = save_bundle(out / m.name, m.model, feature_cfg, CLASSES, training=record)
             print(f"wrote {path}")
     return 0
+
+
+def end_schedules(members: list[Member], args: argparse.Namespace, end: int) -> None:
+    """Every model's cosine ends at step `end`, from its next step on, at the lr it gives now."""
+    for m in members:
+        factor = warmup_cosine(warmup_steps(args), end)
+        m.scheduler.lr_lambdas = [factor] * len(m.optimizer.param_groups)
+        for group, base in zip(m.optimizer.param_groups, m.scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor(m.scheduler.last_epoch)
 
 
 def fit_to_budget(
@@ -845,10 +879,7 @@ def fit_to_budget(
         fitted = int(agreed.item()) if int(agreed.item()) < end else None
     if fitted is None:
         return end
-    for m in members:
-        m.scheduler.lr_lambdas = [warmup_cosine(warmup_steps(args), fitted)] * len(
-            m.optimizer.param_groups
-        )
+    end_schedules(members, args, fitted)
     if ranks.main:
         print(
             f"time limit {args.time_limit:g} s: the run ends at step {fitted} of {args.steps} "

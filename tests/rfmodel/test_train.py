@@ -11,10 +11,12 @@ from safetensors.torch import load_file
 
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
+from rfmodel import train as train_module
 from rfmodel.bundle import load_bundle
 from rfmodel.classifier import SCALE_FLOOR
 from rfmodel.config import ModelConfig
 from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.time_budget import TimeBudget
 from rfmodel.train import (
     CHECKPOINT_FILE,
     LOG_FILE,
@@ -378,3 +380,45 @@ def test_a_diverged_loss_is_logged_as_json_null(tmp_path):
 
     record = json.loads((tmp_path / LOG_FILE).read_text(), parse_constant=refuse)
     assert record == {"event": "log", "loss": {"mha": None, "gqa": 1.5}, "lr": None}
+
+
+def test_a_resumed_time_limited_run_keeps_its_fitted_cosine(tmp_path, monkeypatch):
+    """A time limit moved the cosine's end from step 20 to 10; the job then died at step 7. The
+    resumed run goes on down that cosine to step 10, not back up a cosine over 20 steps."""
+
+    def fits_the_end_to_10_at_step_3(self, done, step, end, now=None):
+        return 10 if step == 3 and end > 10 else None
+
+    monkeypatch.setattr(TimeBudget, "after_step", fits_the_end_to_10_at_step_3)
+    calls = 0
+    real_step = train_module.train_step
+
+    def dies_at_step_7(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 7:
+            raise RuntimeError("the job's machine went away")
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", dies_at_step_7)
+    common = ("--steps", "20", "--warmup-steps", "2", "--log-every", "1", "--checkpoint-every", "2")
+    with pytest.raises(RuntimeError, match="went away"):
+        train(tmp_path, *common, "--time-limit", "1000")
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["step"] == 6
+    monkeypatch.undo()
+    assert train(tmp_path, *common, "--resume") == 0
+    lr = {r["step"]: r["lr"] for r in log_events(tmp_path, "train")}
+    assert max(lr) == 10  # the run ends where the time limit put its end
+    for step in (8, 9, 10):
+        assert lr[step] == pytest.approx(3e-3 * warmup_cosine(2, 10)(step)), step
+    assert load_bundle(tmp_path / "mha-rmsnorm").training["steps"] == 10
+
+
+def test_a_diverged_run_ends_with_an_error_and_no_bundle(tmp_path, capsys):
+    """Weights blown up past float16's range (which would store as inf), or to NaN: a clear
+    error, not a bundle that answers every request with one class."""
+    exploding = ("--lr", "1e4", "--clip", "1e30", "--checkpoint-every", "2")
+    assert train(tmp_path, "--steps", "4", *exploding) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err or "NaN or infinite" in err, err
+    assert not (tmp_path / "mha-rmsnorm").exists()
