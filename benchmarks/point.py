@@ -90,7 +90,7 @@ def measure_point(spec: PointSpec) -> dict:
             result["latency_compiled_graph"] = graphed_latency(compiled, spec, device)
         if spec.compile and result["batch"] is not None:
             result |= compiled_throughput(model, spec, result["batch"], device)
-        if device.type == "cuda" and spec.backend in SOFTMAX_BACKENDS:
+        if device.type == "cuda" and spec.backend in SOFTMAX_BACKENDS and result["batch"]:
             # the batch search leaves cached blocks that can be too fragmented for T x T scores
             torch.cuda.empty_cache()
             result["attention_tflops"] = attention_tflops(model, spec, result["batch"], device)
@@ -201,24 +201,27 @@ def measure_throughput(model: RFClassifier, spec: PointSpec, device: torch.devic
     up to max_batch whose forward fits in memory and in the per-call time limit."""
     dtype = model.embed.weight.dtype
     batches: list[dict] = []
-    best: tuple[int, Callable[[], object], float] | None = None
+    best: tuple[int, float] | None = None
     limited_by = f"max batch {spec.max_batch}"
     batch = 1
     while batch <= spec.max_batch:
+        # try_batch keeps no tensor alive past its call: a batch fits or not on its own, not
+        # beside the last one's input (which would take the doubling's memory at every step)
         outcome = try_batch(model, batch, spec.tokens, device, dtype)
-        batches.append({k: v for k, v in outcome.items() if k != "forward"})
+        batches.append(outcome)
         if outcome["status"] == OUT_OF_MEMORY:
             limited_by = f"out of memory at batch {batch}"
             break
         if outcome["first_call_s"] > spec.call_limit_s:
-            batches[-1]["status"] = TIME_LIMIT
+            outcome["status"] = TIME_LIMIT
             limited_by = f"time limit at batch {batch}"
             break
-        best = (batch, outcome["forward"], outcome["peak_mb"])
+        best = (batch, outcome["peak_mb"])
         batch *= 2
     if best is None:
         return {"batch": None, "batch_limited_by": limited_by, "batches": batches}
-    batch, forward, peak_mb = best
+    batch, peak_mb = best
+    forward = random_batch(model, batch, spec.tokens, device, dtype)
     seconds = time_calls(
         forward, device, spec.latency_repeats, spec.min_repeats, spec.timing_budget_s
     )
@@ -255,7 +258,7 @@ def try_batch(
     model: RFClassifier, batch: int, tokens: int, device: torch.device, dtype: torch.dtype
 ) -> dict:
     """One forward of a random feature batch (timing does not depend on the values): its time
-    and peak memory growth, or the out-of-memory status."""
+    and peak memory growth, or the out-of-memory status. The batch is freed on return."""
     elapsed: list[float] = []
     try:
         forward = random_batch(model, batch, tokens, device, dtype)
@@ -265,13 +268,7 @@ def try_batch(
             raise
         message = str(exc).splitlines()[0][:300]
     else:
-        return {
-            "batch": batch,
-            "status": "ok",
-            "first_call_s": elapsed[0],
-            "peak_mb": peak / MB,
-            "forward": forward,
-        }
+        return {"batch": batch, "status": "ok", "first_call_s": elapsed[0], "peak_mb": peak / MB}
     # outside the except block, so the failed attempt's tensors are gone before the next one
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -3,6 +3,8 @@ statuses, and the CUDA paths (skipped without a GPU)."""
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
@@ -184,3 +186,25 @@ def test_cuda_graph_replay_computes_what_the_eager_request_does(backend: str, st
         replayed = replay().float()
     torch.testing.assert_close(replayed, eager, rtol=0.02, atol=0.02)
     assert eager.abs().max() > 0
+
+
+def test_the_batch_search_tries_each_batch_with_the_last_one_freed(monkeypatch):
+    """Each doubling must fit on its own: with the previous batch's input still held, a batch
+    that fits would be refused as out of memory (and the throughput measured at half of it)."""
+    alive: list[weakref.ref] = []
+    real_random_batch = point.random_batch
+
+    def random_batch(*args):
+        assert all(ref() is None for ref in alive), "an earlier batch's input is still held"
+        forward = real_random_batch(*args)
+        cells = (cell.cell_contents for cell in forward.__closure__)
+        alive.extend(weakref.ref(t) for t in cells if isinstance(t, torch.Tensor))
+        return forward
+
+    monkeypatch.setattr(point, "random_batch", random_batch)
+    spec = tiny_point(max_batch=8)
+    model = build_model(spec.size, spec.backend, spec.norm, torch.device("cpu"))
+    with torch.inference_mode():
+        result = point.measure_throughput(model, spec, torch.device("cpu"))
+    assert result["batch"] == 8 and [b["batch"] for b in result["batches"]] == [1, 2, 4, 8]
+    assert len(alive) >= 5  # the four tries and the timed batch
