@@ -27,6 +27,7 @@ def test_summary_counts_latency_from_the_scheduled_time_and_only_answered_reques
     assert summary["throughput_per_s"] == pytest.approx(1.0)
     assert summary["p99_ms"] == pytest.approx(35.0)  # 20 ms answer sent 15 ms late
     assert summary["within_budget"] == pytest.approx(0.5)
+    assert summary["ok_within_budget_of_all"] == pytest.approx(1 / 3)  # the refusal counts
     assert summary["server_median_ms"]["inference"] == pytest.approx(3.0)
 
 
