@@ -393,7 +393,8 @@ class NormPairSpec:
 
 def measure_norm_pair(spec: NormPairSpec) -> dict:
     """p50 of one request with RMSNorm and with LayerNorm, the calls alternating between the two
-    models, so load that drifts during the run weighs on both alike."""
+    models, so load that drifts during the run weighs on both alike, and each pair in the other
+    order than the last, so neither always runs first."""
     device = torch.device(spec.device)
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
@@ -412,11 +413,15 @@ def measure_norm_pair(spec: NormPairSpec) -> dict:
                 "detail": f"one request took {slowest:.2f} s, over the {spec.call_limit_s:g} s "
                 "limit per call",
             }
-        pairs = int(spec.timing_budget_s / sum(first_s.values()))
+        # sized by a warm pair: the first calls' one-off costs would leave few pairs to take
+        # medians of (5 on the GPU, where a warm pair is a tenth of a cold one)
+        warm_pair_s = sum(time_once(fn, device) for fn in requests.values())
+        pairs = int(spec.timing_budget_s / warm_pair_s)
         pairs = min(spec.max_repeats, max(spec.min_repeats, pairs))
         seconds: dict[str, list[float]] = {norm: [] for norm in requests}
-        for _ in range(pairs):
-            for norm, fn in requests.items():
+        order = list(requests.items())
+        for i in range(pairs):
+            for norm, fn in order if i % 2 == 0 else order[::-1]:
                 seconds[norm].append(time_once(fn, device))
     p50 = {norm: summarize_ms(s)["p50_ms"] for norm, s in seconds.items()}
     return {

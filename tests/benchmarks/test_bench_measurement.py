@@ -208,3 +208,30 @@ def test_the_batch_search_tries_each_batch_with_the_last_one_freed(monkeypatch):
         result = point.measure_throughput(model, spec, torch.device("cpu"))
     assert result["batch"] == 8 and [b["batch"] for b in result["batches"]] == [1, 2, 4, 8]
     assert len(alive) >= 5  # the four tries and the timed batch
+
+
+def test_norm_pairs_are_sized_by_warm_calls_and_alternate_their_order(monkeypatch):
+    """The first call of each model takes 100x a warm one (first allocations, autotuning): the
+    pairs that fit the budget are counted from warm calls, and each pair runs in the other order
+    than the last."""
+    calls: list[str] = []
+
+    def time_once(fn, device):
+        calls.append(fn.norm)
+        return 1.0 if calls.count(fn.norm) == 1 else 0.01
+
+    def request_fn(model, tokens, device):
+        fn = lambda: None  # noqa: E731
+        fn.norm = model.cfg.norm
+        return fn
+
+    monkeypatch.setattr(point, "time_once", time_once)
+    monkeypatch.setattr(point, "request_fn", request_fn)
+    spec = point.NormPairSpec(
+        size="default", backend="mha", tokens=16, device="cpu", max_repeats=100,
+        min_repeats=3, timing_budget_s=0.2, call_limit_s=5.0,
+    )  # fmt: skip
+    result = point.measure_norm_pair(spec)
+    assert result["pairs"] == 10  # 0.2 s over warm pairs of 0.02 s, not over the cold 2 s
+    timed = calls[4:]  # after the cold pair and the warm sizing pair
+    assert timed[:4] == ["rmsnorm", "layernorm", "layernorm", "rmsnorm"]
