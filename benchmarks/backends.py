@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.charts import write_charts
 from benchmarks.cli import add_report_arguments, script_main
-from benchmarks.environment import command_line, hardware, load_average, versions
+from benchmarks.environment import command_line, cpu_model, hardware, load_average, versions
 from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.models import MODEL_SIZES, bench_config, bench_dtype, shipped_weights
 from benchmarks.point import (
@@ -287,9 +287,11 @@ class Progress:
         write_report_files(self.report, self.out)
 
 
-def resumed_report(out: Path, report: dict) -> dict | None:
+def resumed_report(out: Path, report: dict, machine: str) -> dict | None:
     """The partial report at out, if any, checked to come from the same sweep (device, sizes,
-    lengths, limits, budget): resuming another would mix runs in one report."""
+    lengths, limits, budget) on the same kind of machine (`machine`: the GPU's name on CUDA,
+    the CPU's model otherwise): resuming another would mix runs in one report, and the ratios
+    read across its rows would compare two machines."""
     path = out.with_suffix(".json")
     if not path.exists():
         return None
@@ -299,6 +301,9 @@ def resumed_report(out: Path, report: dict) -> dict | None:
     for key in SWEEP_IDENTITY:
         if earlier.get(key) != report[key]:
             raise ValueError(f"--resume: {path} is of another sweep (its {key} differs)")
+    measured_on = earlier["hardware"]["gpu"] or earlier["hardware"]["cpu_model"]
+    if measured_on != machine:
+        raise ValueError(f"--resume: {path} was measured on {measured_on}, this is {machine}")
     return earlier
 
 
@@ -466,7 +471,8 @@ def run(args: argparse.Namespace) -> int:
     }
     out = args.out or DOCS / f"backends-{device.type}"
     try:
-        earlier = resumed_report(out, report) if args.resume else None
+        machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+        earlier = resumed_report(out, report, machine) if args.resume else None
     except ValueError as exc:
         print(f"rfcls bench backends: {exc}", file=sys.stderr)
         return 2

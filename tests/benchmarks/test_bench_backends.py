@@ -113,6 +113,12 @@ def test_a_run_cut_off_keeps_its_measurements_and_resume_goes_on(
     out.with_suffix(".json").write_text(json.dumps(partial))
     assert rfcls([*args, "--resume"]) == 2
     assert "is of another sweep (its lengths differs)" in capsys.readouterr().err
+    # nor one measured on another kind of machine: its rows' ratios would compare two
+    partial["lengths"] = report["lengths"]
+    partial["hardware"]["cpu_model"] = "another CPU"
+    out.with_suffix(".json").write_text(json.dumps(partial))
+    assert rfcls([*args, "--resume"]) == 2
+    assert "was measured on another CPU" in capsys.readouterr().err
 
 
 def test_progress_takes_an_earlier_entry_at_any_depth_and_measures_the_rest(
