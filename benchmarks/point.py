@@ -65,6 +65,10 @@ def measure_point(spec: PointSpec) -> dict:
         request = request_fn(model, spec.tokens, device)
         first_s = time_once(request, device)
         if first_s > spec.call_limit_s:
+            # the first call pays one-off costs (allocations, kernel autotuning): a warm one
+            # decides whether requests of this length are over the limit
+            first_s = time_once(request, device)
+        if first_s > spec.call_limit_s:
             return {
                 "status": TIME_LIMIT,
                 "detail": f"one request took {first_s:.2f} s, over the {spec.call_limit_s:g} s "
