@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from preprocessing.features import FeatureConfig
@@ -31,6 +31,7 @@ METRICS_FILE = "metrics.json"
 # (docs/model-card.md). Buffers keep their dtype: recording_shift holds dB values near -100,
 # where float16 steps by 0.06.
 STORED_DTYPE = torch.float16
+TRAINED_FEATURES_KEY = "rfcls.features"  # safetensors metadata: the features trained on
 
 # Backends whose parameters are identical, so one set of weights serves all of them.
 WEIGHT_FAMILIES = {"mha": "mha", "flash": "mha"}
@@ -81,7 +82,10 @@ def save_bundle(
     }
     check_finite(state, f"{path}: ")
     path.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path / WEIGHTS_FILE))
+    # the features the weights were trained on travel inside the weights file too, so a
+    # config.json edited (or a weights file copied beside another model's) is refused on load
+    trained_on = {TRAINED_FEATURES_KEY: json.dumps(feature_config.to_dict(), sort_keys=True)}
+    save_file(state, str(path / WEIGHTS_FILE), metadata=trained_on)
     digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
     config = {
         "version": f"{weight_family(cfg.attn_backend)}-{cfg.norm}-{digest}",
@@ -94,6 +98,27 @@ def save_bundle(
     if metrics is not None:
         write_metrics(path, metrics)
     return path
+
+
+def check_trained_features(weights_path: Path, features: FeatureConfig) -> None:
+    """The config's features against those stored in the weights file, where it has them
+    (bundles saved before they were stored there have not)."""
+    with safe_open(str(weights_path), "pt") as f:
+        stored = (f.metadata() or {}).get(TRAINED_FEATURES_KEY)
+    if stored is None:
+        return
+    trained = FeatureConfig.from_dict(json.loads(stored)).to_dict()
+    given = features.to_dict()
+    changed = [
+        f"{k} {given.get(k)!r} (trained with {v!r})"
+        for k, v in trained.items()
+        if given.get(k) != v
+    ]
+    if changed:
+        raise BundleError(
+            f"{weights_path.parent / CONFIG_FILE}: its features differ from those the weights "
+            f"were trained on: {', '.join(changed)}"
+        )
 
 
 def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
@@ -197,6 +222,7 @@ def _read_bundle(path: Path, attn_backend: str | None) -> Bundle:
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise BundleError(f"no {WEIGHTS_FILE} in model directory {path}")
+    check_trained_features(weights_path, feature_config)
     model = RFClassifier(model_config)
     state = load_file(str(weights_path))
     check_finite(state, f"{weights_path}: ")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from preprocessing.features import FeatureConfig
 from rfmodel.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleError, load_bundle, save_bundle
@@ -75,6 +75,23 @@ def test_loading_refuses_a_config_whose_features_were_changed(tmp_path):
     (path / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(BundleError, match=f"{path}: the model has recording head but"):
         load_bundle(path)
+
+
+def test_loading_refuses_features_other_than_the_weights_were_trained_on(tmp_path):
+    """Shapes that still fit (the same widths) but another hop and floor: the weights file's own
+    record of its features catches what the shape checks cannot."""
+    path = save_bundle(tmp_path, tiny(), FEATURES, CLASSES)
+    config = json.loads((path / CONFIG_FILE).read_text())
+    config["features"].update(hop=FEATURES.hop // 2, floor_db=-60.0)
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=r"differ from those the weights were trained on: .*hop"):
+        load_bundle(path)
+
+
+def test_a_bundle_saved_before_the_weights_recorded_their_features_still_loads(tmp_path):
+    path = save_bundle(tmp_path, tiny(), FEATURES, CLASSES)
+    save_file(load_file(path / WEIGHTS_FILE), path / WEIGHTS_FILE)  # no metadata
+    assert load_bundle(path).feature_config == FEATURES
 
 
 def damage_weights(path):
