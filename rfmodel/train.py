@@ -491,10 +491,15 @@ def run_identity(
 
 
 def save_checkpoint(
-    path: Path, members: list[Member], step: int, end: int, identity: dict, wall_s: float
+    path: Path,
+    members: list[Member],
+    step: int,
+    fitted_end: int | None,
+    identity: dict,
+    wall_s: float,
 ):
-    """`end`: where the cosine ends, --steps unless a time limit moved it (the schedulers' state
-    does not hold it: LambdaLR saves no functions)."""
+    """`fitted_end`: where a time limit moved the cosine's end, None while it ends at --steps
+    (the schedulers' state does not hold it: LambdaLR saves no functions)."""
     for m in members:
         bad = [name for name, p in m.model.state_dict().items() if not p.isfinite().all()]
         if bad:  # keep the last good checkpoint rather than overwrite it with a diverged one
@@ -505,7 +510,7 @@ def save_checkpoint(
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
-        "schedule_end": end,
+        "fitted_end": fitted_end,
         "identity": identity,
         "wall_s": wall_s,
         "members": {
@@ -525,7 +530,8 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path, members: list[Member], identity: dict
 ) -> tuple[int, float, int | None]:
-    """-> (the step it was written at, the wall time so far, where its cosine ends)."""
+    """-> (the step it was written at, the wall time so far, where a time limit ended its
+    cosine, or None)."""
     if not path.is_file():
         raise TrainError(f"resume: no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -544,7 +550,7 @@ def load_checkpoint(
         m.model.load_state_dict(saved["model"])
         m.optimizer.load_state_dict(saved["optimizer"])
         m.scheduler.load_state_dict(saved["scheduler"])
-    end = state.get("schedule_end")
+    end = state.get("fitted_end")
     return int(state["step"]), float(state["wall_s"]), None if end is None else int(end)
 
 
@@ -762,14 +768,14 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(args, ranks, names, feature_cfg, lengths, snr_range)
-    start, wall_before, schedule_end = 0, 0.0, args.steps
+    start, wall_before, fitted_end = 0, 0.0, None
     if args.resume:
-        start, wall_before, saved_end = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
-        if saved_end is not None and saved_end < args.steps:
+        start, wall_before, fitted_end = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
+        if fitted_end is not None:
             # a time limit ended this run's cosine early: it goes on to that end, not to a
             # cosine over --steps rebuilt from the start (which would put the lr back near peak)
-            schedule_end = saved_end
-            end_schedules(members, args, schedule_end)
+            end_schedules(members, args, fitted_end)
+    schedule_end = args.steps if fitted_end is None else fitted_end
     end = schedule_end if args.stop_at is None else min(schedule_end, args.stop_at)
     budget = None
     if args.time_limit is not None:
@@ -814,7 +820,8 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         log.bar.update(1)
         if budget is not None:
             end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device)
-            schedule_end = min(schedule_end, end)
+            if end < schedule_end:
+                fitted_end = schedule_end = end
 
         if step % args.log_every == 0 or step == end:
             record = meter.report(step, members[0].scheduler.get_last_lr()[0], ranks.world_size)
@@ -829,7 +836,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
             )
         if ranks.main and (step % args.checkpoint_every == 0 or step == end):
             wall = wall_before + time.perf_counter() - t_start
-            save_checkpoint(out / CHECKPOINT_FILE, members, step, schedule_end, identity, wall)
+            save_checkpoint(out / CHECKPOINT_FILE, members, step, fitted_end, identity, wall)
         if step == end:
             break
 

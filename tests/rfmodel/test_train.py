@@ -422,3 +422,11 @@ def test_a_diverged_run_ends_with_an_error_and_no_bundle(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "diverged" in err or "NaN or infinite" in err, err
     assert not (tmp_path / "mha-rmsnorm").exists()
+
+
+def test_a_finished_run_resumed_with_more_steps_goes_on_to_them(tmp_path):
+    """Only an end a time limit moved stays where it was on resume: a run that ended at its
+    planned --steps is extended by a larger one."""
+    assert train(tmp_path, "--steps", "4", "--log-every", "1") == 0
+    assert train(tmp_path, "--steps", "8", "--log-every", "1", "--resume") == 0
+    assert max(r["step"] for r in log_events(tmp_path, "train")) == 8
