@@ -417,8 +417,8 @@ def measure_norm_pair(spec: NormPairSpec) -> dict:
                 "detail": f"one request took {slowest:.2f} s, over the {spec.call_limit_s:g} s "
                 "limit per call",
             }
-        # sized by a warm pair: the first calls' one-off costs would leave few pairs to take
-        # medians of (5 on the GPU, where a warm pair is a tenth of a cold one)
+        # sized by a warm pair: the first calls' one-off costs left few pairs to take medians
+        # of (5 in the GPU reports, where a warm call takes 10-16 ms of the 1.5 s budget)
         warm_pair_s = sum(time_once(fn, device) for fn in requests.values())
         pairs = int(spec.timing_budget_s / warm_pair_s)
         pairs = min(spec.max_repeats, max(spec.min_repeats, pairs))
