@@ -472,7 +472,8 @@ def run_identity(
     lengths: LengthMix,
     snr_range: tuple[float, float],
 ) -> dict:
-    """What a resumed run must share with the run that wrote the checkpoint (--steps may change)."""
+    """What a resumed run must share with the run that wrote the checkpoint (--steps may change,
+    the warm-up in effect may not)."""
     return {
         "members": names,
         "seed": args.seed,
@@ -481,7 +482,8 @@ def run_identity(
         "snr_range": list(snr_range),
         "lr": args.lr,
         "weight_decay": args.weight_decay,
-        "warmup_steps": args.warmup_steps,
+        # the warm-up in effect: its default follows --steps, which a resume may change
+        "warmup_steps": warmup_steps(args),
         "clip": args.clip,
         "model": dataclass_overrides(args, ModelConfig, DERIVED_MODEL_FIELDS),
         "features": feature_cfg.to_dict(),

@@ -424,6 +424,17 @@ def test_a_diverged_run_ends_with_an_error_and_no_bundle(tmp_path, capsys):
     assert not (tmp_path / "mha-rmsnorm").exists()
 
 
+def test_a_resume_whose_steps_would_move_the_default_warmup_is_refused(tmp_path, capsys):
+    """The default warm-up is a twentieth of --steps: a resume with more steps would change it
+    under a run already past it, and the lr would jump."""
+    assert train(tmp_path, "--steps", "40", "--stop-at", "2") == 0
+    assert train(tmp_path, "--steps", "80", "--resume") == 2
+    assert "warmup_steps is 4" in capsys.readouterr().err
+    assert (
+        train(tmp_path, "--steps", "80", "--warmup-steps", "2", "--resume", "--stop-at", "3") == 0
+    )
+
+
 def test_a_finished_run_resumed_with_more_steps_goes_on_to_them(tmp_path):
     """Only an end a time limit moved stays where it was on resume: a run that ended at its
     planned --steps is extended by a larger one."""
