@@ -116,7 +116,7 @@ async def drive(url_port: int, args: argparse.Namespace, duration_s: float) -> d
     client = Client("127.0.0.1", url_port, REQUEST_TIMEOUT_S)
     try:
         await closed_loop(client, lambda _: request, concurrency=1, count=WARMUP_REQUESTS)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         # a refused client honours Retry-After, as real ones do: re-sent at once, refusals turn
         # into a storm the figures then describe (mha's closed loop here: 8,334 503s to 1,430
         # answers once a request came to cost more than the 6 ms queue-wait floor)
@@ -128,13 +128,21 @@ async def drive(url_port: int, args: argparse.Namespace, duration_s: float) -> d
             pause_after_503_s=float(RETRY_AFTER_S),
         )
         closed = summarize(answers, time.perf_counter() - start, args.budget_ms)
+        closed["client_cpu_share"] = client_cpu_share(start, cpu_start)
         rate = args.poisson_load * closed["throughput_per_s"]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         answers = await open_loop(client, request, rate, duration_s)
         poisson = summarize(answers, time.perf_counter() - start, args.budget_ms)
+        poisson["client_cpu_share"] = client_cpu_share(start, cpu_start)
     finally:
         client.close()
     return {"closed_loop": closed, "poisson": {"rate_per_s": rate, **poisson}}
+
+
+def client_cpu_share(start: float, cpu_start: float) -> float:
+    """The load generator's CPU time over the phase's wall time: near 1 (a whole core), its own
+    sending and reading may be what the latencies measure, on both sides of the wire."""
+    return (time.process_time() - cpu_start) / (time.perf_counter() - start)
 
 
 def measure_backend(
@@ -224,12 +232,13 @@ def markdown(report: dict) -> str:
         f"budget {budget:g} ms: the share of the answered requests within it, and the share of "
         "all requests answered (200) within it (refusals and timeouts count against it); "
         "server ms: medians of the server's own timings_ms; send lag: p99 of how late the "
-        "generator sent a Poisson request (its own CPU starvation)",
+        "generator sent a Poisson request (its own CPU starvation); client CPU: the load "
+        "generator's CPU time over the phase's wall time (near 100 %, it may be the bottleneck)",
         "",
         "| backend | weights | load | req/s | requests | statuses | p50 ms | p99 ms "
         f"| answered within {budget:g} ms | all answered 200 within {budget:g} ms "
-        "| server queue / preprocess / inference ms | send lag ms |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| server queue / preprocess / inference ms | send lag ms | client CPU |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for backend, r in report["backends"].items():
         for phase, label in (("closed_loop", "closed loop"), ("poisson", "Poisson")):
@@ -248,7 +257,8 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {backend} | {r['weights']} | {label} | {s['throughput_per_s']:.1f} "
                 f"| {s['requests']} | {s['statuses']} | {ms(s['p50_ms'])} | {ms(s['p99_ms'])} "
-                f"| {within} | {of_all} | {stages} | {ms(s['send_lag_p99_ms'])} |"
+                f"| {within} | {of_all} | {stages} | {ms(s['send_lag_p99_ms'])} "
+                f"| {100 * s['client_cpu_share']:.0f}% |"
             )
     lines += ["", f"![service load]({report['charts'][0]})", ""]
     return "\n".join(lines)

@@ -41,6 +41,7 @@ def test_service_run_against_the_real_server(tmp_path: Path):
     for phase in ("closed_loop", "poisson"):
         assert latent[phase]["answered_ok"] > 0
         assert 0 < latent[phase]["p50_ms"] <= latent[phase]["p99_ms"]
+        assert latent[phase]["client_cpu_share"] > 0
     assert latent["poisson"]["rate_per_s"] == pytest.approx(
         0.7 * latent["closed_loop"]["throughput_per_s"]
     )
