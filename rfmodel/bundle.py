@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from preprocessing.features import FeatureConfig
 from rfmodel.classifier import RFClassifier
@@ -100,11 +100,17 @@ def save_bundle(
     return path
 
 
-def check_trained_features(weights_path: Path, features: FeatureConfig) -> None:
-    """The config's features against those stored in the weights file, where it has them
-    (bundles saved before they were stored there have not)."""
+def read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """-> (the tensors, the features they were trained on as stored with them, or None for
+    bundles saved before they were)."""
     with safe_open(str(weights_path), "pt") as f:
         stored = (f.metadata() or {}).get(TRAINED_FEATURES_KEY)
+        names = f.keys()  # a safe_open handle has keys() but cannot be iterated
+        return {name: f.get_tensor(name) for name in names}, stored
+
+
+def check_trained_features(weights_path: Path, stored: str | None, features: FeatureConfig):
+    """The config's features against those stored in the weights file, where it has them."""
     if stored is None:
         return
     trained = FeatureConfig.from_dict(json.loads(stored)).to_dict()
@@ -222,10 +228,10 @@ def _read_bundle(path: Path, attn_backend: str | None) -> Bundle:
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise BundleError(f"no {WEIGHTS_FILE} in model directory {path}")
-    check_trained_features(weights_path, feature_config)
-    model = RFClassifier(model_config)
-    state = load_file(str(weights_path))
+    state, trained_on = read_weights(weights_path)
+    check_trained_features(weights_path, trained_on, feature_config)
     check_finite(state, f"{weights_path}: ")
+    model = RFClassifier(model_config)
     model.load_state_dict(state, strict=True)
     metrics_path = path / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
