@@ -826,7 +826,9 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
                 fitted_end = schedule_end = end
 
         if step % args.log_every == 0 or step == end:
-            record = meter.report(step, members[0].scheduler.get_last_lr()[0], ranks.world_size)
+            # the lr in effect for the next step: a time limit that moved the end sets it at once
+            lr = members[0].optimizer.param_groups[0]["lr"]
+            record = meter.report(step, lr, ranks.world_size)
             log.bar.set_postfix_str(progress_text(record))
             log.event(record)
         if val is not None and (step % args.eval_every == 0 or step == end):

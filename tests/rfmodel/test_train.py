@@ -441,3 +441,17 @@ def test_a_finished_run_resumed_with_more_steps_goes_on_to_them(tmp_path):
     assert train(tmp_path, "--steps", "4", "--log-every", "1") == 0
     assert train(tmp_path, "--steps", "8", "--log-every", "1", "--resume") == 0
     assert max(r["step"] for r in log_events(tmp_path, "train")) == 8
+
+
+def test_a_run_stopped_where_its_time_ran_out_logs_the_floor_lr(tmp_path, monkeypatch):
+    """When the time is up the budget ends the run at the step it stands on: its cosine ends
+    there too, and the log's last lr says so (the lr in effect, not the scheduler's last)."""
+
+    def time_is_up_at_step_5(self, done, step, end, now=None):
+        return step if step == 5 else None
+
+    monkeypatch.setattr(TimeBudget, "after_step", time_is_up_at_step_5)
+    args = ("--steps", "50", "--warmup-steps", "2", "--log-every", "100", "--time-limit", "1000")
+    assert train(tmp_path, *args) == 0
+    (last,) = log_events(tmp_path, "train")
+    assert last["step"] == 5 and last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)
