@@ -50,6 +50,7 @@ from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
 from rfmodel.bundle import (
     BundleError,
+    check_finite,
     load_bundle,
     model_config_for,
     save_bundle,
@@ -502,13 +503,9 @@ def save_checkpoint(
 ):
     """`fitted_end`: where a time limit moved the cosine's end, None while it ends at --steps
     (the schedulers' state does not hold it: LambdaLR saves no functions)."""
-    for m in members:
-        bad = [name for name, p in m.model.state_dict().items() if not p.isfinite().all()]
-        if bad:  # keep the last good checkpoint rather than overwrite it with a diverged one
-            raise TrainError(
-                f"{m.name} diverged by step {step}: {bad[0]} is no longer finite "
-                "(try a lower --lr or --clip)"
-            )
+    for m in members:  # keep the last good checkpoint rather than overwrite it with a diverged one
+        where = f"{m.name} diverged by step {step} (try a lower --lr or --clip): "
+        check_finite(m.model.state_dict(), where)
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
