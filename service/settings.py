@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     max_samples: int = Field(262_144, ge=1, description="most IQ samples in one frame")
     max_frames_per_request: int = Field(64, ge=1, description="most frames in one request")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (bytes)")
+    max_json_body_bytes: int = Field(
+        4 * 2**20,
+        ge=1024,
+        description="largest JSON in a request (bytes; v2's JSON header where the binary tensor "
+        "extension carries the samples): JSON is parsed on the event loop, holding up the "
+        "requests around it, at about 6 ms a MB of listed numbers on 2 vCPUs; larger recordings "
+        "go as binary samples",
+    )
     deadline_ms: float | None = Field(
         None,
         gt=0,

@@ -57,6 +57,17 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def check_json_size(n_bytes: int, max_bytes: int, field: str) -> None:
+    """Parsing JSON holds the GIL, so the event loop and every request waiting on it stall for as
+    long as it takes: this limit, lower than the body's, bounds that stall."""
+    if n_bytes > max_bytes:
+        raise PayloadTooLarge(
+            f"{n_bytes} bytes of JSON; the limit for JSON is {max_bytes} (send larger recordings "
+            "as binary samples: application/octet-stream, or v2's binary tensor extension)",
+            field,
+        )
+
+
 async def decoded_body(request: Request, max_bytes: int) -> bytes:
     """The request's body with its Content-Encoding undone."""
     return decompress(await request.body(), request.headers.get("content-encoding"), max_bytes)

@@ -17,7 +17,7 @@ from service.context import ServiceContext
 from service.engine import Prediction
 from service.protocol import samples
 from service.protocol.errors import BadRequest, InvalidFields, UnsupportedMediaType
-from service.protocol.limits import decoded_body
+from service.protocol.limits import check_json_size, decoded_body
 from service.protocol.v1_schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -76,6 +76,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
                 given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
                 if given:
                     raise BadRequest("for binary bodies; in JSON it goes in the body", given[0])
+                check_json_size(len(body), settings.max_json_body_bytes, "body")
                 parsed = ClassifyRequest.model_validate_json(body)
                 frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
                 sample_rate, center_freq = parsed.sample_rate, parsed.center_freq
@@ -116,6 +117,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
                 "max_samples": settings.max_samples,
                 "max_frames_per_request": settings.max_frames_per_request,
                 "max_body_bytes": settings.max_body_bytes,
+                "max_json_body_bytes": settings.max_json_body_bytes,
                 "max_batch": settings.max_batch,
             },
             evaluation=card.evaluation,

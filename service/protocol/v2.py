@@ -120,7 +120,9 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         started = time.perf_counter()
         with engine.arriving() as arrival:
             body = await decoded_body(request, settings.max_body_bytes)
-            parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
+            parsed = parse_request(
+                body, request.headers.get(HEADER_LENGTH), settings.max_json_body_bytes
+            )
             frames = iq_frames(parsed.request, parsed.raw, settings.max_frames_per_request)
             samples.check_frames(frames, card.feature_config, settings.max_samples, "IQ")
             wanted = requested_outputs(parsed.request, len(card.classes))

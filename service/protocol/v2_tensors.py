@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.protocol.errors import BadRequest
+from service.protocol.limits import check_json_size
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -58,10 +59,11 @@ class ParsedRequest:
     raw: dict[str, bytes] = field(default_factory=dict)  # input name -> binary tensor bytes
 
 
-def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
+def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -> ParsedRequest:
     """Split the body into the JSON header and the binary tensors that follow it."""
     if header_length is None:
         header, rest = body, b""
+        check_json_size(len(header), max_json_bytes, "body")
     else:
         try:
             n = int(header_length)
@@ -69,6 +71,7 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
             raise BadRequest("not an integer", HEADER_LENGTH) from None
         if not 0 < n <= len(body):
             raise BadRequest(f"{n} is outside the body's {len(body)} bytes", HEADER_LENGTH)
+        check_json_size(n, max_json_bytes, HEADER_LENGTH)
         header, rest = body[:n], body[n:]
     request = InferenceRequest.model_validate_json(header)
     raw: dict[str, bytes] = {}

@@ -47,9 +47,13 @@ v2_bodies = st.binary(max_size=256) | st.builds(
 
 
 @FAST
-@given(body=v2_bodies, header_length=st.none() | st.text(max_size=6) | st.integers().map(str))
-def test_v2_bodies(body, header_length):
-    parsed = result_or_client_error(lambda: parse_request(body, header_length))
+@given(
+    body=v2_bodies,
+    header_length=st.none() | st.text(max_size=6) | st.integers().map(str),
+    max_json_bytes=st.integers(1, 256),
+)
+def test_v2_bodies(body, header_length, max_json_bytes):
+    parsed = result_or_client_error(lambda: parse_request(body, header_length, max_json_bytes))
     if parsed is not None:
         for tensor in parsed.request.inputs:
             raw = result_or_client_error(lambda t=tensor: tensor_bytes(t, parsed.raw.get(t.name)))

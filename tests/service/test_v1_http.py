@@ -318,6 +318,28 @@ def test_oversized_chunked_body_is_refused_while_streaming(server):
     assert httpx.get(f"{server.url}/healthz/ready").status_code == 200
 
 
+def test_json_has_a_lower_limit_than_binary_and_the_refusal_says_to_send_binary(server, reference):
+    """The same 40,000 samples: 320 KB as cf32 are classified, about 0.7 MB as JSON lists (over
+    the conftest's 256 KiB for JSON, under its 1 MiB for a body) are refused before parsing."""
+    iq = noisy_tone(40_000)
+    r = httpx.post(
+        f"{server.url}/v1/classify?format=cf32", content=encode(iq, "cf32"), headers=BINARY
+    )
+    assert r.status_code == 200, r.text
+    check_answer(r.json(), reference([iq]))
+    i, q = np.round(iq.real.astype(float), 4).tolist(), np.round(iq.imag.astype(float), 4).tolist()
+    as_lists = json.dumps({"frames": [{"i": i, "q": q}]}).encode()
+    assert 2**18 < len(as_lists) < 2**20
+    r = httpx.post(
+        f"{server.url}/v1/classify", content=as_lists, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert error["field"] == "body" and "binary" in error["message"]
+    assert str(2**18) in error["message"]
+    assert httpx.get(f"{server.url}/v1/model").json()["limits"]["max_json_body_bytes"] == 2**18
+
+
 def test_a_declared_oversized_body_is_refused_before_it_is_sent(server):
     """Only the headers go out: a server that read the body first would wait for it and time
     out; this one answers 413 in JSON at once, without the body ever being sent."""

@@ -235,6 +235,31 @@ def test_malformed_and_invalid_v2_bodies(server):
     assert r.status_code == 400 and "binary_data_size" in r.json()["error"]
 
 
+def test_json_over_its_limit_is_413_in_a_plain_body_and_in_the_binary_extensions_header(server):
+    too_long = iq_input([1, 40_000, 2], [0.123456789] * 80_000)  # about 1 MB of JSON
+    r = raw_infer(server, too_long)
+    assert r.status_code == 413 and "binary" in r.json()["error"] and "body" in r.json()["error"]
+    header = json.dumps(
+        {
+            "id": "x" * 2**18,
+            "inputs": [
+                {
+                    "name": "IQ",
+                    "shape": [1, 512, 2],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 4096},
+                }
+            ],
+        }
+    ).encode()
+    r = raw_infer(
+        server,
+        header + interleaved(frames(1, 512)).tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert r.status_code == 413 and "Inference-Header-Content-Length" in r.json()["error"]
+
+
 def test_bytes_serialization_matches_tritonclient():
     elements = [b"qpsk", b"", "ünïcode".encode()]
     decoded = deserialize_bytes_tensor(serialize_bytes(elements))
