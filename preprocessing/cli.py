@@ -15,21 +15,15 @@ from pathlib import Path
 
 import torch
 
-from preprocessing.errors import InputError, InvalidFormat
+from preprocessing.errors import InputError
 from preprocessing.features import FeatureConfig, compute_features, validate_samples
-from preprocessing.formats import FORMATS, Recording, decode, is_sigmf_path, read_sigmf
-
-RAW_EXTENSIONS = {
-    ".cf32": "cf32",
-    ".cfile": "cf32",
-    ".fc32": "cf32",
-    ".ci16": "ci16",
-    ".cs16": "ci16",
-    ".sc16": "ci16",
-    ".ci8": "ci8",
-    ".cs8": "ci8",
-    ".cu8": "cu8",
-}
+from preprocessing.formats import (
+    FORMATS,
+    Recording,
+    decode,
+    raw_file_format,
+    read_sigmf,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,29 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=sorted(FORMATS), help="raw sample format (default: from extension)"
     )
     parser.add_argument("--nfft", type=int, default=defaults.nfft, help="FFT size per frame")
-    parser.add_argument("--hop", type=int, default=defaults.hop, help="samples between frames")
+    parser.add_argument(
+        "--hop", type=int, help=f"samples between frames (default nfft/2: {defaults.hop})"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def load_recording(path: Path, fmt: str | None) -> Recording:
-    if is_sigmf_path(path):
-        if fmt is not None:  # else the metadata's JSON would be read as samples
-            raise InvalidFormat("format", "a SigMF recording names its own datatype; drop --format")
-        return read_sigmf(path)
-    fmt = fmt or RAW_EXTENSIONS.get(path.suffix.lower())
+    fmt = raw_file_format(path, fmt)
     if fmt is None:
-        raise InvalidFormat(
-            "format",
-            f"cannot tell the sample format of {path.name} from its extension; "
-            f"pass --format ({', '.join(FORMATS)})",
-        )
+        return read_sigmf(path)
     samples = decode(path.read_bytes(), fmt)
     return Recording(samples=samples, sample_rate=None, center_freq=None, datatype=fmt)
 
 
+def feature_ranges(features: torch.Tensor, cfg: FeatureConfig) -> dict[str, list[float]]:
+    """[T, F] features -> each transform's [min, max] over the recording, in its own unit: dB
+    for the spectra and amp_q (with cfg.db), FFT bins for if_q."""
+    slots = features.unflatten(-1, (len(cfg.transforms), cfg.nfft))  # [T, K, nfft]
+    return {
+        name: [round(float(slot.min()), 2), round(float(slot.max()), 2)]
+        for name, slot in zip(cfg.transforms, slots.unbind(-2), strict=True)
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = FeatureConfig(nfft=args.nfft, hop=args.hop)
+        hop = args.hop if args.hop is not None else max(1, args.nfft // 2)
+        cfg = FeatureConfig(nfft=args.nfft, hop=hop)
         recording = load_recording(args.path, args.format)
         validate_samples(recording.samples, cfg)
         started = time.perf_counter()
@@ -78,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "center_freq": recording.center_freq,
         "features": cfg.to_dict(),
         "shape": list(features.shape),
-        "min_db": round(float(features.min()), 2),
-        "max_db": round(float(features.max()), 2),
+        "ranges": feature_ranges(features[0], cfg),
         "seconds": round(elapsed, 6),
     }
     if args.json:

@@ -50,8 +50,10 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -64,6 +66,7 @@ from preprocessing.errors import (
     TooManySamples,
 )
 from preprocessing.spectra import (
+    MAX_NFFT,
     check_complex,
     check_floor_db,
     check_frame_sizes,
@@ -124,6 +127,12 @@ class FeatureConfig:
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         self.validate()
+        # plain ints and floats, also from numpy scalars, so that to_dict() is JSON
+        nfft, hop = check_frame_sizes(self.nfft, self.hop)
+        object.__setattr__(self, "nfft", nfft)
+        object.__setattr__(self, "hop", hop)
+        for name in ("recording_segment", "recording_max_segments"):
+            object.__setattr__(self, name, operator.index(getattr(self, name)))
         object.__setattr__(self, "floor_db", float(self.floor_db))
 
     def validate(self) -> None:
@@ -134,12 +143,16 @@ class FeatureConfig:
             if not isinstance(getattr(self, name), bool):
                 raise InvalidParameter(name, f"must be true or false, got {getattr(self, name)!r}")
         segment = self.recording_segment
-        if isinstance(segment, bool) or not isinstance(segment, int) or segment < 0:
+        if isinstance(segment, bool) or not isinstance(segment, Integral) or segment < 0:
             raise InvalidParameter(
                 "recording_segment", f"must be 0 (none) or a number of samples, got {segment!r}"
             )
+        if segment > MAX_NFFT:  # a segment is one FFT
+            raise InvalidParameter(
+                "recording_segment", f"must be at most MAX_NFFT={MAX_NFFT}, got {segment}"
+            )
         count = self.recording_max_segments
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
             raise InvalidParameter(
                 "recording_max_segments", f"must be a positive integer, got {count!r}"
             )
@@ -151,9 +164,9 @@ class FeatureConfig:
                 raise InvalidParameter("transforms", f"unknown transform {name!r}; valid: {valid}")
         if len(set(self.transforms)) != len(self.transforms):
             raise InvalidParameter("transforms", f"repeats a name: {list(self.transforms)}")
-        if not isinstance(self.sorted_transforms, tuple) or not set(
-            self.sorted_transforms
-        ).issubset(TRANSFORMS):
+        if not isinstance(self.sorted_transforms, tuple) or not all(
+            isinstance(name, str) and name in TRANSFORMS for name in self.sorted_transforms
+        ):
             raise InvalidParameter(
                 "sorted_transforms",
                 f"must be a list of spectrum transform names ({', '.join(TRANSFORMS)}; "
@@ -261,9 +274,11 @@ def wiener_cleaned(unit: torch.Tensor) -> torch.Tensor:
     A bin passes if its power P exceeds N ln(nfft), which a bin of noise alone does with
     probability 1/nfft, about once a frame, and is then scaled by the Wiener gain 1 - N / P.
     The Wiener gain alone (every bin above N) keeps about a fifth of the noise outside the signal's
-    band, and lost to the threshold in a CPU A/B. A frame of noise alone keeps about one bin, so
-    it looks like a tone here; the spectra still tell it. No window: the filter acts on the frame
-    as one period, so a frame with no noise keeps its samples, bar the bins under the threshold.
+    band, and lost to the threshold in a CPU A/B. A frame of noise alone keeps one bin on average,
+    so it looks like a tone here, and none in about a third of frames ((1 - 1/nfft)^nfft ~ 1/e),
+    which then come out silent (amp_q at the floor); the spectra still tell noise. No window:
+    the filter acts on the frame as one period, so a frame with no noise keeps its samples, bar
+    the bins under the threshold.
     """
     nfft = unit.shape[-1]
     if nfft < 2:  # one bin: no band to find a floor in

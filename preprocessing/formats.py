@@ -167,6 +167,38 @@ def is_sigmf_path(path: Path) -> bool:
     return path.suffix in SIGMF_SUFFIXES or path.with_name(path.name + ".sigmf-meta").is_file()
 
 
+RAW_EXTENSIONS = {
+    ".cf32": "cf32",
+    ".cfile": "cf32",
+    ".fc32": "cf32",
+    ".ci16": "ci16",
+    ".cs16": "ci16",
+    ".sc16": "ci16",
+    ".ci8": "ci8",
+    ".cs8": "ci8",
+    ".cu8": "cu8",
+}
+
+
+def raw_file_format(path: Path, fmt: str | None) -> str | None:
+    """The sample format of a raw interleaved IQ file: `fmt` if given, else from its extension
+    (the names GNU Radio, SoapySDR, rtl_sdr and HackRF tools write). None for a SigMF
+    recording, which names its own datatype; a `fmt` for one is refused, as its metadata would
+    otherwise be read as samples."""
+    if is_sigmf_path(path):
+        if fmt is not None:
+            raise InvalidFormat("format", "a SigMF recording names its own datatype; drop --format")
+        return None
+    fmt = fmt or RAW_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidFormat(
+            "format",
+            f"cannot tell the sample format of {path.name} from its extension; "
+            f"pass --format ({', '.join(FORMATS)})",
+        )
+    return fmt
+
+
 def read_sigmf(path: str | Path) -> Recording:
     """Read a single-channel SigMF recording: a .sigmf-meta or .sigmf-data path, their common base
     name, or a .sigmf archive. The data type comes from the metadata."""

@@ -40,7 +40,9 @@ class StreamFramer:
                 f"is {chunk.dtype} on {chunk.device}; the stream is "
                 f"{self._tail.dtype} on {self._tail.device}",
             )
-        buffer = chunk if self._tail is None else torch.cat([self._tail, chunk])
+        # a copy on the first push too: the frames returned are views of `buffer`, and an SDR
+        # loop reuses its receive buffer for the next chunk
+        buffer = chunk.clone() if self._tail is None else torch.cat([self._tail, chunk])
         count = n_frames(buffer.shape[0], self.nfft, self.hop)
         # clone: the next push would otherwise keep the whole chunk alive through a view
         self._tail = buffer[count * self.hop :].clone()

@@ -14,7 +14,13 @@ from pathlib import Path
 import httpx
 
 from preprocessing.errors import InputError
-from preprocessing.formats import FORMATS, encode, is_sigmf_path, read_sigmf, sample_format
+from preprocessing.formats import (
+    FORMATS,
+    encode,
+    raw_file_format,
+    read_sigmf,
+    sample_format,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_FRAME_SAMPLES = 32_768
@@ -31,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         choices=list(FORMATS),
-        help="sample format of a raw file (default cf32); a SigMF recording names its own",
+        help="sample format of a raw file (default: from its extension, as rfcls spectra); a "
+        "SigMF recording names its own",
     )
     parser.add_argument(
         "--frame-samples",
@@ -56,14 +63,12 @@ class Capture:
 
 
 def read_capture(path: Path, fmt: str | None) -> Capture:
-    if is_sigmf_path(path):
-        if fmt is not None:
-            raise InputError("format", "a SigMF recording names its own datatype; drop --format")
+    fmt = raw_file_format(path, fmt)
+    if fmt is None:
         recording = read_sigmf(path)
         return Capture(
             encode(recording.samples, "cf32"), "cf32", recording.sample_rate, recording.center_freq
         )
-    fmt = fmt or "cf32"
     data = path.read_bytes()
     sample_bytes = sample_format(fmt).sample_bytes
     if len(data) % sample_bytes:

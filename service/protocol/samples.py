@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from preprocessing import formats
-from preprocessing.errors import InputError, InvalidFormat, TooManySamples
+from preprocessing.errors import InputError, InvalidFormat, TooFewSamples, TooManySamples
 from preprocessing.features import FeatureConfig, validate_samples
 from service.protocol.v1_schemas import Frame
 
@@ -53,12 +53,22 @@ def from_json_frames(frames: Sequence[Frame], max_frames: int) -> list[np.ndarra
     return out
 
 
-def split_frames(iq: np.ndarray, frame_samples: int | None, max_frames: int) -> list[np.ndarray]:
-    """Cut one long capture into frames of `frame_samples`; the last frame holds the remainder."""
+def split_frames(
+    iq: np.ndarray, frame_samples: int | None, max_frames: int, min_samples: int
+) -> list[np.ndarray]:
+    """Cut one long capture into frames of `frame_samples`; the last frame holds the remainder,
+    left out when it is under `min_samples` (one FFT frame: nothing to classify), as `rfcls
+    classify` leaves it out, so that a stream's tail does not cost the frames before it."""
     if frame_samples is None or frame_samples >= iq.size:
         return [iq]
-    check_frame_count(-(-iq.size // frame_samples), max_frames)
-    return [iq[start : start + frame_samples] for start in range(0, iq.size, frame_samples)]
+    if frame_samples < min_samples:
+        raise TooFewSamples(
+            "frame_samples", f"{frame_samples} is under the model's FFT of {min_samples} samples"
+        )
+    tail = iq.size % frame_samples
+    usable = iq[: iq.size - tail] if tail < min_samples else iq
+    check_frame_count(-(-usable.size // frame_samples), max_frames)
+    return [usable[start : start + frame_samples] for start in range(0, usable.size, frame_samples)]
 
 
 def check_frames(

@@ -71,7 +71,13 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             if content_type == BINARY:
                 if format is None:
                     raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")
-                frames = binary_frames(body, format, frame_samples, settings.max_frames_per_request)
+                frames = binary_frames(
+                    body,
+                    format,
+                    frame_samples,
+                    settings.max_frames_per_request,
+                    card.feature_config.nfft,
+                )
             elif content_type == JSON:
                 given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
                 if given:
@@ -127,11 +133,12 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
 
 
 def binary_frames(
-    body: bytes, fmt: str, frame_samples: int | None, max_frames: int
+    body: bytes, fmt: str, frame_samples: int | None, max_frames: int, min_samples: int
 ) -> list[np.ndarray]:
     if not body:
         raise BadRequest("empty body; send raw IQ samples", "body")
-    return samples.split_frames(samples.decode(body, fmt, "body"), frame_samples, max_frames)
+    iq = samples.decode(body, fmt, "body")
+    return samples.split_frames(iq, frame_samples, max_frames, min_samples)
 
 
 def frame_results(

@@ -82,6 +82,13 @@ def test_config_defaults_and_round_trip():
         assert FeatureConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 
+def test_numpy_integers_are_stored_as_ints_so_the_config_stays_json():
+    cfg = FeatureConfig(nfft=np.int64(64), hop=np.int32(32), recording_segment=np.int64(512))
+    assert json.loads(json.dumps(cfg.to_dict()))["nfft"] == 64
+    assert cfg == FeatureConfig(nfft=64, hop=32, recording_segment=512)
+    assert all(type(v) is int for v in (cfg.nfft, cfg.hop, cfg.recording_segment))
+
+
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(InvalidParameter) as err:
         FeatureConfig.from_dict({**FeatureConfig().to_dict(), "nfttt": 3})
@@ -106,6 +113,8 @@ def test_from_dict_rejects_unknown_keys():
         ({"recording_segment": -256}, "recording_segment"),
         ({"recording_segment": True}, "recording_segment"),
         ({"recording_segment": 4096.0}, "recording_segment"),
+        ({"recording_segment": 1 << 17}, "recording_segment"),  # one FFT past MAX_NFFT
+        ({"sorted_transforms": (["x"],)}, "sorted_transforms"),
         ({"recording_max_segments": 0}, "recording_max_segments"),
         ({"recording_max_segments": 2.0}, "recording_max_segments"),
         ({"recording_band_limit": 1}, "recording_band_limit"),

@@ -56,3 +56,25 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys, name, argv, message):
     path.write_bytes(encode(random_iq(1000), "cf32"))
     assert main(["spectra", str(path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_hop_defaults_to_half_the_fft_so_nfft_alone_works(tmp_path, capsys):
+    path = tmp_path / "rec.cf32"
+    path.write_bytes(encode(random_iq(3000), "cf32"))
+    out = run_json(capsys, path, "--nfft", 64)
+    assert out["features"]["hop"] == 32
+    assert out["shape"][1] == feature_frames(3000, FeatureConfig(nfft=64, hop=32))
+
+
+def test_ranges_are_per_transform_in_its_own_unit(tmp_path, capsys):
+    path = tmp_path / "rec.cf32"
+    path.write_bytes(encode(random_iq(5000), "cf32"))
+    out = run_json(capsys, path)
+    cfg = FeatureConfig()
+    assert list(out["ranges"]) == list(cfg.transforms)
+    for name, (low, high) in out["ranges"].items():
+        assert low <= high
+        if name != "if_q":  # dB, on or above the floor
+            assert low >= cfg.floor_db
+    # if_q is in FFT bins about the frame's mean frequency: within half the band either way
+    assert -cfg.nfft / 2 <= out["ranges"]["if_q"][0] < 0 < out["ranges"]["if_q"][1] <= cfg.nfft / 2

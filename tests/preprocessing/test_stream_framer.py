@@ -78,6 +78,21 @@ def test_tail_does_not_keep_the_chunk_alive():
     assert framer._tail.untyped_storage().nbytes() < 64 * 8
 
 
+def test_frames_survive_the_caller_reusing_its_receive_buffer():
+    """An SDR loop fills one buffer again and again; frames already handed out keep their
+    samples, on the first push as on later ones."""
+    framer = StreamFramer(16, 8)
+    buffer = random_stream(4, 40)
+    first = framer.push(buffer)
+    expected = first.clone()
+    buffer.copy_(random_stream(5, 40))
+    second = framer.push(buffer)
+    expected_second = second.clone()
+    buffer.zero_()
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(second, expected_second, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "chunk",
     [

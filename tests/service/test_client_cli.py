@@ -69,9 +69,8 @@ def test_raw_file_drops_a_tail_shorter_than_one_fft(server, tmp_path):
     raw = encode(noise(5 * 1024 + 10), "ci8")  # 10 samples < nfft 64: left out
     path = tmp_path / "capture.ci8"
     path.write_bytes(raw)
-    result = rfcls_classify(
-        str(path), "--url", server.url, "--format", "ci8", "--frame-samples", "1024"
-    )
+    # the format from the extension, as rfcls spectra takes it
+    result = rfcls_classify(str(path), "--url", server.url, "--frame-samples", "1024")
     assert result.returncode == 0, result.stderr
     table = rows(result.stdout)
     assert len(table) == 5
@@ -102,6 +101,7 @@ def another_http_server():
     ("setup", "code", "message"),
     [
         ("odd", 2, "not a whole number of cf32 samples"),
+        ("no extension", 2, "pass --format"),
         ("unreachable", 1, "cannot reach"),
         ("not a URL", 1, "cannot reach"),
         ("not rfcls", 1, "is not an rfcls service"),
@@ -115,6 +115,9 @@ def test_errors(server, another_http_server, tmp_path, setup, code, message):
     args = []
     if setup == "odd":
         path.write_bytes(b"\0" * 13)
+    elif setup == "no extension":
+        path = tmp_path / "capture.dat"
+        path.write_bytes(encode(noise(70_000), "cf32"))
     else:
         path.write_bytes(encode(noise(70_000), "cf32"))
         if setup == "unreachable":

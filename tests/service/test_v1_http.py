@@ -124,6 +124,19 @@ def test_binary_every_format_cut_into_frames(server, reference, fmt):
     assert [f["n_samples"] for f in answer["frames"]] == [1024, 1024, 600]
 
 
+def test_a_tail_shorter_than_one_fft_is_left_out_not_the_request_refused(server, reference):
+    iq = noisy_tone(2 * 1024 + 10)  # 10 samples: under the tiny model's FFT of 64
+    r = httpx.post(
+        f"{server.url}/v1/classify",
+        params={"format": "cf32", "frame_samples": 1024},
+        content=encode(iq, "cf32"),
+        headers=BINARY,
+    )
+    assert r.status_code == 200, r.text
+    check_answer(r.json(), reference([iq[:1024], iq[1024:2048]]))
+    assert [f["n_samples"] for f in r.json()["frames"]] == [1024, 1024]
+
+
 def test_binary_whole_body_is_one_frame(server, reference):
     iq = noisy_tone(5000)
     r = httpx.post(
@@ -220,6 +233,11 @@ BAD_REQUESTS = {
         binary("format=ci8&frame_samples=64", encode(noisy_tone(17 * 64), "ci8")),
         413,
         "frames",
+    ),
+    "frame_samples under the FFT": (
+        binary("format=cf32&frame_samples=10", encode(noisy_tone(512), "cf32")),
+        400,
+        "frame_samples",
     ),
     "wrong content type": (
         {"url": "/v1/classify", "content": b"hello", "headers": {"Content-Type": "text/plain"}},
