@@ -111,6 +111,16 @@ class _Request:
         self.cancelled = False
         self.settled = False
 
+    @property
+    def taken(self) -> bool:
+        """Some frame of it has left the queue for the device: from then on it runs to its end."""
+        return self.untaken < len(self.frames)
+
+    def deadline_passed(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"not started within {1000 * (self.deadline - self.enqueued):.0f} ms"
+        )
+
     def finish(self, outcome: Prediction | EngineError) -> None:
         if not self.settled:
             self.settled = True
@@ -266,9 +276,10 @@ class Engine:
         deadline_s: float | None = None,
         arrival: Arrival | None = None,
     ) -> _Request:
-        """Queue a request; `settle` is called exactly once, on the worker thread, unless the
-        request is refused here (QueueFull, NotReady are raised at once). `deadline_s` can only
-        shorten the engine's own deadline."""
+        """Queue a request; `settle` is called exactly once, on the worker thread (or, through
+        predict, on the event loop at the deadline), unless the request is refused here
+        (QueueFull, NotReady are raised at once). `deadline_s` can only shorten the engine's own
+        deadline, which a request must start within; once started it runs to its end."""
         if not frames:
             raise ValueError("a request needs at least one frame")
         now = time.perf_counter()
@@ -364,12 +375,34 @@ class Engine:
             loop.call_soon_threadsafe(_settle_future, future, outcome)
 
         request = self.submit(frames, settle, deadline_s, arrival)
+        # at the deadline, not when the batch on the device ends: behind a long batch a
+        # request's 504 (v2 `timeout`) would come that batch's length late
+        timer = loop.call_later(
+            max(0.0, request.deadline - time.perf_counter()), self._expire, request
+        )
         try:
             return await future
         except asyncio.CancelledError:
-            # the client went away: don't spend the device on it
-            request.cancelled = True
+            self._withdraw(request)
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, request: _Request) -> None:
+        """Its deadline came: 504 unless it has started. Event loop."""
+        with self._cond:
+            if request.taken or request.settled:
+                return
+            request.finish(request.deadline_passed())
+            self._forget([request])
+
+    def _withdraw(self, request: _Request) -> None:
+        """The client went away: its frames leave the queue now, not when the worker next looks,
+        so that they neither hold a queue slot nor count as work ahead. Frames already on the
+        device finish, unanswered. Event loop."""
+        with self._cond:
+            request.cancelled = True
+            self._forget([request])
 
     # ---- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -501,16 +534,14 @@ class Engine:
 
     def _drop_expired(self) -> None:
         now = time.perf_counter()
-        dropped = [r for r in self._waiting if r.cancelled or r.deadline < now]
+        # a request split over several batches is past its deadline only if none has started:
+        # dropping the rest would waste the frames computed and answer 504 to a running request
+        dropped = [r for r in self._waiting if r.cancelled or (not r.taken and r.deadline < now)]
         if not dropped:
             return
         for request in dropped:
             if not request.cancelled:
-                request.finish(
-                    DeadlineExceeded(
-                        f"not started within {1000 * (request.deadline - request.enqueued):.0f} ms"
-                    )
-                )
+                request.finish(request.deadline_passed())
         self._forget(dropped)
 
     def _forget(self, requests: Sequence[_Request]) -> None:

@@ -34,7 +34,7 @@ BUDGET_MULTIPLES = (
     1.0, 1.05, 1.1, 1.2, 1.35, 1.5, 2.0, 3.0, 5.0, 10.0,
 )  # fmt: skip
 
-OUTCOMES = ("ok", "client_error", "rejected", "timeout", "error")
+OUTCOMES = ("ok", "client_error", "rejected", "timeout", "cancelled", "error")
 REJECTION_REASONS = ("queue_full", "deadline", "too_large", "invalid", "unauthorized")
 STAGES = ("queue", "preprocess", "inference")
 DEFAULT_WINDOW = 1024

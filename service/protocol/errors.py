@@ -72,6 +72,12 @@ class InvalidFields(ServiceError):
     status, code, rejection = 422, "validation_error", "invalid"
 
 
+class ClientClosed(ServiceError):
+    """nginx's 499: nobody reads it, but the request's metrics and log say what became of it."""
+
+    status, code = 499, "client_closed_request"
+
+
 class InternalError(ServiceError):
     status, code = 500, "internal"
 

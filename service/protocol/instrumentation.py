@@ -27,6 +27,8 @@ def outcome(status: int) -> str:
         return "rejected"
     if status == 504:
         return "timeout"
+    if status == 499:
+        return "cancelled"
     return "error" if status >= 500 else "client_error"
 
 

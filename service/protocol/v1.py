@@ -16,6 +16,7 @@ from starlette.responses import Response
 from service.context import ServiceContext
 from service.engine import Prediction
 from service.protocol import samples
+from service.protocol.disconnects import unless_disconnected
 from service.protocol.errors import BadRequest, InvalidFields, UnsupportedMediaType
 from service.protocol.limits import check_json_size, decoded_body
 from service.protocol.v1_schemas import (
@@ -94,7 +95,9 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             if top_k > len(card.classes):
                 raise InvalidFields(f"at most {len(card.classes)} (the number of classes)", "top_k")
             samples.check_frames(frames, card.feature_config, settings.max_samples)
-            prediction = await ctx.engine.predict(frames, arrival=arrival)
+            prediction = await unless_disconnected(
+                request, ctx.engine.predict(frames, arrival=arrival)
+            )
         answer = ClassifyResponse(
             frames=frame_results(prediction.probabilities, card.classes, top_k, frames),
             backend=card.backend,

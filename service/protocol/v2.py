@@ -29,6 +29,7 @@ from starlette.responses import Response
 from service.context import ServiceContext
 from service.engine import Prediction
 from service.protocol import samples
+from service.protocol.disconnects import unless_disconnected
 from service.protocol.errors import BadRequest, ModelNotFound
 from service.protocol.limits import decoded_body
 from service.protocol.v2_tensors import (
@@ -126,7 +127,9 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             frames = iq_frames(parsed.request, parsed.raw, settings.max_frames_per_request)
             samples.check_frames(frames, card.feature_config, settings.max_samples, "IQ")
             wanted = requested_outputs(parsed.request, len(card.classes))
-            prediction = await engine.predict(frames, timeout_s(parsed.request), arrival)
+            prediction = await unless_disconnected(
+                request, engine.predict(frames, timeout_s(parsed.request), arrival)
+            )
         header = {
             "model_name": card.name,
             "model_version": card.version,

@@ -452,6 +452,55 @@ async def test_a_cancelled_request_is_not_computed():
     engine.stop()
 
 
+async def test_the_deadline_answers_at_its_time_not_when_the_batch_ahead_ends():
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, deadline_s=5.0), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    t0 = time.perf_counter()
+    with pytest.raises(DeadlineExceeded):
+        await engine.predict([frame(64, 7)], deadline_s=0.05)
+    assert time.perf_counter() - t0 < 2.0  # the device is still held: no batch has ended
+    assert not held.done()
+    runner.gate.set()
+    await held
+    assert runner.batches == [[-1.0]]
+    engine.stop()
+
+
+async def test_a_started_request_split_over_batches_runs_to_its_end_past_its_deadline():
+    """Its later frames wait behind its earlier ones, not in the queue: dropping them would
+    waste what was computed and answer 504 to a request the device was working on."""
+    runner = ScriptedRunner(seconds_per_frame=0.02)
+    engine = started(make_engine(runner, max_batch=1, deadline_s=0.05), runner)
+    answer = await engine.predict([frame(64, t) for t in (1, 2, 3, 4, 5)])
+    assert list(answer.probabilities[:, 0]) == [1, 2, 3, 4, 5]
+    assert runner.batches == [[1.0], [2.0], [3.0], [4.0], [5.0]]
+    engine.stop()
+
+
+async def test_a_cancelled_request_frees_its_queue_slot_at_once():
+    runner = ScriptedRunner()
+    metrics = make_metrics(1)
+    engine = started(Engine(runner, metrics, max_batch=1, max_wait_s=0.0, max_queue=2,
+                            deadline_s=5.0, warmup_samples=64), runner)  # fmt: skip
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    gone = [asyncio.ensure_future(engine.predict([frame(64, t)])) for t in (1, 2)]
+    await asyncio.sleep(0.01)
+    for task in gone:
+        task.cancel()
+    await asyncio.sleep(0.01)
+    assert metrics.queue_depth._value.get() == 0
+    admitted = asyncio.ensure_future(engine.predict([frame(64, 3)]))  # the queue holds 2
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    await held
+    assert list((await admitted).probabilities[:, 0]) == [3]
+    assert runner.batches == [[-1.0], [3.0]]
+    engine.stop()
+
+
 async def test_a_failing_batch_fails_only_its_requests():
     runner = ScriptedRunner()
     runner.poison = {1.0}

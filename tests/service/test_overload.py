@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,32 @@ def test_deadline_passed_in_queue_is_504_and_never_computed():
         timeouts = {"route": "/v1/classify", "backend": "mha", "outcome": "timeout"}
         assert metric(text, "rfcls_requests_total", **timeouts) == 1
     assert 2.0 not in [t for batch in runner.batches for t in batch]
+
+
+def test_a_client_that_disconnects_while_queued_is_withdrawn_not_computed_nor_counted_ok():
+    runner = ScriptedRunner()
+    with serve(runner, max_batch=1, deadline_ms=10_000) as s, ThreadPoolExecutor(1) as pool:
+        runner.reset()
+        runner.gate.clear()
+        busy = pool.submit(classify, s.url, 1.0)
+        assert runner.entered.acquire(timeout=5)
+        body = tagged(2.0)
+        with socket.create_connection(("127.0.0.1", s.port)) as conn:
+            conn.sendall(
+                b"POST /v1/classify?format=cf32 HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
+        # the client has gone while its request waits behind the held batch
+        wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 0)
+        runner.gate.set()
+        assert busy.result().status_code == 200
+        text = metrics_of(s.url)
+        route = {"route": "/v1/classify", "backend": "mha"}
+        assert metric(text, "rfcls_requests_total", outcome="ok", **route) == 1
+        assert metric(text, "rfcls_requests_total", outcome="cancelled", **route) == 1
+    assert runner.batches == [[1.0]]
 
 
 def test_a_model_fault_is_a_generic_500_and_the_next_request_succeeds():
