@@ -25,12 +25,13 @@ RUN pip install --no-deps --index-url "https://download.pytorch.org/whl/${TORCH_
         "torch==${TORCH_VERSION}"
 
 COPY requirements/lock.txt requirements/lock.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 # The project's dependencies next, read from pyproject alone: a layer that a change to the code
-# leaves cached, so such a build reinstalls only the code.
+# (or the README) leaves cached, so such a build reinstalls only the code.
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/dependencies.txt \
     && pip install --constraint requirements/lock.txt --requirement /tmp/dependencies.txt
+COPY README.md ./
 COPY preprocessing preprocessing
 COPY rfmodel rfmodel
 COPY service service
@@ -41,6 +42,15 @@ RUN pip install --no-deps --constraint requirements/lock.txt . \
 
 
 FROM ${PYTHON_IMAGE} AS runtime
+ARG TORCH_VARIANT=cpu
+# CUDA builds: Triton, which torch.compile and the flash kernel (bf16 on the GPU) compile with,
+# builds a small C launcher at first use and fails without a C compiler, which slim images lack.
+# hadolint ignore=DL3008
+RUN if [ "${TORCH_VARIANT}" != cpu ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends gcc libc6-dev \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 # HOME=/tmp: with a read-only root filesystem, /tmp (an emptyDir in Kubernetes, a tmpfs in
 # compose) is the only place torch and matplotlib may write their caches.
 # NVIDIA_DRIVER_CAPABILITIES: the container toolkit mounts only nvidia-smi's libraries unless told

@@ -51,6 +51,7 @@ def build_context(settings: Settings, card: ModelCard, runner: Runner) -> Servic
         warmup_samples=settings.warmup_samples(card.feature_config.nfft),
         warmup_lengths=settings.warmup_lengths(card.feature_config.nfft),
         loop_lag=lambda: loop_lag.lag_s,
+        stall_s=settings.stall_s,
     )
     return ServiceContext(
         settings=settings, card=card, engine=engine, metrics=metrics, loop_lag=loop_lag
@@ -69,7 +70,7 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         yield
         watching.cancel()
         # uvicorn has waited for the open requests by now; this answers anything still queued
-        await asyncio.to_thread(ctx.engine.stop)
+        await asyncio.to_thread(ctx.engine.stop, ctx.settings.stall_s)
 
     app = FastAPI(
         title="rfcls",

@@ -168,11 +168,12 @@ class Engine:
         warmup_lengths: Sequence[int] = (),
         queue_wait: QueueWaitLimit | None = None,
         loop_lag: Callable[[], float] = lambda: 0.0,
+        stall_s: float | None = None,
     ):
         """warmup_samples: the length of the warm-up's timed frames, which the cost line is
         fitted to; warmup_lengths: more lengths the warm-up runs, untimed. loop_lag: seconds the
         event loop runs late now (service/loop_lag.py), counted in the work ahead of a
-        newcomer."""
+        newcomer. stall_s: a batch running longer marks the engine failed (see live)."""
         self._runner = runner
         self._metrics = metrics
         self._max_batch = max_batch
@@ -189,6 +190,8 @@ class Engine:
         self._queued_samples = 0  # in the frames of _pending
         # when the batch on the device should end (perf_counter), by estimate; 0 when idle
         self._busy_until = 0.0
+        self._stall_s = stall_s
+        self._batch_started = 0.0  # perf_counter; 0 when idle
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order
@@ -202,8 +205,19 @@ class Engine:
     # ---- state -------------------------------------------------------------------------------
     @property
     def live(self) -> bool:
-        """False once the worker thread has died (a restart is the only cure)."""
-        return not self._thread.ident or self._thread.is_alive()
+        """False once the worker thread has died, or is stuck in one batch for longer than
+        stall_s (a hung device call or driver: it answers nobody, and nothing but a restart
+        frees it)."""
+        return (not self._thread.ident or self._thread.is_alive()) and not self.stalled
+
+    @property
+    def stalled(self) -> bool:
+        started = self._batch_started
+        return (
+            self._stall_s is not None
+            and started > 0
+            and time.perf_counter() - started > self._stall_s
+        )
 
     @property
     def warmed_up(self) -> bool:
@@ -212,10 +226,12 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._warm and not self._draining and self._thread.is_alive()
+        return self._warm and not self._draining and self.live
 
     @property
     def state(self) -> str:
+        if self.stalled:
+            return "stalled"
         if not self.live:
             return "failed"
         if self._draining or self._stopping:
@@ -235,13 +251,17 @@ class Engine:
         self._draining = True
 
     def stop(self, timeout: float | None = None) -> None:
-        """Take no more requests, answer everything queued, then end the worker."""
+        """Take no more requests, answer everything queued, then end the worker; waits at most
+        `timeout` for it (a stalled worker never ends: the process exits without it, as it is a
+        daemon thread)."""
         with self._cond:
             self._draining = True
             self._stopping = True
             self._cond.notify_all()
         if self._thread.ident:
-            self._thread.join(timeout)
+            self._thread.join(0 if self.stalled else timeout)
+            if self._thread.is_alive():
+                log.error("the engine's worker did not end within %s s; leaving it", timeout)
 
     # ---- submitting (any thread) -----------------------------------------------------------------
     @contextmanager
@@ -430,13 +450,14 @@ class Engine:
             if not batch:  # empty when the head request was cancelled meanwhile
                 continue
             samples = sum(len(item.request.frames[item.index]) for item in batch)
-            self._busy_until = time.perf_counter() + self._cost.seconds(samples)
+            self._batch_started = time.perf_counter()
+            self._busy_until = self._batch_started + self._cost.seconds(samples)
             try:
                 self._run(batch)
             finally:
                 # done, whatever the estimate said: an estimate inflated by one slow batch must
                 # not outlive the batch it was made for
-                self._busy_until = 0.0
+                self._busy_until = self._batch_started = 0.0
 
     def _warm_up(self) -> dict[int, float]:
         """Every batch size once at every warm-up length, untimed, then once timed at

@@ -108,6 +108,9 @@ class DrainingServer(uvicorn.Server):
 
 
 def run(args: argparse.Namespace) -> int:
+    # As PID 1 in a container, a signal without a handler is ignored: until uvicorn installs its
+    # own, a SIGTERM during the model's load would wait out the whole grace period for SIGKILL.
+    signal.signal(signal.SIGTERM, _stop_before_serving)
     overrides = {name: getattr(args, name, None) for name in Settings.model_fields}
     try:
         settings = load_settings(**overrides)
@@ -126,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
     return 1 if server.engine_failed else 0
 
 
+def _stop_before_serving(sig: int, frame: types.FrameType | None) -> None:
+    raise SystemExit(0)  # nothing is served yet: nothing to drain
+
+
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -141,6 +148,7 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         # per-request access lines cost latency; the metrics count every request anyway
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=settings.keep_alive_s,
         workers=settings.workers,
     )
 

@@ -123,6 +123,23 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="a batch still running after this many seconds marks the engine failed (a "
+        "hung device call answers nobody): /healthz/live answers 503, readiness goes false, "
+        "and the server process ends so that its supervisor or the container restarts it; "
+        "also the longest shutdown waits for the engine. Far above a legitimate batch: one "
+        "frame of 262,144 samples (the default max_samples) takes about 0.75 s on 2 CPU cores "
+        "with mha, so 16 of them about 12 s",
+    )
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        description="seconds an idle keep-alive connection stays open; keep it above the idle "
+        "timeout of any proxy or load balancer in front (AWS ALB 60 s), so that the proxy "
+        "closes idle connections, never reusing one the server has just closed (a reset POST)",
+    )
     workers: int = Field(
         1,
         ge=1,

@@ -162,6 +162,12 @@ def test_context_sends_the_packages_the_lock_and_the_weights():
         assert dockerignore_excludes(left_out), left_out
 
 
+def test_a_cuda_image_has_the_c_compiler_triton_needs_and_a_cpu_image_does_not_pay_for_it():
+    runs = [v for k, v in final_stage() if k == "RUN" and "gcc" in v]
+    assert len(runs) == 1
+    assert '"${TORCH_VARIANT}" != cpu' in runs[0] and "libc6-dev" in runs[0]
+
+
 def test_dependencies_are_installed_before_the_code_is_copied():
     """Their layer then stays cached when only the code changes; the project's own install adds
     nothing to it (`--no-deps`), and `pip check` still checks the whole set."""

@@ -585,3 +585,20 @@ async def test_a_runner_answering_the_wrong_number_of_rows_fails_only_that_batch
     assert engine.live
     assert list((await engine.predict([frame(64, 3)])).probabilities[:, 0]) == [3]
     engine.stop()
+
+
+async def test_a_batch_stuck_past_stall_s_marks_the_engine_failed_and_stop_does_not_hang():
+    """A hung device call answers nobody: liveness must fail so that the container is restarted,
+    readiness too so that traffic goes elsewhere, and shutdown must not wait for it forever."""
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, stall_s=0.2), runner)
+    held = hold_worker(runner, engine)  # the gate stays shut: the batch never ends
+    await wait_entered(runner)
+    assert engine.live and engine.ready
+    await asyncio.sleep(0.3)
+    assert not engine.live and not engine.ready and engine.state == "stalled"
+    t0 = time.perf_counter()
+    await asyncio.to_thread(engine.stop, 0.2)
+    assert time.perf_counter() - t0 < 2.0
+    runner.gate.set()  # let the thread end, for the tests after this one
+    await held

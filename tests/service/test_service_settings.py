@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -184,3 +186,35 @@ def test_default_torch_threads_leave_each_worker_a_core_of_the_usable_ones(
     # usable_cpus: the affinity capped by a container's CPU quota (tests/rfmodel/test_cpus.py)
     monkeypatch.setattr(loading, "usable_cpus", lambda: usable)
     assert loading.default_torch_threads(workers) == threads
+
+
+def test_keep_alive_outlasts_a_load_balancers_idle_timeout(clean_env):
+    from service.server import uvicorn_config
+
+    assert uvicorn_config(load_settings(), app=None).timeout_keep_alive > 60  # AWS ALB's
+    clean_env.setenv("RFCLS_KEEP_ALIVE_S", "350")
+    assert uvicorn_config(load_settings(), app=None).timeout_keep_alive == 350
+
+
+def test_sigterm_is_handled_from_the_start_not_only_once_uvicorn_runs(clean_env, monkeypatch):
+    """As PID 1 in a container a signal without a handler is ignored, so a SIGTERM during the
+    model's load would wait for SIGKILL; the handler is in place before the load begins."""
+    from service import server
+
+    seen = {}
+
+    def load_server(settings):
+        seen["handler"] = signal.getsignal(signal.SIGTERM)
+        return None
+
+    monkeypatch.setattr(server, "load_server", load_server)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert server.run(argparse.Namespace()) == 2  # every setting from its default
+    finally:
+        handler = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, before)
+    assert seen["handler"] is handler and callable(handler)
+    with pytest.raises(SystemExit) as stopped:
+        handler(signal.SIGTERM, None)
+    assert stopped.value.code == 0
