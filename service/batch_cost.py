@@ -26,12 +26,17 @@ class BatchCost:
     # below this relative spread of the recent sizes (std / mean) the slope is left undetermined
     MIN_SPREAD = 0.05
 
-    def __init__(self) -> None:
+    def __init__(self, shape: tuple[float, float] | None = None) -> None:
+        """shape: a (fixed, per sample) line to keep the shape of until one is determined."""
         self._weight = 0.0
         self._x = self._y = self._xx = self._xy = 0.0  # weighted sums: samples, seconds
         self.fixed_s = 0.0
         self.per_sample_s = 0.0
-        self._shape: tuple[float, float] | None = None  # the last determined (fixed, per sample)
+        self._shape = shape  # the last determined (fixed, per sample)
+
+    @property
+    def shape(self) -> tuple[float, float] | None:
+        return self._shape
 
     def observe(self, seconds: float, samples: int) -> None:
         x = float(max(samples, 1))

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -186,8 +186,13 @@ class Engine:
         self._loop_lag = loop_lag
         if queue_wait is not None:
             metrics.queue_wait_limit.set(queue_wait.limit_s)
-        self._cost = BatchCost()
-        self._queued_samples = 0  # in the frames of _pending
+        # one cost line per length bucket (a batch holds frames of one bucket): a frame's cost
+        # grows faster than its samples (attention), so one line through batches of every
+        # length was bent by a single long frame: after one 262,144-sample frame (0.75 s on 2
+        # CPU cores) it priced a 32,768-sample frame at 165 ms, not 21, and refused requests an
+        # idle engine could serve for the next several batches
+        self._costs: dict[int, BatchCost] = {}
+        self._queued: dict[int, list[int]] = {}  # bucket -> [frames, samples] of _pending
         # when the batch on the device should end (perf_counter), by estimate; 0 when idle
         self._busy_until = 0.0
         self._stall_s = stall_s
@@ -310,10 +315,9 @@ class Engine:
                 self._arrived(arrival)
             self._check_admission()
             self._waiting[request] = None
-            self._pending.extend(
-                _Item(request, i, length_bucket(len(f))) for i, f in enumerate(frames)
-            )
-            self._queued_samples += sum(len(f) for f in frames)
+            items = [_Item(request, i, length_bucket(len(f))) for i, f in enumerate(frames)]
+            self._pending.extend(items)
+            self._count(items, +1)
             self._metrics.queue_depth.set(len(self._waiting))
             self._cond.notify()
         return request
@@ -343,33 +347,38 @@ class Engine:
             return
         lag_s = self._loop_lag()
         ahead_s = lag_s + max(0.0, self._busy_until - time.perf_counter())
-        if self._pending:
-            frame_samples = self._queued_samples / len(self._pending)
-            batch_samples = self._full_batch_samples(frame_samples)
+        for bucket, (frames, samples) in self._queued.items():
+            cost = self._cost(bucket)
+            frame_samples = samples / frames
+            batch_samples = self._full_batch_samples(cost, frame_samples)
             # a batch closes at about _batch_close_s (_batch_is_full aims there) but holds at
             # least one frame, whose cost may pass it: on a CPU one 32k-sample frame costs 3x
             # the floor
             batch_s = max(
-                min(self._cost.seconds(batch_samples), self._batch_close_s()),
-                self._cost.seconds(frame_samples),
+                min(cost.seconds(batch_samples), self._batch_close_s(cost)),
+                cost.seconds(frame_samples),
             )
-            ahead_s += self._queued_samples // batch_samples * batch_s
-        # at least one whole batch: where a batch's fixed part passes the limit, every request
-        # behind one would be refused
-        limit_s = max(self._queue_wait.limit_s, self._batch_close_s())
+            ahead_s += samples // batch_samples * batch_s
+        # at least one whole batch (of the budget's frames: the newcomer's length is not known
+        # yet): where a batch's fixed part passes the limit, every request behind one would be
+        # refused
+        limit_s = max(
+            self._queue_wait.limit_s,
+            self._batch_close_s(self._cost(length_bucket(self._warmup_samples))),
+        )
         if ahead_s > limit_s:
             raise QueueFull(
                 f"about {1000 * ahead_s:.0f} ms of work is ahead (the event loop's lag "
                 f"{1000 * lag_s:.0f} ms of it); the limit is {1000 * limit_s:.0f} ms"
             )
 
-    def _full_batch_samples(self, frame_samples: float) -> float:
+    def _full_batch_samples(self, cost: BatchCost, frame_samples: float) -> float:
         """Samples of a full batch of frames of this length: max_batch of them, or as many as
         reach the queue-wait floor's work (_batch_is_full), at least one. Lock held."""
         frames = self._max_batch
-        per_frame_s = self._cost.per_sample_s * frame_samples
+        per_frame_s = cost.per_sample_s * frame_samples
         if per_frame_s > 0:
-            room_s = self._batch_close_s() - self._cost.fixed_s
+            room_s = self._batch_close_s(cost) - cost.fixed_s
             frames = min(frames, max(1, math.ceil(room_s / per_frame_s)))
         return frames * frame_samples
 
@@ -435,7 +444,8 @@ class Engine:
             self._warm_up_ended.set()
         if not self._warm:
             return
-        frame_s = self._cost.per_sample_s * self._warmup_samples
+        cost = self._cost(length_bucket(self._warmup_samples))
+        frame_s = cost.per_sample_s * self._warmup_samples
         log.info(
             "engine warm (frames of %s samples); ready. Batches of %s frames of %d samples took "
             "%s ms; cost line: %.2f ms + %.2f ms a frame",
@@ -443,7 +453,7 @@ class Engine:
             "/".join(map(str, warmup_ms)),
             self._warmup_samples,
             "/".join(f"{ms:.2f}" for ms in warmup_ms.values()),
-            1e3 * self._cost.fixed_s,
+            1e3 * cost.fixed_s,
             1e3 * frame_s,
         )
         while (batch := self._next_batch()) is not None:
@@ -451,7 +461,7 @@ class Engine:
                 continue
             samples = sum(len(item.request.frames[item.index]) for item in batch)
             self._batch_started = time.perf_counter()
-            self._busy_until = self._batch_started + self._cost.seconds(samples)
+            self._busy_until = self._batch_started + self._cost(batch[0].bucket).seconds(samples)
             try:
                 self._run(batch)
             finally:
@@ -508,15 +518,16 @@ class Engine:
     def _same_bucket(self, bucket: int) -> tuple[list[_Item], bool]:
         """The next batch of the bucket's queued frames, and whether it is full."""
         batch, samples = [], 0
+        cost = self._cost(bucket)
         for item in self._pending:
             if item.bucket == bucket and not item.request.cancelled:
                 batch.append(item)
                 samples += len(item.request.frames[item.index])
-                if self._batch_is_full(len(batch), samples):
+                if self._batch_is_full(cost, len(batch), samples):
                     return batch, True
         return batch, False
 
-    def _batch_is_full(self, frames: int, samples: int) -> bool:
+    def _batch_is_full(self, cost: BatchCost, frames: int, samples: int) -> bool:
         """At max_batch frames, or at the estimated work of the queue-wait floor (on a device
         whose fixed part is over half the floor, of twice that part: _batch_close_s): a request
         admitted behind the running batch then waits for about the limit, and its own batch
@@ -527,9 +538,9 @@ class Engine:
             return True
         if self._queue_wait is None:
             return False
-        return self._cost.seconds(samples) >= self._batch_close_s()
+        return cost.seconds(samples) >= self._batch_close_s(cost)
 
-    def _batch_close_s(self) -> float:
+    def _batch_close_s(self, cost: BatchCost) -> float:
         """The estimated time at which a batch is full: the floor, or twice the batch's fixed
         part where that is longer, so that a batch spends at least as long on its frames as on
         what it pays whatever its size; but at most half the answer target, since a newcomer may
@@ -541,12 +552,12 @@ class Engine:
         clients) lets a wait for one batch and then one's own pass the budget
         (docs/experiments/batch_close/; there the admitted p99 reached 107 ms)."""
         queue_wait = self._queue_wait
-        return max(queue_wait.floor_s, min(2 * self._cost.fixed_s, queue_wait.target_s / 2))
+        return max(queue_wait.floor_s, min(2 * cost.fixed_s, queue_wait.target_s / 2))
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
         self._pending = deque(item for item in self._pending if id(item) not in taken)
-        self._queued_samples -= sum(len(item.request.frames[item.index]) for item in batch)
+        self._count(batch, -1)
         for item in batch:
             item.request.untaken -= 1
             if item.request.untaken == 0:
@@ -565,11 +576,28 @@ class Engine:
                 request.finish(request.deadline_passed())
         self._forget(dropped)
 
+    def _count(self, items: Iterable[_Item], sign: int) -> None:
+        """Add (+1) or take away (-1) the items in the per-bucket tally of the queue. Lock held."""
+        for item in items:
+            tally = self._queued.setdefault(item.bucket, [0, 0])
+            tally[0] += sign
+            tally[1] += sign * len(item.request.frames[item.index])
+            if tally[0] == 0:
+                del self._queued[item.bucket]
+
+    def _cost(self, bucket: int) -> BatchCost:
+        """The bucket's cost line; one without batches yet borrows the nearest bucket's (scaled
+        by samples), or is 0 before any batch."""
+        if bucket in self._costs or not self._costs:
+            return self._costs.get(bucket, BatchCost())
+        return self._costs[min(self._costs, key=lambda b: (abs(b - bucket), b))]
+
     def _forget(self, requests: Sequence[_Request]) -> None:
         """Remove the requests' remaining frames from the queue (lock held)."""
         gone = set(requests)
         self._pending = deque(item for item in self._pending if item.request not in gone)
-        self._queued_samples = sum(len(item.request.frames[item.index]) for item in self._pending)
+        self._queued = {}
+        self._count(self._pending, +1)
         for request in requests:
             self._waiting.pop(request, None)
         self._metrics.queue_depth.set(len(self._waiting))
@@ -615,11 +643,17 @@ class Engine:
     def _run_timed(self, frames: list[np.ndarray]) -> BatchOutput:
         start = time.perf_counter()
         out = self._run_splitting(frames)
-        self._cost.observe(time.perf_counter() - start, sum(len(f) for f in frames))
-        self._metrics.batch_cost_fixed.set(self._cost.fixed_s)
-        self._metrics.batch_cost_per_sample.set(self._cost.per_sample_s)
+        seconds = time.perf_counter() - start
+        bucket = length_bucket(len(frames[0]))  # a batch's frames share one
+        if bucket not in self._costs:
+            # from the shape (fixed part against per sample) of the line it borrowed until now
+            self._costs[bucket] = BatchCost(shape=self._cost(bucket).shape)
+        cost = self._costs[bucket]
+        cost.observe(seconds, sum(len(f) for f in frames))
+        self._metrics.batch_cost_fixed.set(cost.fixed_s)
+        self._metrics.batch_cost_per_sample.set(cost.per_sample_s)
         if self._queue_wait is not None:
-            self._metrics.batch_close.set(self._batch_close_s())
+            self._metrics.batch_close.set(self._batch_close_s(cost))
         return out
 
     def _run_splitting(self, frames: list[np.ndarray]) -> BatchOutput:

@@ -113,7 +113,7 @@ def test_a_slow_first_call_does_not_set_the_admission_estimate():
     runner = ColdStart()
     engine = started(make_engine(runner, max_batch=4, warmup_samples=1000), runner)
     # a 1000-sample request is estimated well under a millisecond, not at the cold 0.3 s
-    assert 1000 * engine._cost.seconds(1000) < 1
+    assert 1000 * engine._cost(length_bucket(1000)).seconds(1000) < 1
     engine.stop()
 
 
@@ -256,6 +256,33 @@ async def test_the_event_loops_lag_counts_in_the_work_ahead():
     lag["s"] = 0.05
     served = await engine.predict([frame(64, 2)])
     assert list(served.probabilities[:, 0]) == [2]
+    engine.stop()
+
+
+async def test_one_long_frame_does_not_reprice_the_short_ones():
+    """A frame's cost grows faster than its samples (attention): one line through batches of
+    every length, bent by a single long frame, priced the short frames at many times their cost
+    and refused them on an idle engine. Each length bucket has its own line."""
+
+    class Quadratic(ScriptedRunner):
+        def run(self, frames):
+            time.sleep(1e-3 * sum((len(f) / 256) ** 2 for f in frames))  # 1 ms a 256-sample frame
+            return super().run(frames)
+
+    runner = Quadratic()
+    options = {"max_batch": 4, "warmup_samples": 256, "queue_wait": fixed_limit(0.01)}
+    engine = started(make_engine(runner, **options), runner)
+    await engine.predict([frame(4096, 9)])  # 0.26 s
+    assert engine._cost(length_bucket(4096)).seconds(4096) > 0.1
+    assert engine._cost(length_bucket(256)).seconds(256) < 0.005
+    runner.gate.clear()
+    first = asyncio.ensure_future(engine.predict([frame(256, 1)]))
+    await wait_entered(runner)
+    second = asyncio.ensure_future(engine.predict([frame(256, 2)]))
+    await asyncio.sleep(0.01)  # a refusal comes at once; bent, the line said 16 ms ahead
+    runner.gate.set()
+    await first
+    assert list((await second).probabilities[:, 0]) == [2]
     engine.stop()
 
 
