@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.charts import write_charts
-from benchmarks.cli import add_report_arguments, script_main
+from benchmarks.cli import add_report_arguments, report_out, script_main
 from benchmarks.environment import command_line, cpu_model, hardware, load_average, versions
 from benchmarks.isolation import OUT_OF_MEMORY, TIME_LIMIT, run_isolated
 from benchmarks.models import MODEL_SIZES, bench_config, bench_dtype, shipped_weights
@@ -52,7 +52,6 @@ from rfmodel.data import CLASSES, make_eval_set
 from rfmodel.evaluate import EVAL_SEED, predict, score
 from service.settings import Settings
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 LENGTHS = (1024, 2048, 4096, 8192, 16384)
 QUICK_LENGTHS = (32, 64)
 NORM_ABLATION_BACKEND = "flash"  # the shipped LayerNorm model (mha-layernorm weights run as flash)
@@ -471,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
         "budget_search": {},
         "accuracy": {},
     }
-    out = args.out or DOCS / f"backends-{device.type}"
+    out = report_out(args, "backends", device.type)
     try:
         machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
         earlier = resumed_report(out, report, machine) if args.resume else None

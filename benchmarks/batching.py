@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 
 from benchmarks.backends import BUDGET_MS
 from benchmarks.charts import save_bar_panels
-from benchmarks.cli import add_report_arguments, device_or_none, script_main
+from benchmarks.cli import add_report_arguments, device_or_none, report_out, script_main
 from benchmarks.environment import command_line, hardware, load_average, report_head, versions
 from benchmarks.live_service import (
     Series,
@@ -56,7 +56,6 @@ from benchmarks.live_service import (
 )
 from benchmarks.load import Answer, Client, Request, closed_loop
 from benchmarks.service_load import (
-    DOCS,
     REQUEST_TIMEOUT_S,
     classify_request,
     ms,
@@ -355,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
         "passed": all(verdict.values()),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    write_report(report, args.out or DOCS / f"batching-{device.type}", plot_batching, markdown)
+    write_report(report, report_out(args, "batching", device.type), plot_batching, markdown)
     for name, ok in verdict.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}", file=sys.stderr)
     return 0 if report["passed"] else 1

@@ -13,6 +13,9 @@ import torch
 
 from rfmodel.cli_args import DEVICE_CHOICES, DeviceError, pick_device
 
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+# where a --quick run writes by default: a smoke test must not overwrite a committed report
+QUICK_RUNS = Path("runs") / "bench"
 OWN_PACKAGES = {"benchmarks", "preprocessing", "rfmodel", "service"}
 # suite -> (module, help); modules are imported only to register the options of the one chosen
 SUITES: dict[str, tuple[str, str]] = {
@@ -68,9 +71,17 @@ def add_report_arguments(
     p.add_argument(
         "--out",
         type=Path,
-        help=f"output path without suffix (default docs/benchmarks/{report}-DEVICE)",
+        help=f"output path without suffix (default docs/benchmarks/{report}-DEVICE; with "
+        f"--quick, {QUICK_RUNS}/{report}-DEVICE)",
     )
     p.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def report_out(args: argparse.Namespace, report: str, device_type: str) -> Path:
+    """--out, else the committed report's path, or under runs/bench/ for a --quick run."""
+    if args.out is not None:
+        return args.out
+    return (QUICK_RUNS if args.quick else DOCS) / f"{report}-{device_type}"
 
 
 def device_or_none(args: argparse.Namespace, suite: str) -> torch.device | None:

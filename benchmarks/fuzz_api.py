@@ -24,12 +24,11 @@ from hypothesis import strategies as st
 from schemathesis.checks import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from benchmarks.cli import script_main
+from benchmarks.cli import DOCS, script_main
 from benchmarks.environment import command_line, versions
 from benchmarks.live_service import ServiceProcess, model_bundle
 from rfmodel.cli_args import positive_int
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 # Refusals (4xx) carry the protocol's error body, which the schema does not describe.
 SCHEMA_CHECKED_STATUSES = (200,)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import script_main
+from benchmarks.cli import DOCS, script_main
 from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from benchmarks.live_service import (
     ServiceProcess,
@@ -40,7 +40,6 @@ from rfmodel.cli_args import pick_device, positive_float, positive_int
 from service.protocol.errors import RETRY_AFTER_S
 from service.protocol.instrumentation import outcome
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 MEMORY_BOUND_MIB = 32
 WARMUP_S = 2.0
 DEFAULT_SAMPLES = 4096  # the default input length of the service benchmarks (31 tokens)

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from benchmarks.backends import BUDGET_MS, DEFAULT_INPUT_SAMPLES, add_backends_argument
 from benchmarks.charts import save_bar_panels
-from benchmarks.cli import add_report_arguments, device_or_none, script_main
+from benchmarks.cli import add_report_arguments, device_or_none, report_out, script_main
 from benchmarks.environment import command_line, hardware, load_average, report_head, versions
 from benchmarks.live_service import (
     ServiceProcess,
@@ -44,7 +44,6 @@ from preprocessing.formats import encode
 from rfmodel.cli_args import positive_float, positive_int
 from service.protocol.errors import RETRY_AFTER_S
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 WARMUP_REQUESTS = 20
 REQUEST_TIMEOUT_S = 30.0
 
@@ -197,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         "backends": results,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    out = args.out or DOCS / f"service-load-{device.type}"
+    out = report_out(args, "service-load", device.type)
     write_report(report, out, plot_service_load, markdown)
     return 0
 

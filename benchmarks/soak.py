@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import script_main
+from benchmarks.cli import DOCS, script_main
 from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from benchmarks.live_service import scrape, series, watched_service
 from benchmarks.load import Answer, Client, Request, closed_loop, quantile
@@ -33,7 +33,6 @@ from rfmodel.cli_args import positive_float, positive_int
 from service.metrics import OUTCOMES, REJECTION_REASONS
 from service.protocol.instrumentation import outcome, route_label
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 MEMORY_BOUND_MIB = 16
 WARM_SHARE = 0.1  # requests before the memory baseline: allocator pools and caches fill first
 API_KEY = "soak-key"

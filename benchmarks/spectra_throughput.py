@@ -24,13 +24,11 @@ import scipy.fft
 import scipy.signal
 import torch
 
-from benchmarks.cli import script_main
+from benchmarks.cli import report_out, script_main
 from benchmarks.environment import command_line, hardware, hardware_lines, load_average, versions
 from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.spectra import n_frames, power_spectra
 from rfmodel.cli_args import positive_int
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="output path without suffix (default: docs/benchmarks/spectra-DEVICE)",
+        help="output path without suffix (default docs/benchmarks/spectra-DEVICE; with --quick, "
+        "runs/bench/spectra-DEVICE)",
     )
     p.add_argument(
         "--quick", action="store_true", help="a smoke run: 3 repeats of 16384-sample recordings"
@@ -191,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.repeats, args.samples = 3, 1 << 14
     report = run_benchmarks(args, command_line())
-    out = args.out or DOCS / f"spectra-{torch.device(args.device).type}"
+    out = report_out(args, "spectra", torch.device(args.device).type)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(report))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -45,3 +46,15 @@ def test_a_suite_whose_dependency_is_missing_says_so_and_spares_the_others(monke
     with pytest.raises(SystemExit) as exc:
         rfcls(["bench", "spectra", "--help"])
     assert exc.value.code == 0
+
+
+def test_a_quick_run_never_writes_over_a_committed_report():
+    from benchmarks.cli import DOCS, QUICK_RUNS, report_out
+
+    quick = argparse.Namespace(out=None, quick=True)
+    full = argparse.Namespace(out=None, quick=False)
+    given = argparse.Namespace(out=Path("/tmp/x"), quick=True)
+    assert report_out(quick, "backends", "cpu") == QUICK_RUNS / "backends-cpu"
+    assert report_out(full, "backends", "cpu") == DOCS / "backends-cpu"
+    assert (DOCS / "backends-cpu.json").is_file()  # the committed report the quick run spares
+    assert report_out(given, "backends", "cpu") == Path("/tmp/x")
