@@ -185,7 +185,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         predicted = predict(bundle.model, bundle.feature_config, iq, device, args.batch_size)
         metrics = {
             "model": {
-                "path": str(bundle.path),
                 "version": bundle.version,
                 "backend": bundle.model_config.attn_backend,
                 "norm": bundle.model_config.norm,
@@ -193,10 +192,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "eval_set": eval_set,
             **score(labels, snr, predicted, bundle.classes),
         }
+        # the model directory's own copy names no path: it travels with the directory
         if held_out and not scored_on_fewer(bundle, args.n_per_class):
             write_metrics(bundle.path, metrics)
         plot_confusion(metrics, name, args.out / f"confusion_{name.replace('/', '_')}.png")
-        results[name] = metrics
+        results[name] = {**metrics, "model": {"path": str(bundle.path), **metrics["model"]}}
     plot_accuracy_vs_snr(results, args.out / "accuracy_vs_snr.png")
     (args.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
