@@ -14,8 +14,9 @@ request is one frame of --samples cf32 samples, binary POST /v1/classify.
 
 Checks: one at a time, p99 within --budget-ms and overhead under 2 ms; at the highest
 concurrency, batching on gives at least 3x the frames/s of batch-1 serving and its p99 is within
-the budget. A client refused with 503 waits about the server's Retry-After before its next
-request.
+the budget (exit status 1 when one fails; a --quick run reports them and exits 0: its few
+requests cannot judge them, and on a CPU batching gains 1.0-1.2x, not 3x). A client refused with
+503 waits about the server's Retry-After before its next request.
 
     rfcls bench batching                 # CPU, writes docs/benchmarks/batching-cpu.*
 """
@@ -357,6 +358,9 @@ def run(args: argparse.Namespace) -> int:
     write_report(report, report_out(args, "batching", device.type), plot_batching, markdown)
     for name, ok in verdict.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}", file=sys.stderr)
+    if args.quick:  # a smoke run's few requests and clients cannot judge the goals
+        print("(a --quick run: the checks are reported, not judged)", file=sys.stderr)
+        return 0
     return 0 if report["passed"] else 1
 
 

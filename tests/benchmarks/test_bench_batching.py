@@ -139,7 +139,7 @@ def test_batching_run_against_real_servers(tmp_path: Path):
     setting = ["--setting", "RFCLS_MAX_WAIT_MS=2"]
     code = rfcls(["bench", "batching", "--quick", *setting, "--out", str(out)])
     report = json.loads(out.with_suffix(".json").read_text())
-    assert code == (0 if report["passed"] else 1)
+    assert code == 0  # a smoke run reports its checks without judging them
     assert report["passed"] == all(report["checks"].values()) and len(report["checks"]) == 4
     assert report["load"]["samples"] == 4096 and report["load"]["concurrency"] == [2, 4]
     assert report["settings"]["on"]["max_batch"] == 16
