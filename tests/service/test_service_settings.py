@@ -162,6 +162,14 @@ def test_weights_of_another_backend_stop_the_start(tmp_path, workers):
     assert "Traceback" not in result.stderr
 
 
+def test_a_backend_and_norm_without_shipped_weights_name_the_shipped_ones():
+    result = serve(env={"RFCLS_ATTN_BACKEND": "gqa", "RFCLS_NORM": "layernorm"})
+    assert result.returncode == 2
+    assert "no shipped weights for gqa with layernorm" in result.stderr
+    assert "mha-layernorm" in result.stderr and "RFCLS_MODEL_DIR" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_frame_limit_below_one_fft_stops_the_start(tiny_bundle):
     result = serve(env={"RFCLS_MODEL_DIR": str(tiny_bundle), "RFCLS_MAX_SAMPLES": "10"})
     assert result.returncode == 2
