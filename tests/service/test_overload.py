@@ -63,13 +63,20 @@ def metrics_of(url: str) -> str:
     return httpx.get(f"{url}/metrics").text
 
 
-def fill_the_queue(url: str, runner: ScriptedRunner, pool: ThreadPoolExecutor):
-    """Hold the model on request 1 and queue request 2 (a server with max_queue 1 and max_batch
-    1 then refuses the next); returns their futures."""
+def hold_the_model(url: str, runner: ScriptedRunner, pool: ThreadPoolExecutor):
+    """Request 1 (tag 1.0) enters the model and is held there until runner.gate is set; returns
+    its future."""
     runner.reset()
     runner.gate.clear()
     busy = pool.submit(classify, url, 1.0)
     assert runner.entered.acquire(timeout=5)
+    return busy
+
+
+def fill_the_queue(url: str, runner: ScriptedRunner, pool: ThreadPoolExecutor):
+    """Hold the model on request 1 and queue request 2 (a server with max_queue 1 and max_batch
+    1 then refuses the next); returns their futures."""
+    busy = hold_the_model(url, runner, pool)
     queued = pool.submit(classify, url, 2.0)
     wait_for(lambda: metric(metrics_of(url), "rfcls_queue_depth") == 1)
     return busy, queued
@@ -114,10 +121,7 @@ def test_a_refusal_leaves_its_body_unread_and_the_connection_serving():
 def test_deadline_passed_in_queue_is_504_and_never_computed():
     runner = ScriptedRunner()
     with serve(runner, max_batch=1, deadline_ms=50) as s, ThreadPoolExecutor(2) as pool:
-        runner.reset()
-        runner.gate.clear()
-        busy = pool.submit(classify, s.url, 1.0)
-        assert runner.entered.acquire(timeout=5)
+        busy = hold_the_model(s.url, runner, pool)
         late = pool.submit(classify, s.url, 2.0)
         wait_for(lambda: metric(metrics_of(s.url), "rfcls_queue_depth") == 1)
         time.sleep(0.1)
@@ -136,10 +140,7 @@ def test_deadline_passed_in_queue_is_504_and_never_computed():
 def test_a_client_that_disconnects_while_queued_is_withdrawn_not_computed_nor_counted_ok():
     runner = ScriptedRunner()
     with serve(runner, max_batch=1, deadline_ms=10_000) as s, ThreadPoolExecutor(1) as pool:
-        runner.reset()
-        runner.gate.clear()
-        busy = pool.submit(classify, s.url, 1.0)
-        assert runner.entered.acquire(timeout=5)
+        busy = hold_the_model(s.url, runner, pool)
         body = tagged(2.0)
         with socket.create_connection(("127.0.0.1", s.port)) as conn:
             conn.sendall(
