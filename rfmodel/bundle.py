@@ -57,6 +57,11 @@ def weight_family(backend: str) -> str:
     return WEIGHT_FAMILIES.get(backend, backend)
 
 
+def shipped_models() -> list[str]:
+    """The names of the model directories shipped under WEIGHTS_ROOT (e.g. mha-rmsnorm)."""
+    return sorted(p.parent.name for p in WEIGHTS_ROOT.glob(f"*/{WEIGHTS_FILE}"))
+
+
 def shipped_model_dir(backend: str, norm: str = "rmsnorm") -> Path:
     """Where the weights shipped for `backend` with `norm` live (flash shares mha's)."""
     return WEIGHTS_ROOT / f"{weight_family(backend)}-{norm}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rfmodel.bundle import BundleError, load_bundle, shipped_model_dir
+from rfmodel.bundle import BundleError, load_bundle, shipped_model_dir, shipped_models
 from rfmodel.cpus import usable_cpus
 from service.context import ModelCard
 from service.engine import warmup_batch_sizes
@@ -28,10 +28,9 @@ def load_model(settings: Settings) -> tuple[ModelCard, TorchRunner]:
     dtype = resolve_precision(settings.precision, device)
     path = settings.model_dir or shipped_model_dir(settings.attn_backend, settings.norm)
     if settings.model_dir is None and not path.is_dir():
-        shipped = sorted(p.name for p in path.parent.iterdir() if (p / "config.json").is_file())
         raise BundleError(
             f"no shipped weights for {settings.attn_backend} with {settings.norm}; shipped: "
-            f"{', '.join(shipped)} (flash serves mha's); RFCLS_MODEL_DIR serves your own"
+            f"{', '.join(shipped_models())} (flash serves mha's); RFCLS_MODEL_DIR serves your own"
         )
     # an explicit model directory keeps its own backend unless one is asked for as well
     backend_asked = settings.model_dir is None or "attn_backend" in settings.model_fields_set

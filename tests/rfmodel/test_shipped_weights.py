@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from rfmodel.bundle import WEIGHTS_ROOT, load_bundle
+from rfmodel.bundle import WEIGHTS_ROOT, load_bundle, shipped_models
 from rfmodel.data import CLASSES, make_eval_set
 from rfmodel.evaluate import EVAL_SEED, SUMMARY_HIGH_SNR_DB, predict
 
-SHIPPED = sorted(p.parent.name for p in WEIGHTS_ROOT.glob("*/model.safetensors"))
+SHIPPED = shipped_models()
 # the first N examples of each class are the first N of the card's own evaluation set
 PER_CLASS = 32
 SIGMAS = 4  # binomial standard errors allowed between the slice and the full set

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from rfmodel.bundle import WEIGHTS_ROOT, load_bundle
+from rfmodel.bundle import WEIGHTS_ROOT, load_bundle, shipped_models
 from rfmodel.data import make_eval_set
 from rfmodel.evaluate import EVAL_SEED, predict
 from rfmodel.kernels import reference_math
@@ -26,8 +26,8 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=100)
     args = p.parse_args()
     device = torch.device("cuda")
-    for path in sorted(WEIGHTS_ROOT.glob("*/model.safetensors")):
-        bundle = load_bundle(path.parent, device=device)
+    for name in shipped_models():
+        bundle = load_bundle(WEIGHTS_ROOT / name, device=device)
         model = bundle.model.to(torch.bfloat16)
         card = bundle.metrics["eval_set"]
         iq, labels, _ = make_eval_set(EVAL_SEED, args.per_class, 4096, card["snr_values"])
@@ -35,7 +35,7 @@ def main() -> None:
         with reference_math():
             reference = predict(model, bundle.feature_config, iq, device)
         row = {
-            "model": path.parent.name,
+            "model": name,
             "recordings": len(labels),
             "accuracy_fast": float(np.mean(fast == labels)),
             "accuracy_reference": float(np.mean(reference == labels)),
