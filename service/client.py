@@ -1,5 +1,10 @@
-"""`rfcls classify PATH`: send a SigMF recording or a raw IQ file to a running service over the
-binary path (no JSON, no base64) in frames, and print one label per frame."""
+"""`rfcls classify PATH`: send a SigMF recording, a raw IQ file or a live stream on standard input
+to a running service over the binary path (no JSON, no base64) in frames, and print one label per
+frame.
+
+A file is read a request at a time, so its size is not bounded by memory. Standard input (`-`) is
+a receiver's output, `rtl_sdr - | rfcls classify --format cu8 -`: each frame is sent as soon as
+its last sample arrives and its line printed at once, so the labels keep pace with the air."""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
-from preprocessing.errors import InputError
+from preprocessing.errors import InputError, InvalidFormat
 from preprocessing.formats import (
     FORMATS,
     encode,
@@ -22,6 +29,8 @@ from preprocessing.formats import (
     sample_format,
 )
 
+STDIN = Path("-")
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_FRAME_SAMPLES = 32_768
 FRAMES_PER_REQUEST = 8
@@ -29,7 +38,10 @@ FRAMES_PER_REQUEST = 8
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "path", type=Path, help="SigMF recording (.sigmf-meta/.sigmf-data) or raw IQ"
+        "path",
+        type=Path,
+        help="SigMF recording (.sigmf-meta/.sigmf-data), raw IQ file, or - for a live stream of "
+        "raw IQ on standard input (needs --format)",
     )
     parser.add_argument(
         "--url", default=DEFAULT_URL, help=f"service address (default {DEFAULT_URL})"
@@ -52,44 +64,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Capture:
-    data: bytes  # interleaved samples in `fmt`
+    source: BinaryIO  # interleaved samples in `fmt`
     fmt: str
     sample_rate: float | None
     center_freq: float | None
+    n_samples: int | None  # None for a live stream
 
     @property
-    def n_samples(self) -> int:
-        return len(self.data) // sample_format(self.fmt).sample_bytes
+    def live(self) -> bool:
+        return self.n_samples is None
 
 
-def read_capture(path: Path, fmt: str | None) -> Capture:
+def open_capture(path: Path, fmt: str | None) -> Capture:
+    if path == STDIN:
+        if fmt is None:
+            raise InvalidFormat(
+                "format", f"standard input has no extension; pass --format ({', '.join(FORMATS)})"
+            )
+        sample_format(fmt)
+        return Capture(sys.stdin.buffer, fmt, None, None, None)
     fmt = raw_file_format(path, fmt)
     if fmt is None:
         recording = read_sigmf(path)
+        samples = recording.samples
         return Capture(
-            encode(recording.samples, "cf32"), "cf32", recording.sample_rate, recording.center_freq
+            BytesIO(encode(samples, "cf32")),
+            "cf32",
+            recording.sample_rate,
+            recording.center_freq,
+            len(samples),
         )
-    data = path.read_bytes()
+    size = path.stat().st_size
     sample_bytes = sample_format(fmt).sample_bytes
-    if len(data) % sample_bytes:
+    if size % sample_bytes:
         raise InputError(
-            "path",
-            f"{len(data)} bytes is not a whole number of {fmt} samples ({sample_bytes} each)",
+            "path", f"{size} bytes is not a whole number of {fmt} samples ({sample_bytes} each)"
         )
-    return Capture(data, fmt, None, None)
+    return Capture(path.open("rb"), fmt, None, None, size // sample_bytes)
 
 
-def chunks(capture: Capture, frame_samples: int, min_samples: int) -> Iterator[tuple[int, bytes]]:
-    """(first sample, bytes) of requests of up to FRAMES_PER_REQUEST frames; a trailing piece too
-    short to classify (under one FFT frame) is left out."""
+def _read_up_to(source: BinaryIO, size: int) -> bytes:
+    """`size` bytes, or fewer only at the end of the input: a pipe's read may return less."""
+    pieces, got = [], 0
+    while got < size and (piece := source.read(size - got)):
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
+def chunks(
+    capture: Capture, frame_samples: int, frames_per_request: int, min_samples: int
+) -> Iterator[tuple[int, bytes]]:
+    """(first sample, bytes) of requests of up to `frames_per_request` frames, read as the input
+    delivers them; a trailing piece too short to classify (under one FFT frame) is left out, as
+    is a stream's last incomplete sample."""
     sample_bytes = sample_format(capture.fmt).sample_bytes
-    usable = capture.n_samples
-    if usable % frame_samples and usable % frame_samples < min_samples:
-        usable -= usable % frame_samples
-    step = frame_samples * FRAMES_PER_REQUEST
-    for start in range(0, usable, step):
-        end = min(start + step, usable)
-        yield start, capture.data[start * sample_bytes : end * sample_bytes]
+    step = frame_samples * frames_per_request
+    start = 0
+    while body := _read_up_to(capture.source, step * sample_bytes):
+        samples = len(body) // sample_bytes
+        if samples % frame_samples and samples % frame_samples < min_samples:
+            samples -= samples % frame_samples
+        if samples:
+            yield start, body[: samples * sample_bytes]
+        if len(body) < step * sample_bytes:
+            return
+        start += step
 
 
 class Refused(Exception):
@@ -113,7 +153,7 @@ def _checked(response: httpx.Response) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        capture = read_capture(args.path, args.format)
+        capture = open_capture(args.path, args.format)
     except (InputError, OSError) as exc:
         print(f"rfcls classify: {exc}", file=sys.stderr)
         return 2
@@ -126,14 +166,19 @@ def run(args: argparse.Namespace) -> int:
     headers = {"Content-Type": "application/octet-stream"}
     if key := os.environ.get("RFCLS_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
+    # a live stream sends each frame alone: batching frames would hold the first one back until
+    # the last arrived
+    frames_per_request = 1 if capture.live else FRAMES_PER_REQUEST
+    size = "a live stream" if capture.live else f"{capture.n_samples} samples"
+    frame = 0
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
             model = _checked(client.get("/v1/model"))
             min_samples = model["limits"]["min_samples"]
-            print(f"# {args.path}: {capture.n_samples} samples, model {model['version']}")
+            print(f"# {args.path}: {size}, model {model['version']}")
             print("frame\tstart\tlabel\tprobability" + ("\trunners-up" if args.top_k > 1 else ""))
-            frame = 0
-            for start, body in chunks(capture, args.frame_samples, min_samples):
+            requests = chunks(capture, args.frame_samples, frames_per_request, min_samples)
+            for start, body in requests:
                 params = {"format": capture.fmt, "frame_samples": args.frame_samples}
                 params["top_k"] = args.top_k
                 if capture.sample_rate is not None:
@@ -149,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                         line += "\t" + " ".join(
                             f"{c['label']}:{c['probability']:.3f}" for c in others
                         )
-                    print(line)
+                    print(line, flush=capture.live)
                     frame += 1
     except Refused as exc:
         print(f"rfcls classify: the service refused: {exc}", file=sys.stderr)
@@ -160,6 +205,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, TypeError) as exc:  # JSON of another shape, or not JSON at all
         print(f"rfcls classify: {args.url} is not an rfcls service: {exc!r}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of the labels left (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 0
+    except OSError as exc:  # the file failed while being read
+        print(f"rfcls classify: cannot read {args.path}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # how a live stream is usually stopped
+        return 130
+    finally:
+        if not capture.live:
+            capture.source.close()
     if frame == 0:
         print(
             f"rfcls classify: fewer than {min_samples} samples; nothing to classify",

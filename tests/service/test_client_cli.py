@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -18,16 +19,13 @@ from preprocessing.formats import decode, encode, read_sigmf, write_sigmf
 RNG = np.random.default_rng(11)
 
 
-def rfcls_classify(*args: str) -> subprocess.CompletedProcess:
+def classify_command(*args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RFCLS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service", "classify", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return dict(args=[sys.executable, "-m", "service", "classify", *args], cwd=ROOT, env=env)
+
+
+def rfcls_classify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(**classify_command(*args), capture_output=True, text=True, timeout=60)
 
 
 def rows(stdout: str) -> list[list[str]]:
@@ -75,6 +73,49 @@ def test_raw_file_drops_a_tail_shorter_than_one_fft(server, tmp_path):
     table = rows(result.stdout)
     assert len(table) == 5
     assert [r[2] for r in table] == server_labels(server.url, decode(raw, "ci8")[: 5 * 1024], 1024)
+
+
+def test_live_stream_answers_each_frame_as_it_arrives(server):
+    """On standard input the first frame is answered while the stream is still open."""
+    iq = noise(2 * 4096 + 2048)  # the 2048-sample tail is a frame of its own
+    raw = encode(iq, "cu8")
+    command = classify_command(
+        "-", "--format", "cu8", "--url", server.url, "--frame-samples", "4096"
+    )
+    proc = subprocess.Popen(
+        **command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_lines():
+        for line in proc.stdout:
+            lines.put(line.decode())
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        proc.stdin.write(raw[: 4096 * 2 + 100])  # one frame and a part of the next
+        proc.stdin.flush()
+        header = [lines.get(timeout=30) for _ in range(2)]
+        assert header[0].startswith("# -: a live stream") and header[1].startswith("frame\t")
+        first = lines.get(timeout=30).rstrip("\n").split("\t")
+        expected = server_labels(server.url, decode(raw, "cu8"), 4096)
+        assert first[:3] == ["0", "0", expected[0]]
+        proc.stdin.write(raw[4096 * 2 + 100 :] + b"\x80")  # and half a sample, left out
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    rest = [lines.get(timeout=5).split("\t") for _ in range(2)]
+    assert [r[:3] for r in rest] == [["1", "4096", expected[1]], ["2", "8192", expected[2]]]
+    assert lines.empty()
+
+
+def test_live_stream_needs_a_format(server):
+    result = subprocess.run(
+        **classify_command("-", "--url", server.url), input="", capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "standard input has no extension; pass --format" in result.stderr
 
 
 @pytest.fixture
