@@ -2,11 +2,12 @@
 
 Every model is scored on the same `make_eval_set(seed, ...)` recordings (default seed EVAL_SEED,
 which neither the training stream nor its validation set uses; see rfmodel.train). Writes
-OUT/metrics.json (all models), an accuracy-vs-SNR chart with one line per model, a
-confusion-matrix heat map per model, and, on the held-out set itself (the default seed, recording
-length and SNRs, any size), each model's own metrics.json into its directory: the figures its
-model card and tests/rfmodel/test_shipped_weights.py hold it to, which another set, or the same
-set with fewer examples per class, must not overwrite.
+OUT/metrics.json (all models; accuracy and calibration), an accuracy-vs-SNR chart and a
+reliability diagram with one line per model, a confusion-matrix heat map per model, and, on the
+held-out set itself (the default seed, recording length and SNRs, any size), each model's own
+metrics.json into its directory: the figures its model card and
+tests/rfmodel/test_shipped_weights.py hold it to, which another set, or the same set with fewer
+examples per class, must not overwrite.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from preprocessing.features import FeatureConfig
 from rfmodel.bundle import Bundle, BundleError, load_bundle, write_metrics
+from rfmodel.calibration import calibration
 from rfmodel.classifier import RFClassifier
 from rfmodel.cli_args import (
     DEVICE_CHOICES,
@@ -73,6 +75,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @torch.no_grad()
+def probabilities(
+    model: RFClassifier,
+    feature_cfg: FeatureConfig,
+    iq: np.ndarray,
+    device: torch.device,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Class probabilities [N, C] float64 of recordings iq [N, S] complex64 (float32, no
+    autocast: what the service computes)."""
+    rows = []
+    for i in range(0, len(iq), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(iq[i : i + batch_size])).to(device)
+        rows.append(iq_logits(model, batch, feature_cfg).double().softmax(-1).cpu())
+    return torch.cat(rows).numpy()
+
+
 def predict(
     model: RFClassifier,
     feature_cfg: FeatureConfig,
@@ -80,13 +98,8 @@ def predict(
     device: torch.device,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Predicted class index per recording of iq [N, S] complex64 (float32, no autocast: what the
-    service computes)."""
-    predicted = []
-    for i in range(0, len(iq), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(iq[i : i + batch_size])).to(device)
-        predicted.append(iq_logits(model, batch, feature_cfg).argmax(-1).cpu())
-    return torch.cat(predicted).numpy()
+    """Predicted class index per recording of iq [N, S] complex64."""
+    return probabilities(model, feature_cfg, iq, device, batch_size).argmax(axis=1)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -101,9 +114,14 @@ def accuracy_of(hit: np.ndarray) -> float | None:
 
 
 def score(
-    labels: np.ndarray, snr: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]
+    labels: np.ndarray,
+    snr: np.ndarray,
+    predicted: np.ndarray,
+    classes: tuple[str, ...],
+    probabilities: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Accuracy overall, per SNR, per class, the confusion matrix and the product-goal summary.
+    """Accuracy overall, per SNR, per class, the confusion matrix and the product-goal summary;
+    with the probabilities [N, C] the predictions came from, their calibration too.
 
     Pure noise has no SNR (the generator records it as non-finite), so the per-SNR numbers cover
     the signal classes and noise is scored in per_class and the overall accuracy.
@@ -129,7 +147,7 @@ def score(
         }
         for c, name in enumerate(classes)
     }
-    return {
+    scores = {
         "n_examples": int(labels.size),
         "accuracy": accuracy_of(hit),
         "summary": {
@@ -146,6 +164,9 @@ def score(
             "counts": confusion_matrix(labels[high], predicted[high], len(classes)).tolist(),
         },
     }
+    if probabilities is not None:
+        scores["calibration"] = calibration(probabilities, labels)
+    return scores
 
 
 def display_names(paths: list[Path]) -> list[str]:
@@ -158,7 +179,7 @@ def display_names(paths: list[Path]) -> list[str]:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from rfmodel.plots import plot_accuracy_vs_snr, plot_confusion
+    from rfmodel.plots import plot_accuracy_vs_snr, plot_confusion, plot_reliability
 
     device = pick_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # deterministic, full-precision scores
@@ -182,7 +203,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     held_out = args.seed == EVAL_SEED and args.samples == EVAL_SAMPLES and args.snr is None
     results: dict[str, Any] = {}
     for bundle, name in zip(bundles, names, strict=True):
-        predicted = predict(bundle.model, bundle.feature_config, iq, device, args.batch_size)
+        p = probabilities(bundle.model, bundle.feature_config, iq, device, args.batch_size)
         metrics = {
             "model": {
                 "version": bundle.version,
@@ -190,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 "norm": bundle.model_config.norm,
             },
             "eval_set": eval_set,
-            **score(labels, snr, predicted, bundle.classes),
+            **score(labels, snr, p.argmax(axis=1), bundle.classes, p),
         }
         # the model directory's own copy names no path: it travels with the directory
         if held_out and not scored_on_fewer(bundle, args.n_per_class):
@@ -198,6 +219,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         plot_confusion(metrics, name, args.out / f"confusion_{name.replace('/', '_')}.png")
         results[name] = {**metrics, "model": {"path": str(bundle.path), **metrics["model"]}}
     plot_accuracy_vs_snr(results, args.out / "accuracy_vs_snr.png")
+    plot_reliability(results, args.out / "reliability.png")
     (args.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

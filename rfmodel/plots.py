@@ -25,6 +25,34 @@ def plot_accuracy_vs_snr(results: dict[str, dict[str, Any]], path: Path) -> None
     fig.savefig(path, dpi=120)
 
 
+def plot_reliability(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Reliability diagram, one line per model: accuracy against mean confidence in each
+    confidence bin; on the diagonal a probability means what it says."""
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for name, metrics in results.items():
+        cal = metrics["calibration"]
+        bins = cal["bins"]
+        ax.plot(
+            [b["mean_confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            label=f"{name} (ECE {cal['expected_calibration_error']:.3f})",
+        )
+    ax.set(
+        xlabel="confidence (top-class probability)",
+        ylabel="accuracy",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+        title="Reliability",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def plot_confusion(metrics: dict[str, Any], name: str, path: Path) -> None:
     """Heat map of the confusion matrix, each row normalised to the true class's count."""
     classes = metrics["confusion_matrix"]["classes"]

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from rfmodel.bundle import BundleError, load_bundle
-from rfmodel.evaluate import EVAL_SEED, EvaluateError, display_names, pick_device, predict, score
+from rfmodel.evaluate import (
+    EVAL_SEED,
+    EvaluateError,
+    display_names,
+    pick_device,
+    probabilities,
+    score,
+)
 
 from .classes import class_index
 from .stream import make_eval_set
@@ -59,8 +66,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "gnuradio": (iq, labels, snr),
             "rfmodel.data": (synthetic.iq, synthetic_labels, synthetic.snr),
         }.items():
-            predicted = predict(bundle.model, bundle.feature_config, x, device, args.batch_size)
-            scores[set_name] = score(y, s, predicted, bundle.classes)
+            p = probabilities(bundle.model, bundle.feature_config, x, device, args.batch_size)
+            scores[set_name] = score(y, s, p.argmax(axis=1), bundle.classes, p)
         results[name] = scores
     return results
 
@@ -72,6 +79,8 @@ def report(results: dict[str, Any]) -> str:
         for key in scores["gnuradio"]["summary"]:
             a, b = (scores[s]["summary"][key] for s in ("gnuradio", "rfmodel.data"))
             lines.append(f"  {key:<24} {_fmt(a)} / {_fmt(b)}")
+        a, b = (scores[s]["calibration"]["expected_calibration_error"] for s in scores)
+        lines.append(f"  {'calibration error (ECE)':<24} {_fmt(a)} / {_fmt(b)}")
         for cls, entry in scores["gnuradio"]["per_class"].items():
             if entry["count"]:
                 other = scores["rfmodel.data"]["per_class"][cls]["accuracy"]

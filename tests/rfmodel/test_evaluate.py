@@ -109,8 +109,15 @@ def test_evaluate_writes_metrics_and_plots(tmp_path, tiny_bundles):
             "accuracy_snr_0db",
         }
         assert all(0 <= v <= 1 for v in metrics["summary"].values())
+        calibration = metrics["calibration"]
+        assert sum(b["count"] for b in calibration["bins"]) == n_examples
+        assert 0 <= calibration["expected_calibration_error"] <= 1
+        # the binned accuracies average back to the accuracy
+        hits = sum(b["accuracy"] * b["count"] for b in calibration["bins"])
+        assert hits / n_examples == pytest.approx(metrics["accuracy"])
         assert (out / f"confusion_{path.name}.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "accuracy_vs_snr.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "reliability.png").read_bytes()[:8] == PNG_MAGIC
 
     # deterministic: a second run gives the same numbers
     assert main(argv) == 0
