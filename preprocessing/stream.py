@@ -5,6 +5,10 @@ torch.cat([c1, c2, ...]) gives, and its feature rows up to the FFT's rounding: t
 different batch of frames may round differently, which complex64 shows in bins far below the
 frame's power (a few thousandths of a dB at -60 dB), complex128 not at any tested tolerance. Only
 the tail that can still start a frame is kept: fewer than nfft samples.
+
+The recording's features (preprocessing.recording) read only a recording's first segments, so a
+stream keeps its first recording_segment x recording_max_segments samples for them (16,384 by
+default), and `recording()` gives exactly what one call on everything pushed so far gives.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 
 from preprocessing.errors import InvalidParameter
 from preprocessing.features import FeatureConfig, frame_features
+from preprocessing.recording import recording_features
 from preprocessing.spectra import check_complex, check_frame_sizes, n_frames
 
 
@@ -53,14 +58,31 @@ class StreamFramer:
 
 
 class StreamingFeatures:
-    """StreamFramer + frame_features: push IQ chunks, get feature rows [T_new, F] float32."""
+    """StreamFramer + frame_features: push IQ chunks, get feature rows [T_new, F] float32; and
+    the recording's features of the stream so far."""
 
     def __init__(self, cfg: FeatureConfig):
         self.cfg = cfg
         self.framer = StreamFramer(cfg.nfft, cfg.hop)
+        # no recording can read further than its first recording_max_segments whole segments
+        self._head_limit = cfg.recording_segment * cfg.recording_max_segments
+        self._head: list[torch.Tensor] = []
+        self._head_samples = 0
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
         frames = self.framer.push(chunk)
+        if self._head_samples < self._head_limit:
+            kept = chunk[: self._head_limit - self._head_samples].clone()  # chunk was checked
+            self._head.append(kept)
+            self._head_samples += kept.shape[0]
         if frames.shape[0] == 0:
             return torch.empty(0, self.cfg.n_features, device=frames.device)
         return frame_features(frames, self.cfg)
+
+    def recording(self) -> torch.Tensor | None:
+        """[cfg.recording_views * F] float32: recording_features of everything pushed so far
+        (TooFewSamples before nfft samples); None when the config has no recording features."""
+        if self.cfg.recording_segment == 0:
+            return None
+        head = torch.cat(self._head) if self._head else torch.empty(0, dtype=torch.complex64)
+        return recording_features(head[None], self.cfg)[0]

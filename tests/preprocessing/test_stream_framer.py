@@ -5,8 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocessing.errors import InvalidParameter
+from preprocessing.errors import InvalidParameter, TooFewSamples
 from preprocessing.features import FeatureConfig, compute_features
+from preprocessing.recording import recording_features
 from preprocessing.spectra import frames_of, n_frames
 from preprocessing.stream import StreamFramer, StreamingFeatures
 
@@ -113,3 +114,26 @@ def test_framer_validates_sizes():
     with pytest.raises(InvalidParameter) as err:
         StreamFramer(8, 9)
     assert err.value.field == "hop"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(64, 2000), st.lists(st.integers(0, 2000), max_size=8), st.integers(0, 2**31))
+def test_streaming_recording_features_equal_one_shot(n, cuts, seed):
+    """Shorter and longer than the samples the recording's features read (3 segments of 256)."""
+    cfg = FeatureConfig(nfft=64, hop=32, recording_segment=256, recording_max_segments=3)
+    x = random_stream(seed, n)
+    stream = StreamingFeatures(cfg)
+    for chunk in split(x, [c for c in cuts if c <= n]):
+        stream.push(chunk)
+    assert torch.equal(stream.recording(), recording_features(x[None], cfg)[0])
+    assert sum(piece.shape[0] for piece in stream._head) == min(n, 3 * 256)
+
+
+def test_streaming_recording_features_need_one_frame_and_a_config_that_has_them():
+    stream = StreamingFeatures(FeatureConfig(nfft=64, hop=32, recording_segment=256))
+    stream.push(random_stream(6, 63))
+    with pytest.raises(TooFewSamples):
+        stream.recording()
+    assert (
+        StreamingFeatures(FeatureConfig(nfft=64, hop=32, recording_segment=0)).recording() is None
+    )
