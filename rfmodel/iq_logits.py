@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -20,6 +21,8 @@ from preprocessing.features import FeatureConfig, compute_features
 from preprocessing.recording import recording_features
 from rfmodel.classifier import RFClassifier
 from rfmodel.cpus import usable_cpus
+
+T = TypeVar("T")
 
 _side_streams: dict[torch.device, torch.cuda.Stream] = {}
 _side_thread = ThreadPoolExecutor(1, thread_name_prefix="rfcls-recording-features")
@@ -56,17 +59,25 @@ def _core_left_free() -> bool:
     return torch.get_num_threads() < usable_cpus()
 
 
-def _on_side_thread(
-    stage: Callable[[Tensor, FeatureConfig], Tensor | None], iq: Tensor, features: FeatureConfig
-) -> Future:
+def _on_side_thread(work: Callable[[], T]) -> Future[T]:
     # thread-local; grad mode needs no copy, as no feature stage has parameters
     inference = torch.is_inference_mode_enabled()
 
-    def run() -> Tensor | None:
+    def run() -> T:
         with torch.inference_mode(inference):
-            return stage(iq, features)
+            return work()
 
     return _side_thread.submit(run)
+
+
+def beside(work: Callable[[], T], device: torch.device) -> Callable[[], T]:
+    """Start work that the logits do not need where iq_logits puts the recording's features: on
+    the CPU, on its second thread when a core is free (ahead of the next call's features, which
+    wait for the model anyway), else at once. Call the result for the work's value."""
+    if device.type == "cpu" and _core_left_free():
+        return _on_side_thread(work).result
+    value = work()
+    return lambda: value
 
 
 def iq_logits(
@@ -83,7 +94,7 @@ def iq_logits(
     if side is not None:
         side.wait_stream(torch.cuda.current_stream(iq.device))  # iq was written there
     if iq.device.type == "cpu" and _core_left_free():
-        recording = _on_side_thread(stages.recording_features, iq, features)
+        recording = _on_side_thread(lambda: stages.recording_features(iq, features))
     else:
         with torch.cuda.stream(side):  # None, on the CPU: no stream, a no-op
             recording = stages.recording_features(iq, features)  # [B, F] or None

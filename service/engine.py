@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchOutput:
     probabilities: np.ndarray  # [B, C] float32, rows in the order of the frames given
+    signal: np.ndarray  # [B, 3] float32: preprocessing.occupancy.FIELDS of each frame
     preprocess_s: float
     inference_s: float
 
@@ -73,6 +74,7 @@ class BatchFailed(EngineError):
 @dataclass(frozen=True)
 class Prediction:
     probabilities: np.ndarray  # [N, C], one row per frame of the request
+    signal: np.ndarray  # [N, 3], the same rows' occupied band (BatchOutput.signal)
     queue_s: float
     preprocess_s: float
     inference_s: float
@@ -92,6 +94,7 @@ class _Request:
         "probabilities",
         "settle",
         "settled",
+        "signal",
         "started",
         "unfinished",
         "untaken",
@@ -103,6 +106,7 @@ class _Request:
         self.deadline = deadline
         self.settle: Settle = settle
         self.probabilities: list[np.ndarray | None] = [None] * len(frames)
+        self.signal: list[np.ndarray | None] = [None] * len(frames)
         self.untaken = len(frames)  # frames still in the queue
         self.unfinished = len(frames)  # frames without a result
         self.started: float | None = None
@@ -611,7 +615,8 @@ class Engine:
                 self._metrics.observe_stage("queue", start - request.enqueued)
         try:
             out = self._run_timed([item.request.frames[item.index] for item in batch])
-            rows = list(zip(batch, out.probabilities, strict=True))  # a runner bug fails here
+            # a runner bug fails here
+            rows = list(zip(batch, out.probabilities, out.signal, strict=True))
         except Exception:
             # the traceback goes to the log, never to the client
             log.exception("a batch of %d frames failed", len(batch))
@@ -624,8 +629,9 @@ class Engine:
         self._metrics.observe_batch(len(batch))
         self._metrics.observe_stage("preprocess", out.preprocess_s)
         self._metrics.observe_stage("inference", out.inference_s)
-        for item, row in rows:
-            item.request.probabilities[item.index] = row
+        for item, probabilities, signal in rows:
+            item.request.probabilities[item.index] = probabilities
+            item.request.signal[item.index] = signal
             item.request.unfinished -= 1
         for request in requests:
             request.preprocess_s += out.preprocess_s
@@ -634,6 +640,7 @@ class Engine:
                 request.finish(
                     Prediction(
                         probabilities=np.stack(request.probabilities),
+                        signal=np.stack(request.signal),
                         queue_s=request.started - request.enqueued,
                         preprocess_s=request.preprocess_s,
                         inference_s=request.inference_s,
@@ -669,6 +676,7 @@ class Engine:
         second = self._run_splitting(frames[half:])
         return BatchOutput(
             probabilities=np.concatenate([first.probabilities, second.probabilities]),
+            signal=np.concatenate([first.signal, second.signal]),
             preprocess_s=first.preprocess_s + second.preprocess_s,
             inference_s=first.inference_s + second.inference_s,
         )

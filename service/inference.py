@@ -1,8 +1,9 @@
-"""The device side of the engine: features and model for one batch, under torch.inference_mode.
+"""The device side of the engine: features, model and the frames' occupied band
+(preprocessing.occupancy) for one batch, under torch.inference_mode.
 
 With service/cuda_graphs.py the only service modules that touch torch. Preprocessing runs on the
-same device as the model so a GPU does the FFTs too, and only the [B, C] probabilities come back
-to the host.
+same device as the model so a GPU does the FFTs too, and only the [B, C] probabilities and the
+[B, 3] measurements come back to the host.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import numpy as np
 import torch
 
 from preprocessing.features import FeatureConfig, batch_features
+from preprocessing.occupancy import occupied_band
 from preprocessing.recording import batch_recording_features
 from rfmodel.classifier import RFClassifier
-from rfmodel.iq_logits import iq_logits
+from rfmodel.iq_logits import beside, iq_logits
 from service.cuda_graphs import GraphedBatches
 from service.engine import BatchOutput, OutOfMemory
 
@@ -97,7 +99,9 @@ class TorchRunner:
             if self.graphs is not None and (graphed := self._run_graphed(stacked, t0)):
                 return graphed
             iq = torch.from_numpy(stacked).to(self.device)
+            measured = beside(lambda: occupied_band(iq), self.device)
             probabilities = self._probabilities(iq, features_done)  # [B, C]
+            signal = measured()  # [B, 3]
         else:
             tensors = [torch.from_numpy(f).to(self.device) for f in frames]
             x, mask = batch_features(tensors, self.feature_config)  # [B, Tmax, F], [B, Tmax]
@@ -105,10 +109,11 @@ class TorchRunner:
             features_done()
             logits = self.model(x.to(self.dtype), mask, recording)
             probabilities = torch.softmax(logits.float(), dim=-1)
-        probabilities = probabilities.cpu().numpy()
+            signal = torch.cat([occupied_band(t[None]) for t in tensors])
+        probabilities, signal = probabilities.cpu().numpy(), signal.cpu().numpy()
         t2 = time.perf_counter()
         t1 = preprocessed[0]
-        return BatchOutput(probabilities, preprocess_s=t1 - t0, inference_s=t2 - t1)
+        return BatchOutput(probabilities, signal, preprocess_s=t1 - t0, inference_s=t2 - t1)
 
     def _run_graphed(self, iq: np.ndarray, t0: float) -> BatchOutput | None:
         """The features run inside the graph, so they count as inference; preprocessing is
@@ -117,8 +122,10 @@ class TorchRunner:
         if probabilities is None:
             return None
         t1 = time.perf_counter()  # the copy in is synchronous, the replay only launched
+        # the measurements run eagerly beside the replay: small, and the same for any batch size
+        signal = occupied_band(torch.from_numpy(iq).to(self.device)).cpu().numpy()
         out = probabilities.cpu().numpy()
-        return BatchOutput(out, preprocess_s=t1 - t0, inference_s=time.perf_counter() - t1)
+        return BatchOutput(out, signal, preprocess_s=t1 - t0, inference_s=time.perf_counter() - t1)
 
     def _synchronize(self) -> None:
         # only so the preprocess/inference split in the metrics is true on a GPU; the current

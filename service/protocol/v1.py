@@ -26,6 +26,7 @@ from service.protocol.v1_schemas import (
     FrameResult,
     ModelDescription,
     SampleFormat,
+    Signal,
     Timings,
 )
 
@@ -99,7 +100,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
                 request, ctx.engine.predict(frames, arrival=arrival)
             )
         answer = ClassifyResponse(
-            frames=frame_results(prediction.probabilities, card.classes, top_k, frames),
+            frames=frame_results(prediction, card.classes, top_k, frames, sample_rate, center_freq),
             backend=card.backend,
             model_version=card.version,
             sample_rate=sample_rate,
@@ -145,18 +146,50 @@ def binary_frames(
 
 
 def frame_results(
-    probabilities: np.ndarray, classes: tuple[str, ...], top_k: int, frames: list[np.ndarray]
+    prediction: Prediction,
+    classes: tuple[str, ...],
+    top_k: int,
+    frames: list[np.ndarray],
+    sample_rate: float | None,
+    center_freq: float | None,
 ) -> list[FrameResult]:
+    probabilities = prediction.probabilities
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]  # [N, k]
     results = []
-    for row, ranked, iq in zip(probabilities, order, frames, strict=True):
+    for row, ranked, measured, iq in zip(
+        probabilities, order, prediction.signal, frames, strict=True
+    ):
         best = [ClassProbability(label=classes[c], probability=float(row[c])) for c in ranked]
         results.append(
             FrameResult(
-                label=best[0].label, probability=best[0].probability, top_k=best, n_samples=iq.size
+                label=best[0].label,
+                probability=best[0].probability,
+                top_k=best,
+                n_samples=iq.size,
+                signal=signal(measured, sample_rate, center_freq),
             )
         )
     return results
+
+
+def signal(
+    measured: np.ndarray, sample_rate: float | None, center_freq: float | None
+) -> Signal | None:
+    """[center, bandwidth, snr_db] (preprocessing.occupancy.FIELDS) -> Signal, or None where
+    nothing was found."""
+    center, bandwidth, snr_db = (float(v) for v in measured)
+    if np.isnan(center):
+        return None
+    in_hz = sample_rate is not None
+    offset_hz = center * sample_rate if in_hz else None
+    return Signal(
+        center_offset=center,
+        bandwidth=bandwidth,
+        snr_db=snr_db,
+        center_offset_hz=offset_hz,
+        bandwidth_hz=bandwidth * sample_rate if in_hz else None,
+        center_freq_hz=center_freq + offset_hz if in_hz and center_freq is not None else None,
+    )
 
 
 def timings(prediction: Prediction, started: float) -> Timings:

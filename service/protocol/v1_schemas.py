@@ -50,11 +50,28 @@ class ClassProbability(BaseModel):
     probability: float
 
 
+class Signal(BaseModel):
+    """The frame's occupied band, measured from its spectrum (preprocessing.occupancy): the span
+    holding 99 % of the power above the noise floor, and the in-band SNR."""
+
+    center_offset: float = Field(description="centre, cycles/sample from the tuned frequency")
+    bandwidth: float = Field(description="occupied bandwidth, cycles/sample")
+    snr_db: float = Field(description="power over the noise within the bandwidth, dB")
+    center_offset_hz: float | None = Field(description="with sample_rate: the offset in Hz")
+    bandwidth_hz: float | None = Field(description="with sample_rate: the bandwidth in Hz")
+    center_freq_hz: float | None = Field(
+        description="with sample_rate and center_freq: the signal's own centre frequency"
+    )
+
+
 class FrameResult(BaseModel):
     label: str
     probability: float
     top_k: list[ClassProbability]
     n_samples: int
+    signal: Signal | None = Field(
+        description="null where nothing stands out of the noise (or under 256 samples)"
+    )
 
 
 class Timings(BaseModel):

@@ -143,6 +143,7 @@ async def test_frames_are_batched_by_length_bucket_and_max_batch():
     # the oldest frame's bucket goes first, up to max_batch; other lengths wait their turn
     assert runner.batches == [[-1.0], [1.0, 2.0, 3.0], [10.0, 11.0], [4.0, 5.0]]
     assert [list(r.probabilities[:, 0]) for r in results[1:]] == [[1, 2, 3], [10, 11], [4, 5]]
+    assert [list(r.signal[:, 0]) for r in results[1:]] == [[1, 2, 3], [10, 11], [4, 5]]
     engine.stop()
 
 
@@ -153,6 +154,7 @@ async def test_a_large_request_spans_batches_and_keeps_its_order():
     result = await engine.predict([frame(256, t) for t in tags])
     assert [len(b) for b in runner.batches] == [4, 4, 2]
     assert list(result.probabilities[:, 0]) == tags
+    assert list(result.signal[:, 0]) == tags
     assert result.inference_s == pytest.approx(3 * 0.002)
     engine.stop()
 
@@ -567,7 +569,7 @@ async def test_out_of_memory_is_retried_in_halves():
     runner.max_frames_in_memory = 3
     tags = list(range(1, 9))
     result = await engine.predict([frame(64, t) for t in tags])
-    assert list(result.probabilities[:, 0]) == tags
+    assert list(result.probabilities[:, 0]) == list(result.signal[:, 0]) == tags
     assert runner.batches == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]
     runner.max_frames_in_memory = 0  # even one frame fails: that is a failed batch
     with pytest.raises(BatchFailed):
@@ -603,7 +605,9 @@ async def test_a_runner_answering_the_wrong_number_of_rows_fails_only_that_batch
             out = super().run(frames)
             if len(frames) == 1:
                 return out
-            return BatchOutput(out.probabilities[:-1], out.preprocess_s, out.inference_s)
+            return BatchOutput(
+                out.probabilities[:-1], out.signal, out.preprocess_s, out.inference_s
+            )
 
     runner = ShortRunner()
     engine = started(make_engine(runner), runner)

@@ -24,10 +24,14 @@ RNG = np.random.default_rng(8)
 
 
 def frames(*lengths: int) -> list[np.ndarray]:
-    return [
-        (0.3 * (RNG.standard_normal(n) + 1j * RNG.standard_normal(n))).astype(np.complex64)
-        for n in lengths
-    ]
+    """Noise, with a tone in every other frame so the measurements have something to find."""
+    out = []
+    for k, n in enumerate(lengths):
+        x = 0.3 * (RNG.standard_normal(n) + 1j * RNG.standard_normal(n))
+        if k % 2:
+            x += np.exp(2j * np.pi * RNG.uniform(-0.4, 0.4) * np.arange(n))
+        out.append(x.astype(np.complex64))
+    return out
 
 
 def runners(bundle_path) -> tuple[TorchRunner, TorchRunner]:
@@ -47,7 +51,11 @@ def test_cuda_gives_the_cpu_probabilities(tiny_bundle):
     # The features differ between CUDA's and the CPU's FFTs by float32 round-off, and this
     # random tiny model's logits span about 75, so a probability near 0.5 moves by up to about
     # 2e-4 (2.04e-4 measured on an H100); a frame or recording lost moves them by far more.
-    np.testing.assert_allclose(on_gpu.probabilities, cpu.run(batch).probabilities, atol=1e-3)
+    on_cpu = cpu.run(batch)
+    np.testing.assert_allclose(on_gpu.probabilities, on_cpu.probabilities, atol=1e-3)
+    # the tones are found on both; noise-only frames show nothing on either
+    assert not np.isnan(on_gpu.signal[1::2]).any()
+    np.testing.assert_allclose(on_gpu.signal, on_cpu.signal, rtol=1e-3, atol=1e-4, equal_nan=True)
     assert on_gpu.preprocess_s > 0 and on_gpu.inference_s > 0
 
 
@@ -131,8 +139,9 @@ def test_graphed_batches_give_the_eager_probabilities(tiny_bundle, caplog, full_
     with caplog.at_level(logging.INFO, logger="service.cuda_graphs"):
         lengths = ([4096] * 4, [4096] * 3, [4096], [8192] * 2)
         for batch in (frames(*n) for n in lengths):
-            out = graphed.run(batch)
-            np.testing.assert_allclose(out.probabilities, eager.run(batch).probabilities, atol=1e-5)
+            out, reference = graphed.run(batch), eager.run(batch)
+            np.testing.assert_allclose(out.probabilities, reference.probabilities, atol=1e-5)
+            np.testing.assert_array_equal(out.signal, reference.signal)
             assert out.preprocess_s > 0 and out.inference_s > 0
         mixed = frames(4096, 2000)  # no graph: the eager path, padded and masked
         np.testing.assert_allclose(

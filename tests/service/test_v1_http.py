@@ -22,6 +22,7 @@ from live_servers import TINY_CLASSES, metric
 
 from preprocessing.features import compute_features
 from preprocessing.formats import FORMATS, decode, encode
+from preprocessing.occupancy import occupied_band
 from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
 from service.protocol.v1_schemas import SampleFormat
@@ -105,6 +106,38 @@ def test_json_iq_lists_and_metadata_echo(server, reference):
     answer = r.json()
     check_answer(answer, reference([iq]), top_k=5)
     assert answer["sample_rate"] == 2.4e6 and answer["center_freq"] == 433.92e6
+
+
+def test_each_frame_reports_its_occupied_band(server):
+    """The measurements are preprocessing.occupancy's on each decoded frame, in Hz with a
+    sample rate, and at the signal's own frequency with a tuned one."""
+    n, fs, tuned = 4096, 2.4e6, 433.92e6
+    t = np.arange(n)
+    tone = np.exp(2j * np.pi * 0.1 * t) + 0.05 * (
+        RNG.standard_normal(n) + 1j * RNG.standard_normal(n)
+    )
+    noise = RNG.standard_normal(n) + 1j * RNG.standard_normal(n)
+    frames = [f.astype(np.complex64) for f in (tone, noise, noisy_tone(300), noisy_tone(200))]
+    body = {
+        "frames": [
+            {"data": base64.b64encode(encode(f, "cf32")).decode(), "format": "cf32"} for f in frames
+        ],
+        "sample_rate": fs,
+        "center_freq": tuned,
+    }
+    r = httpx.post(f"{server.url}/v1/classify", json=body)
+    assert r.status_code == 200, r.text
+    signals = [f["signal"] for f in r.json()["frames"]]
+    expected = occupied_band(torch.from_numpy(frames[0])[None])[0].tolist()
+    got = [signals[0][k] for k in ("center_offset", "bandwidth", "snr_db")]
+    assert got == pytest.approx(expected, rel=1e-4)
+    bin_ = 1 / 128  # the Welch resolution at 4,096 samples
+    assert signals[0]["center_offset"] == pytest.approx(0.1, abs=bin_)
+    assert signals[0]["center_freq_hz"] == pytest.approx(tuned + 0.1 * fs, abs=bin_ * fs)
+    assert signals[0]["bandwidth_hz"] == pytest.approx(signals[0]["bandwidth"] * fs)
+    assert signals[0]["snr_db"] > 20
+    assert signals[1] is None  # white noise: nothing stands out
+    assert signals[2] is not None and signals[3] is None  # 300 samples measured, 200 too few
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))

@@ -1,0 +1,138 @@
+"""Where a frame's signal sits, how wide it is and how far it stands above the noise: what a
+spectrum monitor reports beside the class.
+
+How, per frame of N samples (unit RMS first, so any gain gives the same answer):
+- the Welch spectrum p: frames of M samples (M the power of two nearest N / 32, within 64..4,096,
+  so about 60 frames are averaged at any length), half overlapping, Hann, scaled so that p sums
+  to the frame's power; DC in the centre bin;
+- the noise power per bin n0: a first guess from the FLOOR_QUANTILE quantile of p, divided by
+  that quantile of a white-noise bin's average (gamma distributed, with the equivalent degrees of
+  freedom of the overlapping frames, Welch 1967); then the mean of the bins that guess finds clear
+  of the signal (noise_floor). It assumes the noise is white across the band and the signal leaves
+  a tenth of the bins to it;
+- occupied bins: those above n0 by the gamma quantile that white noise passes in one frame of a
+  thousand (FALSE_ALARM over all M bins). None: no signal, and the measurements are NaN;
+- bandwidth: the span holding 99 % of the occupied bins' power above n0 (ITU-R SM.328's occupied
+  bandwidth: 0.5 % left out at each end), interpolated within bins; centre: that span's midpoint;
+  SNR: the power above the noise, p's sum less M n0, over the noise inside that
+  bandwidth, n0 M bandwidth. This is the in-band SNR the training data is made with
+  (rfmodel.data), so it tells whether a recording is in the range the model was trained for.
+
+Frequencies are in cycles per sample (fractions of the sample rate), in [-0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+
+from preprocessing.spectra import check_complex, frame_power, frames_of, rms_normalize, window_array
+
+WINDOW = "hann"
+FALSE_ALARM = 1e-3  # chance that a frame of white noise shows an occupied bin
+OCCUPIED_FRACTION = 0.99
+# low, so that a signal filling most of the band still leaves the quantile among the noise bins
+FLOOR_QUANTILE = 0.02
+SKIRT_BINS = 2  # bins either side of an occupied one left out of the noise floor
+MIN_SAMPLES = 256
+# measurements per frame, in this order, in the last dimension of occupied_band's result
+FIELDS = ("center", "bandwidth", "snr_db")
+
+
+def welch_size(n_samples: int) -> int:
+    """Samples per Welch frame for a frame of n_samples: about 60 half-overlapping frames."""
+    size = 1 << max(0, round(math.log2(max(n_samples, 1) / 32)))
+    return min(max(size, 64), 4096, 1 << int(math.log2(max(n_samples, 1))))
+
+
+@functools.lru_cache(maxsize=64)
+def noise_statistics(n_samples: int, size: int) -> tuple[float, float]:
+    """(the FLOOR_QUANTILE quantile, the detection threshold) of a white-noise bin's Welch
+    average, both relative to its mean, for frames of `size` every size / 2 over n_samples."""
+    hop = size // 2
+    frames = 1 + (n_samples - size) // hop
+    w = window_array(WINDOW, size)
+    overlap = float(np.dot(w[hop:], w[:-hop]) / np.dot(w, w)) if frames > 1 else 0.0
+    # equivalent degrees of freedom / 2 of the average of overlapping periodograms
+    shape = frames / (1 + 2 * (1 - 1 / frames) * overlap**2)
+    bins = max(1, int(FLOOR_QUANTILE * size))
+    # the expected k-th of M order statistics sits near the k / (M + 1) quantile
+    quantile = stats.gamma.ppf(bins / (size + 1), shape, scale=1 / shape)
+    threshold = stats.gamma.isf(FALSE_ALARM / size, shape, scale=1 / shape)
+    return float(quantile), float(threshold)
+
+
+def welch_spectrum(iq: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, N] complex -> [B, size] Welch power per bin (DC centred), summing to each row's power."""
+    frames = frames_of(iq, size, size // 2)  # [B, K, size]
+    return frame_power(frames, WINDOW, unit_energy=True).mean(-2) / size
+
+
+def occupied_band(iq: torch.Tensor) -> torch.Tensor:
+    """[B, N] complex frames -> [B, 3] float32: centre (cycles/sample), occupied bandwidth
+    (cycles/sample) and in-band SNR (dB) of each frame's signal; NaN where no signal stands out
+    of the noise, and for frames under MIN_SAMPLES (too few for a spectrum to average)."""
+    iq = check_complex(iq, "iq")
+    n = iq.shape[-1]
+    if n < MIN_SAMPLES:
+        return torch.full((iq.shape[0], len(FIELDS)), math.nan, device=iq.device)
+    size = welch_size(n)
+    quantile, threshold = noise_statistics(n, size)
+    p = welch_spectrum(rms_normalize(iq), size)  # [B, M]
+    n0 = noise_floor(p, quantile, threshold)  # [B, 1]
+    excess = torch.where(p > n0 * threshold, p - n0, 0)  # [B, M]
+    total = excess.sum(-1, keepdim=True)  # [B, 1]
+    detected = total[:, 0] > 0
+    share = excess / total.clamp_min(torch.finfo(p.dtype).tiny)
+    cumulative = share.cumsum(-1)
+    # bin i spans frequencies [(i - M/2 - 1/2) / M, (i - M/2 + 1/2) / M)
+    left_edges = (torch.arange(size, device=p.device, dtype=p.dtype) - size // 2 - 0.5) / size
+    tail = (1 - OCCUPIED_FRACTION) / 2
+    low, high = (crossing(cumulative, share, t, left_edges) for t in (tail, 1 - tail))
+    bandwidth = high - low
+    # the span's midpoint, as a spectrum analyser reports the centre of an occupied bandwidth:
+    # the power's mean would follow a channel's tilt across the band
+    center = (low + high) / 2
+    signal = p.sum(-1) - size * n0[:, 0]
+    snr_db = 10 * torch.log10(signal.clamp_min(0) / (n0[:, 0] * size * bandwidth))
+    measured = torch.stack([center, bandwidth, snr_db], -1)
+    valid = detected & (signal > 0) & (bandwidth > 0)
+    return torch.where(valid[:, None], measured, math.nan).float()
+
+
+def noise_floor(p: torch.Tensor, quantile: float, threshold: float) -> torch.Tensor:
+    """[B, M] Welch power -> [B, 1] noise power per bin. The quantile estimate reads high where
+    the signal takes many bins (the quantile of the noise bins alone is then a higher one), so it
+    only finds the bins clear of the signal, and the floor is their mean: unbiased on white
+    noise, and steadier than any one quantile."""
+    size = p.shape[-1]
+    k = max(1, int(FLOOR_QUANTILE * size))
+    first = p.kthvalue(k, -1, keepdim=True).values / quantile  # [B, 1]
+    # clear: under the threshold, and not next to a bin over it (the window's leakage and a
+    # band's skirts sit there)
+    over = (p > first * threshold).to(p.dtype)[:, None]  # [B, 1, M]
+    near = torch.nn.functional.max_pool1d(over, 2 * SKIRT_BINS + 1, 1, SKIRT_BINS)[:, 0] > 0
+    clear = (~near).to(p.dtype)
+    count = clear.sum(-1, keepdim=True)
+    mean = (p * clear).sum(-1, keepdim=True) / count.clamp_min(1)
+    n0 = torch.where(count >= k, mean, first)
+    # a floor 120 dB under the frame keeps a noiseless frame's SNR finite
+    return n0.clamp_min(1e-12 / size)
+
+
+def crossing(
+    cumulative: torch.Tensor, share: torch.Tensor, target: float, left_edges: torch.Tensor
+) -> torch.Tensor:
+    """[B] frequency where the cumulative share of power first reaches target, linear within
+    the bin that holds it."""
+    target_t = torch.full_like(cumulative[:, :1], target)
+    last = cumulative.shape[-1] - 1
+    index = torch.searchsorted(cumulative.contiguous(), target_t).clamp_max(last)
+    before = cumulative.gather(-1, index) - share.gather(-1, index)  # the share below bin `index`
+    inside = share.gather(-1, index).clamp_min(torch.finfo(share.dtype).tiny)
+    frac = ((target_t - before) / inside).clamp(0, 1)
+    return (left_edges[index] + frac / cumulative.shape[-1])[:, 0]
