@@ -1,6 +1,6 @@
 """`rfcls classify PATH`: send a SigMF recording, a raw IQ file or a live stream on standard input
-to a running service over the binary path (no JSON, no base64) in frames, and print one label per
-frame.
+to a running service over the binary path (no JSON, no base64) in frames, and print one line per
+frame: its label and probability, and its signal's SNR, centre and bandwidth.
 
 A file is read a request at a time, so its size is not bounded by memory. Standard input (`-`) is
 a receiver's output, `rtl_sdr - | rfcls classify --format cu8 -`: each frame is sent as soon as
@@ -57,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_FRAME_SAMPLES,
         help=f"samples per classified frame (default {DEFAULT_FRAME_SAMPLES})",
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=float,
+        help="Hz: the signal's centre and bandwidth are printed in Hz (default: a SigMF "
+        "recording's own)",
+    )
+    parser.add_argument(
+        "--center-freq",
+        type=float,
+        help="Hz the receiver was tuned to: prints the signal's own centre frequency (default: a "
+        "SigMF recording's own)",
     )
     parser.add_argument("--top-k", type=int, default=1, help="classes to print per frame")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
@@ -132,6 +144,25 @@ def chunks(
         start += step
 
 
+def signal_columns(sample_rate: float | None, center_freq: float | None) -> list[str]:
+    """The measurement columns: in Hz where the sample rate is known, at the signal's own
+    frequency where the tuning is known too, else in cycles per sample."""
+    if sample_rate is None:
+        return ["snr_db", "offset", "bandwidth"]
+    return ["snr_db", "center_hz" if center_freq is not None else "offset_hz", "bandwidth_hz"]
+
+
+def signal_cells(signal: dict | None) -> str:
+    """A frame's `signal` (null where nothing stood out of the noise) as three cells."""
+    if signal is None:
+        return "-\t-\t-"
+    if signal["bandwidth_hz"] is None:
+        return f"{signal['snr_db']:.1f}\t{signal['center_offset']:+.4f}\t{signal['bandwidth']:.4f}"
+    center = signal["center_freq_hz"]
+    center = f"{center:.0f}" if center is not None else f"{signal['center_offset_hz']:+.0f}"
+    return f"{signal['snr_db']:.1f}\t{center}\t{signal['bandwidth_hz']:.0f}"
+
+
 class Refused(Exception):
     """The service answered with an error."""
 
@@ -163,6 +194,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout < math.inf:
         print("rfcls classify: --timeout must be a positive number of seconds", file=sys.stderr)
         return 2
+    if args.sample_rate is not None and not 0 < args.sample_rate < math.inf:
+        print("rfcls classify: --sample-rate must be a positive number of Hz", file=sys.stderr)
+        return 2
+    if args.center_freq is not None and not math.isfinite(args.center_freq):
+        print("rfcls classify: --center-freq must be a finite number of Hz", file=sys.stderr)
+        return 2
+    sample_rate = args.sample_rate if args.sample_rate is not None else capture.sample_rate
+    center_freq = args.center_freq if args.center_freq is not None else capture.center_freq
     headers = {"Content-Type": "application/octet-stream"}
     if key := os.environ.get("RFCLS_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
@@ -176,19 +215,26 @@ def run(args: argparse.Namespace) -> int:
             model = _checked(client.get("/v1/model"))
             min_samples = model["limits"]["min_samples"]
             print(f"# {args.path}: {size}, model {model['version']}")
-            print("frame\tstart\tlabel\tprobability" + ("\trunners-up" if args.top_k > 1 else ""))
+            columns = [
+                "frame",
+                "start",
+                "label",
+                "probability",
+                *signal_columns(sample_rate, center_freq),
+            ]
+            print("\t".join(columns) + ("\trunners-up" if args.top_k > 1 else ""))
             requests = chunks(capture, args.frame_samples, frames_per_request, min_samples)
             for start, body in requests:
                 params = {"format": capture.fmt, "frame_samples": args.frame_samples}
                 params["top_k"] = args.top_k
-                if capture.sample_rate is not None:
-                    params["sample_rate"] = capture.sample_rate
-                if capture.center_freq is not None:
-                    params["center_freq"] = capture.center_freq
+                if sample_rate is not None:
+                    params["sample_rate"] = sample_rate
+                if center_freq is not None:
+                    params["center_freq"] = center_freq
                 answer = _checked(client.post("/v1/classify", params=params, content=body))
                 for k, result in enumerate(answer["frames"]):
                     line = f"{frame}\t{start + k * args.frame_samples}\t{result['label']}"
-                    line += f"\t{result['probability']:.3f}"
+                    line += f"\t{result['probability']:.3f}\t" + signal_cells(result["signal"])
                     if args.top_k > 1:
                         others = result["top_k"][1:]
                         line += "\t" + " ".join(

@@ -60,7 +60,9 @@ def test_sigmf_recording(server, tmp_path):
     assert [int(r[1]) for r in table] == [0, 4096, 8192, 12288]
     expected = server_labels(server.url, read_sigmf(meta).samples, 4096)
     assert [r[2] for r in table] == expected
-    assert all(0 < float(r[3]) <= 1 and ":" in r[4] for r in table)
+    assert all(0 < float(r[3]) <= 1 and ":" in r[7] for r in table)
+    # the recording's rate and tuning put the signal columns in Hz, at its own frequency
+    assert result.stdout.splitlines()[1].split("\t")[4:7] == ["snr_db", "center_hz", "bandwidth_hz"]
 
 
 def test_raw_file_drops_a_tail_shorter_than_one_fft(server, tmp_path):
@@ -110,6 +112,27 @@ def test_live_stream_answers_each_frame_as_it_arrives(server):
     assert lines.empty()
 
 
+def test_signal_columns_follow_what_is_known_of_the_capture(server, tmp_path):
+    """A raw file says nothing of its rate: cycles per sample, unless --sample-rate is given."""
+    n, fs, tuned = 8192, 1e6, 100e6
+    tone = np.exp(2j * np.pi * 0.25 * np.arange(n)) + noise(n)
+    path = tmp_path / "capture.cf32"
+    path.write_bytes(encode(tone.astype(np.complex64), "cf32"))
+    args = [str(path), "--url", server.url, "--frame-samples", "4096"]
+    plain = rfcls_classify(*args)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines()[1].split("\t")[4:] == ["snr_db", "offset", "bandwidth"]
+    assert [float(r[5]) for r in rows(plain.stdout)] == pytest.approx([0.25] * 2, abs=1 / 128)
+    tuned_run = rfcls_classify(*args, "--sample-rate", str(fs), "--center-freq", str(tuned))
+    assert tuned_run.returncode == 0, tuned_run.stderr
+    table = rows(tuned_run.stdout)
+    assert [float(r[5]) for r in table] == pytest.approx([tuned + 0.25 * fs] * 2, abs=fs / 128)
+    assert all(float(r[4]) > 10 and 0 < float(r[6]) < fs / 32 for r in table)
+    only_noise = tmp_path / "noise.cf32"
+    only_noise.write_bytes(encode(noise(4096), "cf32"))
+    assert rows(rfcls_classify(str(only_noise), "--url", server.url).stdout)[0][4:7] == ["-"] * 3
+
+
 def test_live_stream_needs_a_format(server):
     result = subprocess.run(
         **classify_command("-", "--url", server.url), input="", capture_output=True, text=True
@@ -147,6 +170,7 @@ def another_http_server():
         ("not a URL", 1, "cannot reach"),
         ("not rfcls", 1, "is not an rfcls service"),
         ("bad timeout", 2, "--timeout must be a positive number"),
+        ("bad sample rate", 2, "--sample-rate must be a positive number"),
         ("too_large", 1, "the service refused: HTTP 413"),
     ],
 )
@@ -169,6 +193,8 @@ def test_errors(server, another_http_server, tmp_path, setup, code, message):
             url = another_http_server
         elif setup == "bad timeout":
             args = ["--timeout", "nan"]
+        elif setup == "bad sample rate":
+            args = ["--sample-rate", "0"]
         else:
             args = ["--frame-samples", "70000"]  # above the server's RFCLS_MAX_SAMPLES
     result = rfcls_classify(str(path), "--url", url, *args)
