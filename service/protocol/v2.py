@@ -1,12 +1,15 @@
 """Open Inference Protocol (KServe v2, as Triton speaks it over HTTP), so `tritonclient.http`
 works unchanged.
 
-The model, named `rfcls`, takes one input and gives two outputs:
+The model, named `rfcls`, takes one input and gives two outputs by default, a third on request:
 
     IQ             input   FP32, INT16, INT8 or UINT8   [N, S, 2] or [N, 2S]
                    N frames of S interleaved I/Q samples (as cf32, ci16, ci8, cu8: same scaling)
     PROBABILITIES  output  FP32    [N, C]   class probabilities, in GET /v1/model's class order
     LABEL          output  BYTES   [N]      the most probable class of each frame
+    SIGNAL         output  FP32    [N, 3]   centre and occupied bandwidth (cycles/sample) and
+                                            in-band SNR (dB) of each frame's signal, NaN where
+                                            nothing stands out of the noise (v1's `signal`)
 
 Extensions: binary_tensor_data (inputs and outputs; `binary_data_output` / per-output
 `binary_data`), classification (`classification: k` on PROBABILITIES gives BYTES [N, k] of
@@ -45,6 +48,9 @@ from service.protocol.v2_tensors import (
 IQ = "IQ"
 PROBABILITIES = "PROBABILITIES"
 LABEL = "LABEL"
+# asked for by name: [N, 3] of preprocessing.occupancy.FIELDS (v1's `signal`), NaN where none
+SIGNAL = "SIGNAL"
+OUTPUTS = (PROBABILITIES, LABEL, SIGNAL)
 IQ_FORMATS = {"FP32": "cf32", "INT16": "ci16", "INT8": "ci8", "UINT8": "cu8"}
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
@@ -111,6 +117,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             "outputs": [
                 {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(card.classes)]},
                 {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
+                {"name": SIGNAL, "datatype": "FP32", "shape": [-1, 3]},
             ],
         }
 
@@ -136,10 +143,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             **({"id": parsed.request.id} if parsed.request.id is not None else {}),
             "parameters": timing_parameters(prediction, started),
         }
-        outputs = [
-            (output_tensor(o, prediction.probabilities, card.classes), binary)
-            for o, binary in wanted
-        ]
+        outputs = [(output_tensor(o, prediction, card.classes), binary) for o, binary in wanted]
         content, header_length = encode_response(header, outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
@@ -187,9 +191,9 @@ def requested_outputs(
     outputs = request.outputs or [RequestOutput(name=PROBABILITIES), RequestOutput(name=LABEL)]
     wanted = []
     for k, output in enumerate(outputs):
-        if output.name not in (PROBABILITIES, LABEL):
+        if output.name not in OUTPUTS:
             raise BadRequest(
-                f"unknown output {output.name!r}; outputs are {PROBABILITIES}, {LABEL}",
+                f"unknown output {output.name!r}; outputs are {', '.join(OUTPUTS)}",
                 f"outputs.{k}.name",
             )
         top = output.parameters.get("classification")
@@ -208,9 +212,13 @@ def requested_outputs(
 
 
 def output_tensor(
-    output: RequestOutput, probabilities: np.ndarray, classes: tuple[str, ...]
+    output: RequestOutput, prediction: Prediction, classes: tuple[str, ...]
 ) -> OutputTensor:
+    probabilities = prediction.probabilities
     n = probabilities.shape[0]
+    if output.name == SIGNAL:
+        signal = prediction.signal.astype(np.float32)
+        return OutputTensor(SIGNAL, "FP32", list(signal.shape), signal)
     if output.name == LABEL:
         labels = np.array([classes[c].encode() for c in probabilities.argmax(axis=1)], dtype=object)
         return OutputTensor(LABEL, "BYTES", [n], labels)

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 
 from preprocessing.features import compute_features
 from preprocessing.formats import decode, encode
+from preprocessing.occupancy import FIELDS, occupied_band
 from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
 from service.protocol.v2_tensors import serialize_bytes
@@ -66,6 +67,7 @@ def test_health_and_metadata(client):
     assert {o["name"]: o["shape"] for o in meta["outputs"]} == {
         "PROBABILITIES": [-1, len(TINY_CLASSES)],
         "LABEL": [-1],
+        "SIGNAL": [-1, len(FIELDS)],
     }
 
 
@@ -88,6 +90,25 @@ def test_infer(client, model_probabilities, binary):
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_name"] == MODEL
     assert response["parameters"]["total_ms"] > 0
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_signal_output_on_request(client, binary):
+    """preprocessing.occupancy's measurements of each frame; NaN (JSON too, as Triton writes it)
+    where nothing stands out of the noise."""
+    n = 2048  # under the JSON limit as a JSON tensor
+    tone = np.exp(2j * np.pi * -0.2 * np.arange(n)) + frames(1, n)[0]
+    iq = np.stack([tone, frames(1, n)[0]]).astype(np.complex64)
+    tensor = triton.InferInput("IQ", [2, n, 2], "FP32")
+    tensor.set_data_from_numpy(interleaved(iq), binary_data=binary)
+    output = triton.InferRequestedOutput("SIGNAL", binary_data=binary)
+    signal = client.infer(MODEL, [tensor], outputs=[output]).as_numpy("SIGNAL")
+    assert signal.dtype == np.float32 and signal.shape == (2, 3)
+    expected = occupied_band(torch.from_numpy(iq)).numpy()
+    np.testing.assert_allclose(signal, expected, rtol=1e-5, equal_nan=True)
+    assert signal[0, 0] == pytest.approx(-0.2, abs=1 / 64) and np.isnan(signal[1]).all()
+    # not among the default outputs: asked for by name only
+    assert client.infer(MODEL, [tensor]).as_numpy("SIGNAL") is None
 
 
 def test_default_outputs_are_binary_and_flat_iq_shape_works(client, model_probabilities):
