@@ -9,7 +9,7 @@ How, per frame of N samples (unit RMS first, so any gain gives the same answer):
   that quantile of a white-noise bin's average (gamma distributed, with the equivalent degrees of
   freedom of the overlapping frames, Welch 1967); then the mean of the bins that guess finds clear
   of the signal (noise_floor). It assumes the noise is white across the band and the signal leaves
-  a tenth of the bins to it;
+  some of the bins to it (a signal over all but FLOOR_QUANTILE of them raises the floor);
 - occupied bins: those above n0 by the gamma quantile that white noise passes in one frame of a
   thousand (FALSE_ALARM over all M bins). None: no signal, and the measurements are NaN;
 - bandwidth: the span holding 99 % of the occupied bins' power above n0 (ITU-R SM.328's occupied
