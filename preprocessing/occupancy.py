@@ -13,7 +13,8 @@ How, per frame of N samples (unit RMS first, so any gain gives the same answer):
 - occupied bins: those above n0 by the gamma quantile that white noise passes in one frame of a
   thousand (FALSE_ALARM over all M bins). None: no signal, and the measurements are NaN;
 - bandwidth: the span holding 99 % of the occupied bins' power above n0 (ITU-R SM.328's occupied
-  bandwidth: 0.5 % left out at each end), interpolated within bins; centre: that span's midpoint;
+  bandwidth: 0.5 % left out at each end), interpolated within bins, around the circle (a signal
+  may straddle the band's edge at +-0.5); centre: that span's midpoint;
   SNR: the power above the noise, p's sum less M n0, over the noise inside that
   bandwidth, n0 M bandwidth. This is the in-band SNR the training data is made with
   (rfmodel.data), so it tells whether a recording is in the range the model was trained for.
@@ -38,6 +39,7 @@ OCCUPIED_FRACTION = 0.99
 # low, so that a signal filling most of the band still leaves the quantile among the noise bins
 FLOOR_QUANTILE = 0.02
 SKIRT_BINS = 2  # bins either side of an occupied one left out of the noise floor
+QUIET_FRACTION = 1 / 8  # the stretch of the circular spectrum where it is cut open
 MIN_SAMPLES = 256
 # measurements per frame, in this order, in the last dimension of occupied_band's result
 FIELDS = ("center", "bandwidth", "snr_db")
@@ -88,15 +90,11 @@ def occupied_band(iq: torch.Tensor) -> torch.Tensor:
     total = excess.sum(-1, keepdim=True)  # [B, 1]
     detected = total[:, 0] > 0
     share = excess / total.clamp_min(torch.finfo(p.dtype).tiny)
-    cumulative = share.cumsum(-1)
-    # bin i spans frequencies [(i - M/2 - 1/2) / M, (i - M/2 + 1/2) / M)
-    left_edges = (torch.arange(size, device=p.device, dtype=p.dtype) - size // 2 - 0.5) / size
-    tail = (1 - OCCUPIED_FRACTION) / 2
-    low, high = (crossing(cumulative, share, t, left_edges) for t in (tail, 1 - tail))
+    low, high = occupied_span(share)
     bandwidth = high - low
     # the span's midpoint, as a spectrum analyser reports the centre of an occupied bandwidth:
     # the power's mean would follow a channel's tilt across the band
-    center = (low + high) / 2
+    center = torch.remainder((low + high) / 2 + 0.5, 1.0) - 0.5
     signal = p.sum(-1) - size * n0[:, 0]
     snr_db = 10 * torch.log10(signal.clamp_min(0) / (n0[:, 0] * size * bandwidth))
     measured = torch.stack([center, bandwidth, snr_db], -1)
@@ -124,15 +122,52 @@ def noise_floor(p: torch.Tensor, quantile: float, threshold: float) -> torch.Ten
     return n0.clamp_min(1e-12 / size)
 
 
+def occupied_span(share: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, M] each bin's share of the power above the noise (DC centred) -> the [B] lower and
+    upper frequency of the span holding OCCUPIED_FRACTION of it; the upper may pass 0.5 for a
+    signal across the band's edge. The spectrum is circular, so it is cut open at three places
+    and the narrowest span kept: at the band's edge, at DC, and in the middle of the row's
+    quietest stretch of QUIET_FRACTION of the band (outside any signal that leaves that much of
+    the band free; the fixed cuts cover two tones whose gap is the quietest stretch)."""
+    size = share.shape[-1]
+    width = max(1, int(QUIET_FRACTION * size))
+    # power in the `width` bins after each bin, round the circle
+    running = torch.cat([share, share[:, :width]], -1).cumsum(-1)  # [B, M + width]
+    ahead = running[:, width:] - running[:, :size]  # [B, M]
+    quiet = (ahead.argmin(-1, keepdim=True) + 1 + width // 2) % size  # [B, 1]
+    best = None
+    for cut in (torch.zeros_like(quiet), torch.full_like(quiet, size // 2), quiet):
+        low, high = span_from(share, cut)
+        if best is None:
+            best = low, high
+        else:
+            narrower = high - low < best[1] - best[0]
+            best = torch.where(narrower, low, best[0]), torch.where(narrower, high, best[1])
+    return best
+
+
+def span_from(share: torch.Tensor, cut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The occupied span of [B, M] shares with each row's circle cut open before bin cut [B, 1]."""
+    size = share.shape[-1]
+    bins = torch.arange(size, device=share.device)
+    rolled = share.gather(-1, (bins + cut) % size)  # bin `cut` first
+    # rolled bin j spans [(cut + j - M/2 - 1/2) / M, ... + 1 / M): increasing, unwrapped
+    left_edges = ((bins + cut - size // 2).to(share.dtype) - 0.5) / size
+    cumulative = rolled.cumsum(-1)
+    tail = (1 - OCCUPIED_FRACTION) / 2
+    low, high = (crossing(cumulative, rolled, t, left_edges) for t in (tail, 1 - tail))
+    return low, high
+
+
 def crossing(
     cumulative: torch.Tensor, share: torch.Tensor, target: float, left_edges: torch.Tensor
 ) -> torch.Tensor:
     """[B] frequency where the cumulative share of power first reaches target, linear within
-    the bin that holds it."""
+    the bin that holds it; left_edges [B, M] the bins' lower frequencies."""
     target_t = torch.full_like(cumulative[:, :1], target)
     last = cumulative.shape[-1] - 1
     index = torch.searchsorted(cumulative.contiguous(), target_t).clamp_max(last)
     before = cumulative.gather(-1, index) - share.gather(-1, index)  # the share below bin `index`
     inside = share.gather(-1, index).clamp_min(torch.finfo(share.dtype).tiny)
     frac = ((target_t - before) / inside).clamp(0, 1)
-    return (left_edges[index] + frac / cumulative.shape[-1])[:, 0]
+    return (left_edges.gather(-1, index) + frac / cumulative.shape[-1])[:, 0]

@@ -17,7 +17,7 @@ import torch
 
 from preprocessing.errors import InvalidParameter
 from preprocessing.features import FeatureConfig, frame_features
-from preprocessing.recording import recording_features
+from preprocessing.recording import recording_features, segment_length
 from preprocessing.spectra import check_complex, check_frame_sizes, n_frames
 
 
@@ -64,8 +64,10 @@ class StreamingFeatures:
     def __init__(self, cfg: FeatureConfig):
         self.cfg = cfg
         self.framer = StreamFramer(cfg.nfft, cfg.hop)
-        # no recording can read further than its first recording_max_segments whole segments
-        self._head_limit = cfg.recording_segment * cfg.recording_max_segments
+        # no recording reads further than its first recording_max_segments whole segments, of
+        # recording_segment cut to whole frames, or one frame if it is shorter
+        longest = segment_length(max(cfg.recording_segment, cfg.nfft), cfg)
+        self._head_limit = longest * cfg.recording_max_segments
         self._head: list[torch.Tensor] = []
         self._head_samples = 0
 

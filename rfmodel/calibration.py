@@ -18,14 +18,31 @@ N_BINS = 15
 _LOG_FLOOR = 1e-12  # a probability that underflowed to 0 costs 27.6 nats, not infinity
 
 
+def checked(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two as float64 [N, C] and int [N], or ValueError naming the one that is not."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels: expected [N >= 1] class indices, got {labels.dtype} {labels.shape}"
+        )
+    if probabilities.shape[:1] != labels.shape or probabilities.ndim != 2:
+        raise ValueError(
+            f"probabilities: expected [{labels.size}, classes], got {probabilities.shape}"
+        )
+    if labels.min() < 0 or labels.max() >= probabilities.shape[1]:
+        raise ValueError(f"labels: outside 0..{probabilities.shape[1] - 1}")
+    if not np.isfinite(probabilities).all() or (probabilities < 0).any():
+        raise ValueError("probabilities: must be finite and non-negative")
+    if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError("probabilities: each row must sum to 1")
+    return probabilities, labels
+
+
 def calibration(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """probabilities [N, C] (rows summing to 1), labels [N] class indices -> expected calibration
     error, mean confidence, log loss and the reliability diagram's bins (empty ones left out)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"probabilities: expected [{labels.shape[0]}, classes], got {probabilities.shape}"
-        )
+    probabilities, labels = checked(probabilities, labels)
     confidence = probabilities.max(axis=1)
     hit = probabilities.argmax(axis=1) == labels
     # bins (lo, hi]: searchsorted on the inner edges puts a confidence equal to an edge below it

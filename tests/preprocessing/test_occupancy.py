@@ -96,6 +96,25 @@ def test_a_flat_band_in_white_noise(n, low, high, snr_db, snr_tolerance):
     assert snr == pytest.approx(snr_db, abs=snr_tolerance)
 
 
+def test_a_band_across_the_edge_of_the_spectrum_is_one_span():
+    """The spectrum is circular: a band from 0.42 round to -0.42 (past +-0.5) is 0.16 wide,
+    centred on the edge, and a tone by the edge is as narrow as anywhere else."""
+    n = 32768
+    spectrum = np.fft.fft(white(n)[0])
+    freqs = np.fft.fftfreq(n)
+    spectrum[np.abs(freqs) < 0.42] = 0
+    band = np.fft.ifft(spectrum)
+    band /= np.sqrt(np.mean(np.abs(band) ** 2))
+    center, bandwidth, snr = measure(band + white(n, power=0.1 / 0.16)[0])[0]
+    assert min(abs(center - 0.5), abs(center + 0.5)) < 2 / welch_size(n)
+    assert bandwidth == pytest.approx(0.99 * 0.16, abs=2 / welch_size(n))
+    assert snr == pytest.approx(10, abs=0.5)
+    tone = np.exp(2j * np.pi * 0.495 * np.arange(n)) + white(n, power=1e-2)[0]
+    center, bandwidth, _ = measure(tone)[0]
+    assert center == pytest.approx(0.495, abs=1 / welch_size(n))
+    assert bandwidth < 4 / welch_size(n)
+
+
 def test_a_band_a_few_bins_wide_reads_wider():
     """Under about ten Welch bins the window's leakage widens the band (module docstring)."""
     n, low, high = 4096, 0.05, 0.08  # 3.8 bins of 128

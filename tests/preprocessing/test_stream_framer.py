@@ -116,17 +116,26 @@ def test_framer_validates_sizes():
     assert err.value.field == "hop"
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(64, 2000), st.lists(st.integers(0, 2000), max_size=8), st.integers(0, 2**31))
-def test_streaming_recording_features_equal_one_shot(n, cuts, seed):
-    """Shorter and longer than the samples the recording's features read (3 segments of 256)."""
-    cfg = FeatureConfig(nfft=64, hop=32, recording_segment=256, recording_max_segments=3)
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(64, 2000),
+    st.lists(st.integers(0, 2000), max_size=8),
+    st.integers(0, 2**31),
+    st.sampled_from([(256, 256), (40, 64), (100, 64), (300, 256)]),
+)
+def test_streaming_recording_features_equal_one_shot(n, cuts, seed, segment):
+    """Shorter and longer than the samples the recording's features read (3 segments of
+    recording_segment cut to whole frames, or of one frame where it is shorter)."""
+    recording_segment, read = segment
+    cfg = FeatureConfig(
+        nfft=64, hop=32, recording_segment=recording_segment, recording_max_segments=3
+    )
     x = random_stream(seed, n)
     stream = StreamingFeatures(cfg)
     for chunk in split(x, [c for c in cuts if c <= n]):
         stream.push(chunk)
     assert torch.equal(stream.recording(), recording_features(x[None], cfg)[0])
-    assert sum(piece.shape[0] for piece in stream._head) == min(n, 3 * 256)
+    assert sum(piece.shape[0] for piece in stream._head) == min(n, 3 * read)
 
 
 def test_streaming_recording_features_need_one_frame_and_a_config_that_has_them():

@@ -58,3 +58,22 @@ def test_a_confidence_on_a_bin_edge_goes_to_the_bin_below():
     # 0.6 = 9/15 is the upper edge of (8/15, 9/15]
     assert [(round(b["high"] * N_BINS), b["count"]) for b in bins] == [(5, 1), (9, 1), (15, 1)]
     assert [b["accuracy"] for b in bins] == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "labels", "field"),
+    [
+        ([[0.5, 0.5]], [2], "labels"),
+        ([[0.5, 0.5]], [-1], "labels"),
+        ([[0.5, 0.5], [0.5, 0.5]], [[0], [1]], "labels"),
+        ([[0.5, 0.5]], [0.0], "labels"),
+        (np.zeros((0, 2)), np.zeros(0, int), "labels"),
+        ([[1.0, 1.0]], [0], "probabilities"),
+        ([[1.5, -0.5]], [0], "probabilities"),
+        ([[np.nan, 1.0]], [0], "probabilities"),
+        ([0.5, 0.5], [0, 1], "probabilities"),
+    ],
+)
+def test_refuses_what_is_not_probabilities_and_labels(probabilities, labels, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        calibration(np.asarray(probabilities), np.asarray(labels))
