@@ -91,15 +91,9 @@ def probabilities(
     return torch.cat(rows).numpy()
 
 
-def predict(
-    model: RFClassifier,
-    feature_cfg: FeatureConfig,
-    iq: np.ndarray,
-    device: torch.device,
-    batch_size: int = 256,
-) -> np.ndarray:
-    """Predicted class index per recording of iq [N, S] complex64."""
-    return probabilities(model, feature_cfg, iq, device, batch_size).argmax(axis=1)
+def predict(*args: Any, **kwargs: Any) -> np.ndarray:
+    """Predicted class index per recording: the argmax of probabilities(), same arguments."""
+    return probabilities(*args, **kwargs).argmax(axis=1)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
