@@ -4,7 +4,9 @@ frame: its label and probability, and its signal's SNR, centre and bandwidth.
 
 A file is read a request at a time, so its size is not bounded by memory. Standard input (`-`) is
 a receiver's output, `rtl_sdr - | rfcls classify --format cu8 -`: each frame is sent as soon as
-its last sample arrives and its line printed at once, so the labels keep pace with the air."""
+its last sample arrives and its line printed at once, so the labels keep pace with the air; a
+frame the service refuses for now (overloaded, 503, or out of time, 504) is skipped with a line on
+standard error, and the stream goes on."""
 
 from __future__ import annotations
 
@@ -166,6 +168,15 @@ def signal_cells(signal: dict | None) -> str:
 class Refused(Exception):
     """The service answered with an error."""
 
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def for_now(self) -> bool:
+        """Overloaded (503) or out of time (504): the next request may well be answered."""
+        return self.status in (503, 504)
+
 
 def _error_message(response: httpx.Response) -> str:
     try:
@@ -178,7 +189,7 @@ def _error_message(response: httpx.Response) -> str:
 
 def _checked(response: httpx.Response) -> dict:
     if response.status_code != 200:
-        raise Refused(_error_message(response))
+        raise Refused(_error_message(response), response.status_code)
     return response.json()
 
 
@@ -231,7 +242,15 @@ def run(args: argparse.Namespace) -> int:
                     params["sample_rate"] = sample_rate
                 if center_freq is not None:
                     params["center_freq"] = center_freq
-                answer = _checked(client.post("/v1/classify", params=params, content=body))
+                try:
+                    answer = _checked(client.post("/v1/classify", params=params, content=body))
+                except Refused as exc:
+                    # a monitor goes on with the air: the frame is lost, not the stream
+                    if not (capture.live and exc.for_now):
+                        raise
+                    print(f"rfcls classify: frame {frame} skipped: {exc}", file=sys.stderr)
+                    frame += 1
+                    continue
                 for k, result in enumerate(answer["frames"]):
                     line = f"{frame}\t{start + k * args.frame_samples}\t{result['label']}"
                     line += f"\t{result['probability']:.3f}\t" + signal_cells(result["signal"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import queue
 import subprocess
@@ -139,6 +140,63 @@ def test_live_stream_needs_a_format(server):
     )
     assert result.returncode == 2
     assert "standard input has no extension; pass --format" in result.stderr
+
+
+@pytest.fixture
+def overloaded_every_other_request():
+    """A stand-in rfcls server whose every second POST /v1/classify is 503 (overloaded)."""
+    posts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def reply(self, status: int, body: dict):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self.reply(200, {"version": "stand-in", "limits": {"min_samples": 64}})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(self.path)
+            if len(posts) % 2 == 0:
+                self.reply(503, {"error": {"code": "overloaded", "message": "busy", "field": None}})
+                return
+            frame = {"label": "qpsk", "probability": 0.9, "top_k": [], "signal": None}
+            self.reply(200, {"frames": [frame]})
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", posts
+        httpd.shutdown()
+
+
+def test_a_live_stream_skips_a_frame_the_service_is_too_busy_for(
+    overloaded_every_other_request, tmp_path
+):
+    url, posts = overloaded_every_other_request
+    command = classify_command("-", "--format", "cf32", "--url", url, "--frame-samples", "256")
+    raw = encode(noise(3 * 256), "cf32")
+    result = subprocess.run(**command, input=raw, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [r[:3] for r in rows(result.stdout.decode())] == [
+        ["0", "0", "qpsk"],
+        ["2", "512", "qpsk"],
+    ]
+    assert "frame 1 skipped: HTTP 503: busy" in result.stderr.decode()
+    assert len(posts) == 3
+    # a file is not a stream: the refusal ends the run, as any other
+    path = tmp_path / "capture.cf32"
+    path.write_bytes(raw)
+    refused = rfcls_classify(str(path), "--url", url, "--frame-samples", "256")
+    assert len(posts) == 4  # all three frames in one request
+    assert refused.returncode == 1 and "the service refused: HTTP 503" in refused.stderr
 
 
 @pytest.fixture
