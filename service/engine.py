@@ -32,6 +32,9 @@ from service.metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 
 
+SNR_DB = 2  # the column of preprocessing.occupancy.FIELDS that holds the SNR
+
+
 @dataclass(frozen=True)
 class BatchOutput:
     probabilities: np.ndarray  # [B, C] float32, rows in the order of the frames given
@@ -627,6 +630,7 @@ class Engine:
                 self._forget(requests)
             return
         self._metrics.observe_batch(len(batch))
+        self._metrics.observe_signal(out.signal[:, SNR_DB])
         self._metrics.observe_stage("preprocess", out.preprocess_s)
         self._metrics.observe_stage("inference", out.inference_s)
         for item, probabilities, signal in rows:

@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from rfmodel.data.generator import SNR_RANGE as TRAINED_SNR_DB
+
 # Bucket edges as multiples of the latency budget: dense around 1.0 so the histogram can tell
 # "just under" from "just over", and 1.0 itself so over-budget counts are exact.
 BUDGET_MULTIPLES = (
@@ -38,6 +40,8 @@ OUTCOMES = ("ok", "client_error", "rejected", "timeout", "cancelled", "error")
 REJECTION_REASONS = ("queue_full", "deadline", "too_large", "invalid", "unauthorized")
 STAGES = ("queue", "preprocess", "inference")
 DEFAULT_WINDOW = 1024
+# every 5 dB across the trained range and 20 dB past it either side
+SNR_BUCKETS_DB = tuple(float(v) for v in range(-30, 55, 5))
 # read by prometheus_client when a process imports it: the parent sets it before workers start
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -149,6 +153,21 @@ class ServiceMetrics:
         self.frames = Counter(
             "rfcls_frames_total", "IQ frames classified", ["backend"], registry=reg
         )
+        # what the air looks like, against what the model was trained on: input drift
+        self.signal_snr = Histogram(
+            "rfcls_signal_snr_db",
+            "In-band SNR measured in each frame where a signal stands out of the noise (the "
+            f"models were trained at {TRAINED_SNR_DB[0]:g} to {TRAINED_SNR_DB[1]:g} dB)",
+            ["backend"],
+            buckets=SNR_BUCKETS_DB,
+            registry=reg,
+        )
+        self.frames_without_signal = Counter(
+            "rfcls_frames_without_signal_total",
+            "Frames in which nothing stands out of the noise (the answer's signal is null)",
+            ["backend"],
+            registry=reg,
+        )
         # multiprocess_mode says how the workers' values combine (ignored with one process)
         self.budget = Gauge(
             "rfcls_latency_budget_seconds",
@@ -230,6 +249,8 @@ class ServiceMetrics:
             self.stage_duration.labels(stage, backend)
         self.batch_size.labels(backend)
         self.frames.labels(backend)
+        self.signal_snr.labels(backend)
+        self.frames_without_signal.labels(backend)
 
     def observe_request(self, route: str, outcome: str, seconds: float) -> None:
         self.request_duration.labels(route, self.backend, outcome).observe(seconds)
@@ -247,6 +268,14 @@ class ServiceMetrics:
     def observe_batch(self, n_frames: int) -> None:
         self.batch_size.labels(self.backend).observe(n_frames)
         self.frames.labels(self.backend).inc(n_frames)
+
+    def observe_signal(self, snr_db: np.ndarray) -> None:
+        """The batch's measured SNRs [B] (NaN: no signal in that frame)."""
+        found = snr_db[~np.isnan(snr_db)]
+        self.frames_without_signal.labels(self.backend).inc(snr_db.size - found.size)
+        histogram = self.signal_snr.labels(self.backend)
+        for value in found:
+            histogram.observe(float(value))
 
     def reject(self, reason: str) -> None:
         self.rejections.labels(reason).inc()

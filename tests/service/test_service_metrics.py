@@ -11,6 +11,8 @@ import pytest
 from live_servers import metric
 from prometheus_client import generate_latest, values
 
+from preprocessing.occupancy import FIELDS
+from service.engine import SNR_DB
 from service.metrics import (
     MULTIPROCESS_DIR_VARIABLE,
     LatencyWindow,
@@ -92,6 +94,25 @@ def test_requests_feed_counters_histogram_and_window():
     assert metric(text, "rfcls_rejections_total", reason="unauthorized") == 0
 
 
+def test_measured_snr_and_frames_without_a_signal():
+    m = make()
+    text = generate_latest(m.registry).decode()
+    assert metric(text, "rfcls_frames_without_signal_total", backend="gqa") == 0
+    m.observe_signal(np.array([np.nan, -12.0, 3.0, 31.0, np.nan], dtype=np.float32))
+    text = generate_latest(m.registry).decode()
+    assert metric(text, "rfcls_frames_without_signal_total", backend="gqa") == 2
+    assert metric(text, "rfcls_signal_snr_db_count", backend="gqa") == 3
+    # the trained range's edges are bucket edges: what falls outside it can be counted
+    assert metric(text, "rfcls_signal_snr_db_bucket", backend="gqa", le="-10.0") == 1
+    assert metric(text, "rfcls_signal_snr_db_bucket", backend="gqa", le="30.0") == 2
+    # no _sum: OpenMetrics drops it from a histogram with negative buckets (it would not rise)
+    assert "rfcls_signal_snr_db_sum" not in text
+
+
+def test_the_engine_reads_the_snr_from_the_measurements_column():
+    assert FIELDS[SNR_DB] == "snr_db"
+
+
 def test_workers_metrics_add_up_over_the_workers(tmp_path, monkeypatch):
     """Two workers' metrics, as prometheus_client's multiprocess mode keeps them: in files, one set
     per process id (faked here; a real worker's is set when prometheus_client is imported)."""
@@ -122,6 +143,7 @@ def test_promtool_accepts_a_populated_registry():
     m.observe_request(ROUTE, "ok", 0.02)
     m.observe_stage("queue", 0.0001)
     m.observe_batch(5)
+    m.observe_signal(np.array([np.nan, 12.5]))
     m.reject("queue_full")
     result = subprocess.run(
         ["promtool", "check", "metrics"],

@@ -125,9 +125,14 @@ def test_each_frame_reports_its_occupied_band(server):
         "sample_rate": fs,
         "center_freq": tuned,
     }
+    before = httpx.get(f"{server.url}/metrics").text
     r = httpx.post(f"{server.url}/v1/classify", json=body)
     assert r.status_code == 200, r.text
     signals = [f["signal"] for f in r.json()["frames"]]
+    after = httpx.get(f"{server.url}/metrics").text
+    for name, count in (("frames_without_signal_total", 2), ("signal_snr_db_count", 2)):
+        added = metric(after, f"rfcls_{name}", backend="mha")
+        assert added - metric(before, f"rfcls_{name}", backend="mha") == count
     expected = occupied_band(torch.from_numpy(frames[0])[None])[0].tolist()
     got = [signals[0][k] for k in ("center_offset", "bandwidth", "snr_db")]
     assert got == pytest.approx(expected, rel=1e-4)
