@@ -27,8 +27,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rfmodel.data.generator import SNR_RANGE as TRAINED_SNR_DB
-
 # Bucket edges as multiples of the latency budget: dense around 1.0 so the histogram can tell
 # "just under" from "just over", and 1.0 itself so over-budget counts are exact.
 BUDGET_MULTIPLES = (
@@ -40,6 +38,9 @@ OUTCOMES = ("ok", "client_error", "rejected", "timeout", "cancelled", "error")
 REJECTION_REASONS = ("queue_full", "deadline", "too_large", "invalid", "unauthorized")
 STAGES = ("queue", "preprocess", "inference")
 DEFAULT_WINDOW = 1024
+# rfmodel.data.generator.SNR_RANGE (a test holds them equal): not imported, since the parent of
+# several workers imports this module and must not load torch
+TRAINED_SNR_DB = (-10.0, 30.0)
 # every 5 dB across the trained range and 20 dB past it either side
 SNR_BUCKETS_DB = tuple(float(v) for v in range(-30, 55, 5))
 # read by prometheus_client when a process imports it: the parent sets it before workers start

@@ -12,9 +12,11 @@ from live_servers import metric
 from prometheus_client import generate_latest, values
 
 from preprocessing.occupancy import FIELDS
+from rfmodel.data.generator import SNR_RANGE
 from service.engine import SNR_DB
 from service.metrics import (
     MULTIPROCESS_DIR_VARIABLE,
+    TRAINED_SNR_DB,
     LatencyWindow,
     ServiceMetrics,
     batch_buckets,
@@ -109,8 +111,9 @@ def test_measured_snr_and_frames_without_a_signal():
     assert "rfcls_signal_snr_db_sum" not in text
 
 
-def test_the_engine_reads_the_snr_from_the_measurements_column():
+def test_the_snr_metric_knows_the_measurements_and_the_trained_range():
     assert FIELDS[SNR_DB] == "snr_db"
+    assert TRAINED_SNR_DB == SNR_RANGE
 
 
 def test_workers_metrics_add_up_over_the_workers(tmp_path, monkeypatch):
