@@ -51,6 +51,11 @@ def welch_size(n_samples: int) -> int:
     return min(max(size, 64), 4096, 1 << int(math.log2(max(n_samples, 1))))
 
 
+def floor_rank(size: int) -> int:
+    """The order statistic (1-based) of the M bins that the noise floor's first guess reads."""
+    return max(1, int(FLOOR_QUANTILE * size))
+
+
 @functools.lru_cache(maxsize=64)
 def noise_statistics(n_samples: int, size: int) -> tuple[float, float]:
     """(the FLOOR_QUANTILE quantile, the detection threshold) of a white-noise bin's Welch
@@ -61,9 +66,8 @@ def noise_statistics(n_samples: int, size: int) -> tuple[float, float]:
     overlap = float(np.dot(w[hop:], w[:-hop]) / np.dot(w, w)) if frames > 1 else 0.0
     # equivalent degrees of freedom / 2 of the average of overlapping periodograms
     shape = frames / (1 + 2 * (1 - 1 / frames) * overlap**2)
-    bins = max(1, int(FLOOR_QUANTILE * size))
     # the expected k-th of M order statistics sits near the k / (M + 1) quantile
-    quantile = stats.gamma.ppf(bins / (size + 1), shape, scale=1 / shape)
+    quantile = stats.gamma.ppf(floor_rank(size) / (size + 1), shape, scale=1 / shape)
     threshold = stats.gamma.isf(FALSE_ALARM / size, shape, scale=1 / shape)
     return float(quantile), float(threshold)
 
@@ -108,7 +112,7 @@ def noise_floor(p: torch.Tensor, quantile: float, threshold: float) -> torch.Ten
     only finds the bins clear of the signal, and the floor is their mean: unbiased on white
     noise, and steadier than any one quantile."""
     size = p.shape[-1]
-    k = max(1, int(FLOOR_QUANTILE * size))
+    k = floor_rank(size)
     first = p.kthvalue(k, -1, keepdim=True).values / quantile  # [B, 1]
     # clear: under the threshold, and not next to a bin over it (the window's leakage and a
     # band's skirts sit there)
@@ -135,15 +139,15 @@ def occupied_span(share: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     running = torch.cat([share, share[:, :width]], -1).cumsum(-1)  # [B, M + width]
     ahead = running[:, width:] - running[:, :size]  # [B, M]
     quiet = (ahead.argmin(-1, keepdim=True) + 1 + width // 2) % size  # [B, 1]
-    best = None
-    for cut in (torch.zeros_like(quiet), torch.full_like(quiet, size // 2), quiet):
+    best_low, best_high = span_from(share, torch.zeros_like(quiet))
+    for cut in (torch.full_like(quiet, size // 2), quiet):
         low, high = span_from(share, cut)
-        if best is None:
-            best = low, high
-        else:
-            narrower = high - low < best[1] - best[0]
-            best = torch.where(narrower, low, best[0]), torch.where(narrower, high, best[1])
-    return best
+        narrower = high - low < best_high - best_low
+        best_low, best_high = (
+            torch.where(narrower, low, best_low),
+            torch.where(narrower, high, best_high),
+        )
+    return best_low, best_high
 
 
 def span_from(share: torch.Tensor, cut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
