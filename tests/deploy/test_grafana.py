@@ -73,6 +73,9 @@ def test_dashboard_shows_what_the_runbook_needs():
         "rfcls_inflight_requests",
         "rfcls_rejections_total",
         "backend:rfcls_requests_failed:ratio_rate5m",
+        "rfcls_signal_snr_db_bucket",  # input drift: what the air looks like against training
+        "backend:rfcls_signal_snr_above_trained:ratio_rate1h",
+        "backend:rfcls_frames_without_signal:ratio_rate1h",
     ):
         assert metric in used, metric
     # per backend: every panel on a backend-labelled metric follows the backend variable

@@ -63,6 +63,19 @@ def test_latency_sli_uses_the_bucket_edge_at_the_budget():
         assert re.findall(r'le="([^"]+)"', rule["expr"]) == [str(BUDGET_S)]
 
 
+def test_input_drift_rules_read_the_top_of_the_trained_snr_range():
+    from service.metrics import SNR_BUCKETS_DB, TRAINED_SNR_DB
+
+    top = TRAINED_SNR_DB[1]
+    assert top in SNR_BUCKETS_DB  # the histogram has an edge there for the rules to read
+    drift = [r for r in rules() if "rfcls_signal_snr_db_bucket" in r["expr"]]
+    assert drift
+    for rule in drift:
+        assert re.findall(r'le="([^"]+)"', rule["expr"]) == [str(top)]
+    (alert,) = [r for r in rules() if r.get("alert") == "RfclsInputAboveTrainedSnr"]
+    assert f"above {top:g} dB" in alert["annotations"]["description"]
+
+
 def test_prometheusrule_holds_exactly_the_rules_file():
     (manifest,) = load_yaml_documents(PROMETHEUSRULE_FILE.read_text())
     assert manifest["kind"] == "PrometheusRule"
