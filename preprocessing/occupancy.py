@@ -56,16 +56,21 @@ def floor_rank(size: int) -> int:
     return max(1, int(FLOOR_QUANTILE * size))
 
 
-@functools.lru_cache(maxsize=64)
-def noise_statistics(n_samples: int, size: int) -> tuple[float, float]:
-    """(the FLOOR_QUANTILE quantile, the detection threshold) of a white-noise bin's Welch
-    average, both relative to its mean, for frames of `size` every size / 2 over n_samples."""
+def bin_shape(n_samples: int, size: int) -> float:
+    """The gamma shape of a white-noise bin's Welch average relative to its mean: the
+    equivalent degrees of freedom / 2 of the average of overlapping periodograms."""
     hop = size // 2
     frames = 1 + (n_samples - size) // hop
     w = window_array(WINDOW, size)
     overlap = float(np.dot(w[hop:], w[:-hop]) / np.dot(w, w)) if frames > 1 else 0.0
-    # equivalent degrees of freedom / 2 of the average of overlapping periodograms
-    shape = frames / (1 + 2 * (1 - 1 / frames) * overlap**2)
+    return frames / (1 + 2 * (1 - 1 / frames) * overlap**2)
+
+
+@functools.lru_cache(maxsize=64)
+def noise_statistics(n_samples: int, size: int) -> tuple[float, float]:
+    """(the FLOOR_QUANTILE quantile, the detection threshold) of a white-noise bin's Welch
+    average, both relative to its mean, for frames of `size` every size / 2 over n_samples."""
+    shape = bin_shape(n_samples, size)
     # the expected k-th of M order statistics sits near the k / (M + 1) quantile
     quantile = stats.gamma.ppf(floor_rank(size) / (size + 1), shape, scale=1 / shape)
     threshold = stats.gamma.isf(FALSE_ALARM / size, shape, scale=1 / shape)
