@@ -147,14 +147,24 @@ def _crossing(cumulative: np.ndarray, left_edges: np.ndarray, size: int, target:
     return float(left_edges[index] + min(max((target - before) / inside, 0.0), 1.0) / size)
 
 
-def baseband_length(bandwidth: float, n_samples: int, min_samples: int) -> int:
-    """Samples of the cut-out for a signal of this bandwidth (cycles/sample) in a frame of
-    n_samples: so that it fills FILL of its new band, with at least min_samples of them."""
-    return min(n_samples, max(min_samples, math.ceil(bandwidth * n_samples / FILL)))
+def baseband_length(
+    emission: Emission, others: list[Emission], n_samples: int, min_samples: int
+) -> int:
+    """Samples of the cut-out of one signal from a frame of n_samples: at least enough that it
+    fills at most FILL of its new band; past that as many as min_samples, but only while the
+    new band stays clear of the other signals in the frame (a short frame cannot be cut both
+    long and alone, and alone comes first); never more than the frame had."""
+    fills = math.ceil(emission.bandwidth * n_samples / FILL)
+    clear = n_samples
+    for other in others:
+        # from the centre to the nearer edge of the other, round the circle
+        apart = abs((other.center - emission.center + 0.5) % 1.0 - 0.5) - other.bandwidth / 2
+        clear = min(clear, math.floor(2 * apart * n_samples))
+    return min(n_samples, max(fills, min(min_samples, clear)))
 
 
-def baseband(iq: np.ndarray, emission: Emission, min_samples: int) -> np.ndarray:
-    """[N] complex frame -> one signal moved to 0 Hz and resampled to fill FILL of its band
+def baseband(iq: np.ndarray, emissions: list[Emission], min_samples: int) -> list[np.ndarray]:
+    """[N] complex frame -> each signal moved to 0 Hz and resampled to fill FILL of its band
     (complex64, baseband_length samples; its rate is the frame's times that over N).
 
     The band is cut in the frequency domain, so the noise stays white across all of it, as in
@@ -163,8 +173,12 @@ def baseband(iq: np.ndarray, emission: Emission, min_samples: int) -> np.ndarray
     against the signals recorded alone, this cut 3.0 and none (docs/experiments/scan). The
     centre moves to the nearest of the frame's FFT bins, within half a bin of 0 Hz."""
     n = iq.shape[-1]
-    keep = baseband_length(emission.bandwidth, n, min_samples)
-    spectrum = sfft.fft(iq.astype(np.complex128))
-    bins = (round(emission.center * n) - keep // 2 + np.arange(keep)) % n  # lowest first
-    # the centre bin to index 0, the new band's DC; keep / n keeps the samples' amplitude
-    return (sfft.ifft(np.fft.ifftshift(spectrum[bins])) * (keep / n)).astype(np.complex64)
+    spectrum = sfft.fft(iq.astype(np.complex128)) if emissions else None
+    cuts = []
+    for k, emission in enumerate(emissions):
+        keep = baseband_length(emission, emissions[:k] + emissions[k + 1 :], n, min_samples)
+        bins = (round(emission.center * n) - keep // 2 + np.arange(keep)) % n  # lowest first
+        # the centre bin to index 0, the new band's DC; keep / n keeps the samples' amplitude
+        cut = sfft.ifft(np.fft.ifftshift(spectrum[bins])) * (keep / n)
+        cuts.append(cut.astype(np.complex64))
+    return cuts

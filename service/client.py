@@ -6,7 +6,8 @@ A file is read a request at a time, so its size is not bounded by memory. Standa
 a receiver's output, `rtl_sdr - | rfcls classify --format cu8 -`: each frame is sent as soon as
 its last sample arrives and its line printed at once, so the labels keep pace with the air; a
 frame the service refuses for now (overloaded, 503, or out of time, 504) is skipped with a line on
-standard error, and the stream goes on."""
+standard error, and the stream goes on. With --scan every signal in a frame is found, cut out and
+classified on its own (POST /v1/scan): a line per signal, or one of dashes for a frame with none."""
 
 from __future__ import annotations
 
@@ -73,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "SigMF recording's own)",
     )
     parser.add_argument("--top-k", type=int, default=1, help="classes to print per frame")
+    parser.add_argument(
+        "--scan",
+        action="store_true",
+        help="find every signal in each frame and classify each on its own (a wide capture "
+        "holding several), a line per signal",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
 
 
@@ -165,6 +172,19 @@ def signal_cells(signal: dict | None) -> str:
     return f"{signal['snr_db']:.1f}\t{center}\t{signal['bandwidth_hz']:.0f}"
 
 
+def answer_cells(result: dict | None, top_k: int) -> str:
+    """A classified frame or found signal as label, probability, its signal's cells and the
+    runners-up; dashes for a scanned frame with no signal."""
+    if result is None:
+        return "-\t-\t" + signal_cells(None) + ("\t-" if top_k > 1 else "")
+    cells = f"{result['label']}\t{result['probability']:.3f}\t" + signal_cells(result["signal"])
+    if top_k > 1:
+        cells += "\t" + " ".join(
+            f"{c['label']}:{c['probability']:.3f}" for c in result["top_k"][1:]
+        )
+    return cells
+
+
 class Refused(Exception):
     """The service answered with an error."""
 
@@ -220,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     # the last arrived
     frames_per_request = 1 if capture.live else FRAMES_PER_REQUEST
     size = "a live stream" if capture.live else f"{capture.n_samples} samples"
+    route = "/v1/scan" if args.scan else "/v1/classify"
     frame = 0
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
@@ -243,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
                 if center_freq is not None:
                     params["center_freq"] = center_freq
                 try:
-                    answer = _checked(client.post("/v1/classify", params=params, content=body))
+                    answer = _checked(client.post(route, params=params, content=body))
                 except Refused as exc:
                     # a monitor goes on with the air: the frame is lost, not the stream
                     if not (capture.live and exc.for_now):
@@ -252,14 +273,9 @@ def run(args: argparse.Namespace) -> int:
                     frame += 1
                     continue
                 for k, result in enumerate(answer["frames"]):
-                    line = f"{frame}\t{start + k * args.frame_samples}\t{result['label']}"
-                    line += f"\t{result['probability']:.3f}\t" + signal_cells(result["signal"])
-                    if args.top_k > 1:
-                        others = result["top_k"][1:]
-                        line += "\t" + " ".join(
-                            f"{c['label']}:{c['probability']:.3f}" for c in others
-                        )
-                    print(line, flush=capture.live)
+                    where = f"{frame}\t{start + k * args.frame_samples}"
+                    for found in (result["signals"] or [None]) if args.scan else [result]:
+                        print(f"{where}\t{answer_cells(found, args.top_k)}", flush=capture.live)
                     frame += 1
     except Refused as exc:
         print(f"rfcls classify: the service refused: {exc}", file=sys.stderr)

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")
     max_samples: int = Field(262_144, ge=1, description="most IQ samples in one frame")
     max_frames_per_request: int = Field(64, ge=1, description="most frames in one request")
+    max_signals_per_frame: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="POST /v1/scan: most signals classified in one frame, the strongest",
+    )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (bytes)")
     max_json_body_bytes: int = Field(
         4 * 2**20,

@@ -15,6 +15,7 @@ from service.metrics import ServiceMetrics
 # path pattern -> the route label (one label for the versioned and unversioned v2 paths)
 CLASSIFY_ROUTES = {
     re.compile(r"/v1/classify"): "/v1/classify",
+    re.compile(r"/v1/scan"): "/v1/scan",
     re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer"): "/v2/models/{name}/infer",
 }
 ROUTE_LABELS = tuple(CLASSIFY_ROUTES.values())

@@ -1,16 +1,19 @@
-"""v1 routes: POST /v1/classify (JSON or raw binary body) and GET /v1/model.
+"""v1 routes: POST /v1/classify and POST /v1/scan (JSON or raw binary body), GET /v1/model.
 
 Thin handlers: parse and validate here, classify through the engine, shape the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service.context import ServiceContext
@@ -23,12 +26,16 @@ from service.protocol.v1_schemas import (
     ClassifyRequest,
     ClassifyResponse,
     ClassProbability,
+    FoundSignal,
     FrameResult,
     ModelDescription,
     SampleFormat,
+    ScanFrame,
+    ScanResponse,
     Signal,
     Timings,
 )
+from service.scan import FrameSignals, signals_in
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -46,9 +53,78 @@ CLASSIFY_BODY_DOC = {
 }
 
 
+class FrameQuery(BaseModel):
+    """Query parameters of a binary body (a JSON body carries them as fields instead)."""
+
+    format: SampleFormat | None = Field(None, description="binary: sample format")
+    sample_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
+    center_freq: float | None = Field(None, allow_inf_nan=False)
+    top_k: int = Field(3, ge=1)
+    frame_samples: int | None = Field(None, ge=1, description="binary: frame length")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the frames were recorded, and how many classes to list for each answer."""
+
+    sample_rate: float | None
+    center_freq: float | None
+    top_k: int
+
+
 def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
     router = APIRouter(dependencies=[Depends(guard)] if guard else [])
     settings, card = ctx.settings, ctx.card
+
+    async def read_frames(request: Request, query: FrameQuery) -> tuple[list[np.ndarray], Tuning]:
+        """The request's frames, validated, and how to read and answer them (the JSON body's
+        fields, or a binary body's query parameters)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await decoded_body(request, settings.max_body_bytes)
+        tuning = Tuning(query.sample_rate, query.center_freq, query.top_k)
+        if content_type == BINARY:
+            if query.format is None:
+                raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")
+            frames = binary_frames(
+                body,
+                query.format,
+                query.frame_samples,
+                settings.max_frames_per_request,
+                card.feature_config.nfft,
+            )
+        elif content_type == JSON:
+            given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
+            if given:
+                raise BadRequest("for binary bodies; in JSON it goes in the body", given[0])
+            check_json_size(len(body), settings.max_json_body_bytes, "body")
+            parsed = ClassifyRequest.model_validate_json(body)
+            frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
+            tuning = Tuning(parsed.sample_rate, parsed.center_freq, parsed.top_k)
+        else:
+            raise UnsupportedMediaType(
+                f"{content_type or 'none'}; send {JSON} or {BINARY}", "Content-Type"
+            )
+        if tuning.top_k > len(card.classes):
+            raise InvalidFields(f"at most {len(card.classes)} (the number of classes)", "top_k")
+        samples.check_frames(frames, card.feature_config, settings.max_samples)
+        return frames, tuning
+
+    def answer(
+        response: type[ClassifyResponse | ScanResponse],
+        results: list,
+        tuning: Tuning,
+        prediction: Prediction | None,
+        started: float,
+    ) -> Response:
+        body = response(
+            frames=results,
+            backend=card.backend,
+            model_version=card.version,
+            sample_rate=tuning.sample_rate,
+            center_freq=tuning.center_freq,
+            timings_ms=timings(prediction, started),
+        )
+        return Response(body.model_dump_json(), media_type=JSON)
 
     @router.post(
         "/v1/classify",
@@ -56,58 +132,36 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         openapi_extra=CLASSIFY_BODY_DOC,
         summary="Classify IQ frames (JSON body, or raw samples with query parameters)",
     )
-    async def classify(
-        request: Request,
-        format: Annotated[SampleFormat | None, Query(description="binary: sample format")] = None,
-        sample_rate: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
-        center_freq: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-        top_k: Annotated[int, Query(ge=1)] = 3,
-        frame_samples: Annotated[
-            int | None, Query(ge=1, description="binary: frame length")
-        ] = None,
-    ) -> Response:
+    async def classify(request: Request, query: Annotated[FrameQuery, Query()]) -> Response:
         started = time.perf_counter()
         with ctx.engine.arriving() as arrival:
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await decoded_body(request, settings.max_body_bytes)
-            if content_type == BINARY:
-                if format is None:
-                    raise InvalidFields("required for a binary body, e.g. ?format=cf32", "format")
-                frames = binary_frames(
-                    body,
-                    format,
-                    frame_samples,
-                    settings.max_frames_per_request,
-                    card.feature_config.nfft,
-                )
-            elif content_type == JSON:
-                given = [p for p in BINARY_ONLY_PARAMS if p in request.query_params]
-                if given:
-                    raise BadRequest("for binary bodies; in JSON it goes in the body", given[0])
-                check_json_size(len(body), settings.max_json_body_bytes, "body")
-                parsed = ClassifyRequest.model_validate_json(body)
-                frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
-                sample_rate, center_freq = parsed.sample_rate, parsed.center_freq
-                top_k = parsed.top_k
-            else:
-                raise UnsupportedMediaType(
-                    f"{content_type or 'none'}; send {JSON} or {BINARY}", "Content-Type"
-                )
-            if top_k > len(card.classes):
-                raise InvalidFields(f"at most {len(card.classes)} (the number of classes)", "top_k")
-            samples.check_frames(frames, card.feature_config, settings.max_samples)
+            frames, tuning = await read_frames(request, query)
             prediction = await unless_disconnected(
                 request, ctx.engine.predict(frames, arrival=arrival)
             )
-        answer = ClassifyResponse(
-            frames=frame_results(prediction, card.classes, top_k, frames, sample_rate, center_freq),
-            backend=card.backend,
-            model_version=card.version,
-            sample_rate=sample_rate,
-            center_freq=center_freq,
-            timings_ms=timings(prediction, started),
-        )
-        return Response(answer.model_dump_json(), media_type=JSON)
+        results = frame_results(prediction, card.classes, frames, tuning)
+        return answer(ClassifyResponse, results, tuning, prediction, started)
+
+    @router.post(
+        "/v1/scan",
+        response_model=ScanResponse,
+        openapi_extra=CLASSIFY_BODY_DOC,
+        summary="Find every signal in IQ frames and classify each (same body as /v1/classify)",
+    )
+    async def scan(request: Request, query: Annotated[FrameQuery, Query()]) -> Response:
+        started = time.perf_counter()
+        with ctx.engine.arriving() as arrival:
+            frames, tuning = await read_frames(request, query)
+            # spectra and FFTs of whole frames: off the event loop, as the engine's work is
+            found = await asyncio.to_thread(signals_in, frames, settings.max_signals_per_frame)
+            cuts = [cut for frame in found for cut in frame.cuts]
+            prediction = None
+            if cuts:
+                prediction = await unless_disconnected(
+                    request, ctx.engine.predict(cuts, arrival=arrival)
+                )
+        results = scan_results(prediction, card.classes, frames, found, tuning)
+        return answer(ScanResponse, results, tuning, prediction, started)
 
     @router.get("/v1/model", response_model=ModelDescription, summary="The served model")
     async def model() -> ModelDescription:
@@ -145,39 +199,71 @@ def binary_frames(
     return samples.split_frames(iq, frame_samples, max_frames, min_samples)
 
 
-def frame_results(
-    prediction: Prediction,
-    classes: tuple[str, ...],
-    top_k: int,
-    frames: list[np.ndarray],
-    sample_rate: float | None,
-    center_freq: float | None,
-) -> list[FrameResult]:
-    probabilities = prediction.probabilities
+def ranked(probabilities: np.ndarray, classes: tuple[str, ...], top_k: int):
+    """[N, C] probabilities -> for each row its top_k classes, most probable first."""
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]  # [N, k]
-    results = []
-    for row, ranked, measured, iq in zip(
-        probabilities, order, prediction.signal, frames, strict=True
-    ):
-        best = [ClassProbability(label=classes[c], probability=float(row[c])) for c in ranked]
+    return [
+        [ClassProbability(label=classes[c], probability=float(row[c])) for c in best]
+        for row, best in zip(probabilities, order, strict=True)
+    ]
+
+
+def frame_results(
+    prediction: Prediction, classes: tuple[str, ...], frames: list[np.ndarray], tuning: Tuning
+) -> list[FrameResult]:
+    return [
+        FrameResult(
+            label=best[0].label,
+            probability=best[0].probability,
+            top_k=best,
+            n_samples=iq.size,
+            signal=signal(measured, tuning),
+        )
+        for best, measured, iq in zip(
+            ranked(prediction.probabilities, classes, tuning.top_k),
+            prediction.signal,
+            frames,
+            strict=True,
+        )
+    ]
+
+
+def scan_results(
+    prediction: Prediction | None,
+    classes: tuple[str, ...],
+    frames: list[np.ndarray],
+    found: list[FrameSignals],
+    tuning: Tuning,
+) -> list[ScanFrame]:
+    """The engine answered the frames' cut-outs in order: frame by frame, signal by signal."""
+    answers = [] if prediction is None else ranked(prediction.probabilities, classes, tuning.top_k)
+    results, start = [], 0
+    for iq, signals in zip(frames, found, strict=True):
+        mine = answers[start : start + len(signals.cuts)]
+        start += len(signals.cuts)
         results.append(
-            FrameResult(
-                label=best[0].label,
-                probability=best[0].probability,
-                top_k=best,
+            ScanFrame(
                 n_samples=iq.size,
-                signal=signal(measured, sample_rate, center_freq),
+                signals=[
+                    FoundSignal(
+                        signal=signal(np.array([e.center, e.bandwidth, e.snr_db]), tuning),
+                        label=best[0].label,
+                        probability=best[0].probability,
+                        top_k=best,
+                        n_samples=cut.size,
+                    )
+                    for e, cut, best in zip(signals.emissions, signals.cuts, mine, strict=True)
+                ],
             )
         )
     return results
 
 
-def signal(
-    measured: np.ndarray, sample_rate: float | None, center_freq: float | None
-) -> Signal | None:
+def signal(measured: np.ndarray, tuning: Tuning) -> Signal | None:
     """[center, bandwidth, snr_db] (preprocessing.occupancy.FIELDS) -> Signal, or None where
     nothing was found."""
     center, bandwidth, snr_db = (float(v) for v in measured)
+    sample_rate, center_freq = tuning.sample_rate, tuning.center_freq
     if np.isnan(center):
         return None
     in_hz = sample_rate is not None
@@ -192,10 +278,10 @@ def signal(
     )
 
 
-def timings(prediction: Prediction, started: float) -> Timings:
+def timings(prediction: Prediction | None, started: float) -> Timings:
     return Timings(
-        queue=1000 * prediction.queue_s,
-        preprocess=1000 * prediction.preprocess_s,
-        inference=1000 * prediction.inference_s,
+        queue=1000 * prediction.queue_s if prediction else 0.0,
+        preprocess=1000 * prediction.preprocess_s if prediction else 0.0,
+        inference=1000 * prediction.inference_s if prediction else 0.0,
         total=1000 * (time.perf_counter() - started),
     )

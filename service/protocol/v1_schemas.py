@@ -1,4 +1,4 @@
-"""Request and response bodies of the v1 API (POST /v1/classify, GET /v1/model)."""
+"""Request and response bodies of the v1 API (POST /v1/classify, POST /v1/scan, GET /v1/model)."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ class ClassProbability(BaseModel):
 
 
 class Signal(BaseModel):
-    """The frame's occupied band, measured from its spectrum (preprocessing.occupancy): the span
-    holding 99 % of the power above the noise floor, and the in-band SNR."""
+    """A signal's occupied band, measured from its frame's spectrum (preprocessing.occupancy;
+    for a scan, preprocessing.emissions): the span holding 99 % of its power above the noise
+    floor, and the in-band SNR."""
 
     center_offset: float = Field(description="centre, cycles/sample from the tuned frequency")
     bandwidth: float = Field(description="occupied bandwidth, cycles/sample")
@@ -92,6 +93,32 @@ class ClassifyResponse(BaseModel):
     sample_rate: float | None
     center_freq: float | None
     timings_ms: Timings
+
+
+class FoundSignal(BaseModel):
+    """One of the signals a scan found in a frame: where it is, and what the model says it is."""
+
+    signal: Signal
+    label: str
+    probability: float
+    top_k: list[ClassProbability]
+    n_samples: int = Field(description="samples of the signal cut out to baseband and classified")
+
+
+class ScanFrame(BaseModel):
+    n_samples: int
+    signals: list[FoundSignal] = Field(
+        description="in order of frequency; empty where nothing stands out of the noise"
+    )
+
+
+class ScanResponse(BaseModel):
+    frames: list[ScanFrame]
+    backend: str
+    model_version: str
+    sample_rate: float | None
+    center_freq: float | None
+    timings_ms: Timings = Field(description="queue, preprocess and inference 0 with no signals")
 
 
 class ModelDescription(BaseModel):

@@ -132,8 +132,8 @@ def test_baseband_is_the_band_brought_to_dc_as_scipy_resamples_it(center, width,
     x = band_noise(RNG, n, center - width / 2, center + width / 2, 1.0)
     x = x + band_noise(RNG, n, neighbour - 0.02, neighbour + 0.02, 1.0)  # outside the cut
     e = Emission(center=center, bandwidth=width, snr_db=20.0)
-    cut = baseband(x, e, min_samples=1024)
-    keep = baseband_length(width, n, 1024)
+    (cut,) = baseband(x, [e], min_samples=1024)
+    keep = baseband_length(e, [], n, 1024)
     assert cut.shape == (keep,) and cut.dtype == np.complex64
     # the reference: mix the centre's bin to 0 Hz exactly, then scipy's Fourier resampler, which
     # keeps the same bins (nothing lies on the new band's Nyquist bin, which it would halve)
@@ -143,7 +143,17 @@ def test_baseband_is_the_band_brought_to_dc_as_scipy_resamples_it(center, width,
     np.testing.assert_allclose(cut, reference, atol=1e-5 * np.abs(reference).max())
 
 
-def test_baseband_length_fills_the_band_within_its_limits():
-    assert baseband_length(0.05, 65536, 4096) == math.ceil(0.05 * 65536 / FILL)
-    assert baseband_length(1e-6, 65536, 4096) == 4096  # never under the minimum
-    assert baseband_length(0.5, 65536, 4096) == 65536  # never more than the frame had
+def test_baseband_length_fills_the_band_within_its_limits_and_keeps_neighbours_out():
+    def length(bandwidth: float, *others: tuple[float, float]) -> int:
+        signal = Emission(center=0.1, bandwidth=bandwidth, snr_db=10.0)
+        return baseband_length(signal, [Emission(c, w, 10.0) for c, w in others], 65536, 4096)
+
+    assert length(0.05) == math.ceil(0.05 * 65536 / FILL)
+    assert length(1e-6) == 4096  # the minimum, where nothing is near
+    assert length(0.5) == 65536  # never more than the frame had
+    # a neighbour 0.02 away (edge to centre): the new band stops short of it
+    assert length(1e-3, (0.13, 0.02)) == math.floor(2 * 0.02 * 65536)
+    # round the circle: 0.1 to -0.38 is 0.52 one way and 0.48 the other
+    assert length(1e-3, (-0.38, 0.0)) == 4096
+    # too close to keep out at FILL: the signal's own fill wins
+    assert length(0.01, (0.104, 0.002)) == math.ceil(0.01 * 65536 / FILL)

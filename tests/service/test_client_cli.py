@@ -134,6 +134,32 @@ def test_signal_columns_follow_what_is_known_of_the_capture(server, tmp_path):
     assert rows(rfcls_classify(str(only_noise), "--url", server.url).stdout)[0][4:7] == ["-"] * 3
 
 
+def test_scan_prints_a_line_per_signal_and_dashes_for_a_frame_with_none(server, tmp_path):
+    """Frame 0 holds two tones, frame 1 only noise: two lines, then one of dashes, each line's
+    label and probability the server's for that signal."""
+    n = 8192
+    t = np.arange(n)
+    tones = np.exp(2j * np.pi * -0.3 * t) + np.exp(2j * np.pi * 0.2 * t) + noise(n)
+    capture = np.concatenate([tones.astype(np.complex64), noise(n)])
+    path = tmp_path / "capture.cf32"
+    path.write_bytes(encode(capture, "cf32"))
+    result = rfcls_classify(str(path), "--url", server.url, "--frame-samples", str(n), "--scan")
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    assert [r[:2] for r in table] == [["0", "0"], ["0", "0"], ["1", str(n)]]
+    assert [float(r[5]) for r in table[:2]] == pytest.approx([-0.3, 0.2], abs=2 / 256)
+    assert table[2][2:] == ["-"] * 5
+    r = httpx.post(
+        f"{server.url}/v1/scan?format=cf32&frame_samples={n}",
+        content=encode(capture, "cf32"),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    signals = r.json()["frames"][0]["signals"]
+    assert [row[2:4] for row in table[:2]] == [
+        [s["label"], f"{s['probability']:.3f}"] for s in signals
+    ]
+
+
 def test_live_stream_needs_a_format(server):
     result = subprocess.run(
         **classify_command("-", "--url", server.url), input="", capture_output=True, text=True

@@ -72,10 +72,12 @@ def one_capture(rng: np.random.Generator, signals: list[str]) -> tuple[np.ndarra
     return capture.astype(np.complex64), truth
 
 
+def fourier(capture: np.ndarray, emission: Emission, min_samples: int) -> np.ndarray:
+    return baseband(capture, [emission], min_samples)[0]
+
+
 def polyphase(capture: np.ndarray, emission: Emission, min_samples: int) -> np.ndarray:
-    factor = max(
-        1, round(capture.size / baseband_length(emission.bandwidth, capture.size, min_samples))
-    )
+    factor = max(1, round(capture.size / baseband_length(emission, [], capture.size, min_samples)))
     mixed = capture * np.exp(-2j * np.pi * emission.center * np.arange(capture.size))
     return sps.resample_poly(mixed, 1, factor).astype(np.complex64)
 
@@ -91,7 +93,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     bundle = load_bundle(shipped_model_dir(args.model))
     signal_classes = [c for c in CLASSES if c != "noise"]
-    cut = baseband if args.cut == "fourier" else polyphase
+    cut = fourier if args.cut == "fourier" else polyphase
     rows = []
     for _ in range(args.captures):
         labels = list(rng.choice(signal_classes, 2))

@@ -1,0 +1,34 @@
+"""A scan: every signal in each frame found and cut out to baseband, so that each can be
+classified on its own (preprocessing.emissions). The cut-outs go to the engine as frames."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from preprocessing.emissions import Emission, baseband, find_emissions
+
+# the shortest cut-out: the recording length the shipped models were evaluated at (a frame
+# shorter than that is cut out at its own length)
+MIN_CUT_SAMPLES = 4096
+
+
+@dataclass(frozen=True)
+class FrameSignals:
+    emissions: list[Emission]  # in the frame's own frequencies, in order of frequency
+    cuts: list[np.ndarray]  # each emission at baseband, complex64
+
+
+def signals_in(frames: Sequence[np.ndarray], max_signals: int) -> list[FrameSignals]:
+    """Each frame's signals, the max_signals strongest (by in-band SNR) where it has more."""
+    found = []
+    for iq in frames:
+        (emissions,) = find_emissions(torch.from_numpy(iq)[None])
+        if len(emissions) > max_signals:
+            strongest = sorted(emissions, key=lambda e: e.snr_db, reverse=True)[:max_signals]
+            emissions = sorted(strongest, key=lambda e: e.center)
+        found.append(FrameSignals(emissions, baseband(iq, emissions, MIN_CUT_SAMPLES)))
+    return found
