@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy import signal as sps
 
+from preprocessing import emissions
 from preprocessing.emissions import Emission, baseband, baseband_length, find_emissions
 from rfmodel.bundle import load_bundle, shipped_model_dir
 from rfmodel.data import CLASSES, generate_example
@@ -88,12 +89,14 @@ def main() -> None:
     parser.add_argument("--model", default="mha")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cut", choices=("fourier", "polyphase"), default="fourier")
+    parser.add_argument("--fill", type=float, default=emissions.FILL, help="of the new band")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rng = np.random.default_rng(args.seed)
     bundle = load_bundle(shipped_model_dir(args.model))
     signal_classes = [c for c in CLASSES if c != "noise"]
     cut = fourier if args.cut == "fourier" else polyphase
+    emissions.FILL = args.fill
     rows = []
     for _ in range(args.captures):
         labels = list(rng.choice(signal_classes, 2))
@@ -121,7 +124,7 @@ def main() -> None:
     snr = np.array([r["snr_db"] for r in rows])
     print(
         f"{args.model}-rmsnorm, {args.captures} captures of {CAPTURE} samples, 2 signals each, "
-        f"{args.cut} cut"
+        f"{args.cut} cut, filling {args.fill:g} of the new band"
     )
     print(f"{'in-band SNR':>12} {'signals':>8} {'alone':>7} {'scanned':>8} {'missed':>7}")
     for s in (*SNRS_DB, None):
