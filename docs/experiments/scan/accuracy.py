@@ -45,21 +45,26 @@ def white(rng: np.random.Generator, n: int, power: float) -> np.ndarray:
     return np.sqrt(power / 2) * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
 
 
-def one_capture(rng: np.random.Generator, signals: list[str]) -> tuple[np.ndarray, list[dict]]:
-    capture = white(rng, CAPTURE, 1.0)
+def one_capture(
+    rng: np.random.Generator,
+    signals: list[str],
+    snrs_db: tuple[float, ...] = SNRS_DB,
+    samples: int = CAPTURE,
+) -> tuple[np.ndarray, list[dict]]:
+    capture = white(rng, samples, 1.0)
     truth = []
     for half, label in zip((-0.25, 0.25), signals, strict=True):
-        snr_db = float(rng.choice(SNRS_DB))
-        example = generate_example(label, CAPTURE // RATE_RATIO, rng, snr_db=float("inf"))
+        snr_db = float(rng.choice(snrs_db))
+        example = generate_example(label, samples // RATE_RATIO, rng, snr_db=float("inf"))
         own_band = example.params["bandwidth"]  # nominal, cycles/sample at the signal's rate
         clean = example.iq.astype(np.complex128)
         clean /= np.sqrt(np.mean(np.abs(clean) ** 2))
         alone = clean + white(rng, clean.size, 10 ** (-snr_db / 10) / own_band)
         center = half + rng.uniform(-0.1, 0.1)
-        wide = sps.resample_poly(clean, RATE_RATIO, 1)[:CAPTURE]
+        wide = sps.resample_poly(clean, RATE_RATIO, 1)[:samples]
         # in-band SNR in the capture: the noise there is 1 per unit band, own_band / 8 wide
         wide *= np.sqrt(10 ** (snr_db / 10) * own_band / RATE_RATIO / np.mean(np.abs(wide) ** 2))
-        capture += wide * np.exp(2j * np.pi * center * np.arange(CAPTURE))
+        capture += wide * np.exp(2j * np.pi * center * np.arange(samples))
         truth.append(
             dict(
                 label=label,
