@@ -90,8 +90,11 @@ def find_emissions(iq: torch.Tensor) -> list[list[Emission]]:
         [measure(p[b].numpy(), float(n0[b, 0]), bins) for bins in signal_runs(e, d, gap)]
         for b, (e, d) in enumerate(zip(extent, detected, strict=True))
     ]
-    # a run whose power does not pass the floor's is a fluctuation of the noise, not a signal
-    return [[e for e in row if e.snr_db > -math.inf] for row in found]
+    # a run whose power does not pass the floor's is a fluctuation of the noise, not a signal;
+    # the walk round the circle starts anywhere, so a run across +-0.5 may come first
+    return [
+        sorted((e for e in row if e.snr_db > -math.inf), key=lambda e: e.center) for row in found
+    ]
 
 
 def signal_runs(extent: np.ndarray, detected: np.ndarray, gap: int) -> list[np.ndarray]:
@@ -148,13 +151,15 @@ def _crossing(cumulative: np.ndarray, left_edges: np.ndarray, size: int, target:
 
 
 def baseband_length(
-    emission: Emission, others: list[Emission], n_samples: int, min_samples: int
+    emission: Emission, others: list[Emission], n_samples: int, min_samples: int, shortest: int
 ) -> int:
     """Samples of the cut-out of one signal from a frame of n_samples: at least enough that it
-    fills at most FILL of its new band; past that as many as min_samples, but only while the
-    new band stays clear of the other signals in the frame (a short frame cannot be cut both
-    long and alone, and alone comes first); never more than the frame had."""
-    fills = math.ceil(emission.bandwidth * n_samples / FILL)
+    fills at most FILL of its new band, and at least `shortest` (the least the model takes);
+    past that as many as min_samples, but only while the new band stays clear of the other
+    signals (a short frame cannot be cut both long and alone, and alone comes first); never
+    more than the frame had. Where the signal's own fill needs a band that reaches a neighbour,
+    the neighbour's edge is in the cut."""
+    fills = max(shortest, math.ceil(emission.bandwidth * n_samples / FILL))
     clear = n_samples
     for other in others:
         # from the centre to the nearer edge of the other, round the circle
@@ -163,9 +168,16 @@ def baseband_length(
     return min(n_samples, max(fills, min(min_samples, clear)))
 
 
-def baseband(iq: np.ndarray, emissions: list[Emission], min_samples: int) -> list[np.ndarray]:
-    """[N] complex frame -> each signal moved to 0 Hz and resampled to fill FILL of its band
-    (complex64, baseband_length samples; its rate is the frame's times that over N).
+def baseband(
+    iq: np.ndarray,
+    emissions: list[Emission],
+    among: list[Emission],
+    min_samples: int,
+    shortest: int,
+) -> list[np.ndarray]:
+    """[N] complex frame -> each of `emissions` moved to 0 Hz and resampled to fill FILL of its
+    band (complex64, baseband_length samples, kept clear of the rest of `among`, every signal
+    found in the frame; its rate is the frame's times that over N).
 
     The band is cut in the frequency domain, so the noise stays white across all of it, as in
     the recordings the model was trained on. scipy's polyphase decimator, whose roll-off dips
@@ -175,8 +187,9 @@ def baseband(iq: np.ndarray, emissions: list[Emission], min_samples: int) -> lis
     n = iq.shape[-1]
     spectrum = sfft.fft(iq.astype(np.complex128)) if emissions else None
     cuts = []
-    for k, emission in enumerate(emissions):
-        keep = baseband_length(emission, emissions[:k] + emissions[k + 1 :], n, min_samples)
+    for emission in emissions:
+        others = [other for other in among if other is not emission]
+        keep = baseband_length(emission, others, n, min_samples, shortest)
         bins = (round(emission.center * n) - keep // 2 + np.arange(keep)) % n  # lowest first
         # the centre bin to index 0, the new band's DC; keep / n keeps the samples' amplitude
         cut = sfft.ifft(np.fft.ifftshift(spectrum[bins])) * (keep / n)

@@ -22,13 +22,17 @@ class FrameSignals:
     cuts: list[np.ndarray]  # each emission at baseband, complex64
 
 
-def signals_in(frames: Sequence[np.ndarray], max_signals: int) -> list[FrameSignals]:
-    """Each frame's signals, the max_signals strongest (by in-band SNR) where it has more."""
+def signals_in(frames: Sequence[np.ndarray], max_signals: int, shortest: int) -> list[FrameSignals]:
+    """Each frame's signals, the max_signals strongest (by in-band SNR) where it has more, each
+    cut out clear of all the others found and at least `shortest` samples long (the model's
+    FFT: a shorter cut-out is one the model cannot take)."""
     found = []
     for iq in frames:
-        (emissions,) = find_emissions(torch.from_numpy(iq)[None])
-        if len(emissions) > max_signals:
-            strongest = sorted(emissions, key=lambda e: e.snr_db, reverse=True)[:max_signals]
-            emissions = sorted(strongest, key=lambda e: e.center)
-        found.append(FrameSignals(emissions, baseband(iq, emissions, MIN_CUT_SAMPLES)))
+        (everything,) = find_emissions(torch.from_numpy(iq)[None])
+        kept = everything
+        if len(everything) > max_signals:
+            strongest = sorted(everything, key=lambda e: e.snr_db, reverse=True)[:max_signals]
+            kept = sorted(strongest, key=lambda e: e.center)
+        cuts = baseband(iq, kept, everything, MIN_CUT_SAMPLES, shortest)
+        found.append(FrameSignals(kept, cuts))
     return found

@@ -153,7 +153,9 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
         with ctx.engine.arriving() as arrival:
             frames, tuning = await read_frames(request, query)
             # spectra and FFTs of whole frames: off the event loop, as the engine's work is
-            found = await asyncio.to_thread(signals_in, frames, settings.max_signals_per_frame)
+            found = await asyncio.to_thread(
+                signals_in, frames, settings.max_signals_per_frame, card.feature_config.nfft
+            )
             cuts = [cut for frame in found for cut in frame.cuts]
             prediction = None
             if cuts:

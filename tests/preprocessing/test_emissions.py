@@ -132,8 +132,8 @@ def test_baseband_is_the_band_brought_to_dc_as_scipy_resamples_it(center, width,
     x = band_noise(RNG, n, center - width / 2, center + width / 2, 1.0)
     x = x + band_noise(RNG, n, neighbour - 0.02, neighbour + 0.02, 1.0)  # outside the cut
     e = Emission(center=center, bandwidth=width, snr_db=20.0)
-    (cut,) = baseband(x, [e], min_samples=1024)
-    keep = baseband_length(e, [], n, 1024)
+    (cut,) = baseband(x, [e], [e], min_samples=1024, shortest=64)
+    keep = baseband_length(e, [], n, 1024, 64)
     assert cut.shape == (keep,) and cut.dtype == np.complex64
     # the reference: mix the centre's bin to 0 Hz exactly, then scipy's Fourier resampler, which
     # keeps the same bins (nothing lies on the new band's Nyquist bin, which it would halve)
@@ -144,16 +144,30 @@ def test_baseband_is_the_band_brought_to_dc_as_scipy_resamples_it(center, width,
 
 
 def test_baseband_length_fills_the_band_within_its_limits_and_keeps_neighbours_out():
-    def length(bandwidth: float, *others: tuple[float, float]) -> int:
-        signal = Emission(center=0.1, bandwidth=bandwidth, snr_db=10.0)
-        return baseband_length(signal, [Emission(c, w, 10.0) for c, w in others], 65536, 4096)
+    def length(bandwidth: float, *others: tuple[float, float], center: float = 0.1) -> int:
+        signal = Emission(center=center, bandwidth=bandwidth, snr_db=10.0)
+        return baseband_length(signal, [Emission(c, w, 10.0) for c, w in others], 65536, 4096, 256)
 
     assert length(0.05) == math.ceil(0.05 * 65536 / FILL)
     assert length(1e-6) == 4096  # the minimum, where nothing is near
     assert length(0.5) == 65536  # never more than the frame had
     # a neighbour 0.02 away (edge to centre): the new band stops short of it
     assert length(1e-3, (0.13, 0.02)) == math.floor(2 * 0.02 * 65536)
-    # round the circle: 0.1 to -0.38 is 0.52 one way and 0.48 the other
-    assert length(1e-3, (-0.38, 0.0)) == 4096
+    # round the circle: 0.49 to -0.49 is 0.02 apart, not 0.98
+    assert length(1e-3, (-0.49, 0.0), center=0.49) == math.floor(2 * 0.02 * 65536)
     # too close to keep out at FILL: the signal's own fill wins
     assert length(0.01, (0.104, 0.002)) == math.ceil(0.01 * 65536 / FILL)
+    # and never under the shortest cut-out the model takes, however close the neighbour
+    assert length(1e-6, (0.1001, 0.0)) == 256
+
+
+def test_signals_come_in_order_of_frequency_also_across_the_edge():
+    """The walk round the circle starts after the last free bin; a signal across +-0.5 whose
+    centre is positive is found first on that walk, and still comes last."""
+    n = 32768
+    x = white(RNG, n, power=1e-2)[0]
+    for low, high in ((0.45, -0.49), (-0.32, -0.28), (0.18, 0.22)):
+        x = x + band_noise(RNG, n, low, high, 1.0)
+    centers = [e.center for e in found(x)]
+    assert centers == sorted(centers) and len(centers) == 3
+    assert centers[-1] == pytest.approx(0.48, abs=0.01)

@@ -74,11 +74,12 @@ def test_clean_signals_of_every_class_are_named_right(named):
 
 def test_a_scan_names_two_signals_sharing_a_band(shipped_server):
     """Each pair generated at an eighth of the capture's rate (clean, 30 dB in-band), brought up
-    to it and placed in either half of the band: found, cut out and named, in frequency order."""
+    to it and placed in either half of the band: found, cut out and named, in frequency order;
+    two captures in the first request, so each frame's answers must be its own."""
     rng = np.random.default_rng(7)
     capture_samples, ratio = 65_536, 8
     pairs = [("bpsk", "fm"), ("ofdm", "gfsk"), ("am", "4ask")]
-    right = 0
+    captures = []
     for pair in pairs:
         capture = (
             rng.standard_normal(capture_samples) + 1j * rng.standard_normal(capture_samples)
@@ -91,10 +92,18 @@ def test_a_scan_names_two_signals_sharing_a_band(shipped_server):
             in_band = example.params["bandwidth"] / ratio  # the capture's noise density is 1
             wide *= np.sqrt(1e3 * in_band / np.mean(np.abs(wide) ** 2))
             capture += wide * np.exp(2j * np.pi * center * np.arange(capture_samples))
-        answer = post_binary(
-            shipped_server, "/v1/scan", capture.astype(np.complex64), capture_samples
-        )
-        (frame,) = answer["frames"]
+        captures.append(capture.astype(np.complex64))
+    frames = []
+    for batch in (captures[:2], captures[2:]):
+        answer = post_binary(shipped_server, "/v1/scan", np.concatenate(batch), capture_samples)
+        frames += answer["frames"]
+    assert [len(f["signals"]) for f in frames] == [2, 2, 2]
+    for frame in frames:
         assert [round(s["signal"]["center_offset"] * 4) for s in frame["signals"]] == [-1, 1]
-        right += sum(s["label"] == t for s, t in zip(frame["signals"], pair, strict=True))
-    assert right >= 5, answer
+    named = [[s["label"] for s in f["signals"]] for f in frames]
+    right = sum(
+        n == t
+        for names, pair in zip(named, pairs, strict=True)
+        for n, t in zip(names, pair, strict=True)
+    )
+    assert right >= 5, named

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from live_servers import TINY_CLASSES, metric
+from live_servers import TINY_CLASSES, ServerProcess, metric
 
 from preprocessing.emissions import baseband, find_emissions
 from preprocessing.features import compute_features
@@ -82,7 +82,7 @@ def test_each_signal_of_a_frame_is_found_and_classified_on_its_own(server, model
     (result,) = answer["frames"]
     assert result["n_samples"] == n and len(result["signals"]) == 2
     (emissions,) = find_emissions(torch.from_numpy(frame)[None])
-    cuts = baseband(frame, emissions, MIN_CUT_SAMPLES)
+    cuts = baseband(frame, emissions, emissions, MIN_CUT_SAMPLES, shortest=64)
     for found, e, cut, center in zip(result["signals"], emissions, cuts, (-0.3, 0.13), strict=True):
         signal = found["signal"]
         assert signal["center_offset"] == pytest.approx(e.center, abs=1e-9)
@@ -153,8 +153,47 @@ def test_bad_input_is_refused_as_classify_refuses_it(server, request_kwargs, fie
 
 def test_only_the_strongest_signals_are_kept_in_order_of_frequency():
     frame = bands(32768, [(-0.4, -0.38, 0.1), (-0.1, -0.08, 0.3), (0.2, 0.22, 1.0)])
-    (everything,) = signals_in([frame], max_signals=8)
+    (everything,) = signals_in([frame], max_signals=8, shortest=64)
     assert len(everything.emissions) == len(everything.cuts) == 3
-    (kept,) = signals_in([frame], max_signals=2)
+    (kept,) = signals_in([frame], max_signals=2, shortest=64)
     assert [e.center for e in kept.emissions] == [e.center for e in everything.emissions[1:]]
     assert [c.size for c in kept.cuts] == [c.size for c in everything.cuts[1:]]
+
+
+def test_a_signal_left_out_is_still_kept_out_of_the_others_cut_outs():
+    """Two strong bands and a weak one 0.02 from the first: with room for two, the weak one is
+    not classified, and the first's cut-out still stops short of it."""
+    frame = bands(32768, [(0.095, 0.105, 1.0), (0.14, 0.15, 0.05), (-0.305, -0.295, 1.0)])
+    (everything,) = signals_in([frame], max_signals=3, shortest=64)
+    (kept,) = signals_in([frame], max_signals=2, shortest=64)
+    assert len(everything.emissions) == 3 and len(kept.emissions) == 2
+    assert kept.cuts[1].size == everything.cuts[1].size < MIN_CUT_SAMPLES  # the band at 0.1
+
+
+def test_cut_outs_are_never_shorter_than_the_models_fft(server):
+    """Two tones close together in a short frame: each cut-out would have to be shorter than
+    one FFT frame to stay clear of the other; it stops at one FFT (64 for the test model), so
+    the model takes it, where a shorter one failed the batch it shared with other requests."""
+    n = 256
+    t = np.arange(n)
+    tones = 0.3 * (np.exp(2j * np.pi * 0.1 * t) + np.exp(2j * np.pi * 0.205 * t))
+    frame = (tones + bands(n, [], noise=1.0)).astype(np.complex64)
+    (found,) = signals_in([frame], max_signals=8, shortest=64)
+    assert len(found.cuts) == 2 and min(c.size for c in found.cuts) == 64
+    r = httpx.post(
+        f"{server.url}/v1/scan?format=cf32", content=encode(frame, "cf32"), headers=BINARY
+    )
+    assert r.status_code == 200, r.text
+    assert [s["n_samples"] for s in r.json()["frames"][0]["signals"]] == [64, 64]
+
+
+def test_the_setting_limits_the_signals_a_frame_answers_with(tiny_bundle):
+    frame = bands(32768, [(-0.4, -0.38, 0.1), (-0.1, -0.08, 0.3), (0.2, 0.22, 1.0)])
+    settings = {"RFCLS_MODEL_DIR": str(tiny_bundle), "RFCLS_MAX_SIGNALS_PER_FRAME": "2"}
+    with ServerProcess(settings) as limited:
+        r = httpx.post(
+            f"{limited.url}/v1/scan?format=cf32", content=encode(frame, "cf32"), headers=BINARY
+        )
+    assert r.status_code == 200, r.text
+    centers = [s["signal"]["center_offset"] for s in r.json()["frames"][0]["signals"]]
+    assert centers == pytest.approx([-0.09, 0.21], abs=0.005)

@@ -79,11 +79,14 @@ def one_capture(
 
 
 def fourier(capture: np.ndarray, emission: Emission, min_samples: int) -> np.ndarray:
-    return baseband(capture, [emission], min_samples)[0]
+    return baseband(capture, [emission], [emission], min_samples, shortest=1)[0]
 
 
 def polyphase(capture: np.ndarray, emission: Emission, min_samples: int) -> np.ndarray:
-    factor = max(1, round(capture.size / baseband_length(emission, [], capture.size, min_samples)))
+    factor = max(
+        1,
+        round(capture.size / baseband_length(emission, [], capture.size, min_samples, shortest=1)),
+    )
     mixed = capture * np.exp(-2j * np.pi * emission.center * np.arange(capture.size))
     return sps.resample_poly(mixed, 1, factor).astype(np.complex64)
 

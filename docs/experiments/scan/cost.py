@@ -44,11 +44,11 @@ def main(calls: int) -> None:
     )
     for n in (32_768, 65_536, 262_144):
         frame, _ = one_capture(rng, ["qpsk", "fm"], snrs_db=(20.0,), samples=n)
-        (found,) = signals_in([frame], max_signals=8)
+        (found,) = signals_in([frame], max_signals=8, shortest=256)
         for _ in range(3):
             runner.run(found.cuts)
             runner.run([frame])
-        scan = median_ms(lambda f=frame: signals_in([f], max_signals=8), calls)
+        scan = median_ms(lambda f=frame: signals_in([f], max_signals=8, shortest=256), calls)
         cuts = median_ms(lambda c=found.cuts: runner.run(c), calls)
         whole = median_ms(lambda f=frame: runner.run([f]), calls)
         print(f"{n:>8} {scan:>8.2f} {len(found.cuts):>8} {cuts:>21.2f} {whole:>22.2f}")
