@@ -621,6 +621,13 @@ class Engine:
             # a runner bug fails here
             rows = list(zip(batch, out.probabilities, out.signal, strict=True))
         except Exception:
+            if len(requests) > 1:
+                # one request's frames may have broken it: each again on its own, so that only
+                # that request fails and the ones that shared its batch are answered
+                log.warning("a batch of %d requests failed; retrying each alone", len(requests))
+                for request in requests:
+                    self._run([item for item in batch if item.request is request])
+                return
             # the traceback goes to the log, never to the client
             log.exception("a batch of %d frames failed", len(batch))
             error = BatchFailed("internal error while classifying this request")
