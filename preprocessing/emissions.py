@@ -69,8 +69,8 @@ def extent_threshold(n_samples: int, size: int) -> float:
 
 
 def find_emissions(iq: torch.Tensor) -> list[list[Emission]]:
-    """[B, N] complex frames -> for each frame its signals, in order of frequency (none for a
-    frame of noise, or one under MIN_SAMPLES)."""
+    """[B, N] complex frames on the CPU -> for each frame its signals, in order of frequency
+    (none for a frame of noise, or one under MIN_SAMPLES)."""
     iq = check_complex(iq, "iq")
     n = iq.shape[-1]
     if n < MIN_SAMPLES:
