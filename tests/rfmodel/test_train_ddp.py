@@ -56,13 +56,18 @@ def test_two_ranks_train_as_one_process_on_both_sub_streams(tmp_path):
     checkpoint = torch.load(out / train.CHECKPOINT_FILE, weights_only=True)
     trained = checkpoint["members"]["mha-rmsnorm"]["model"]
     for name, value in member.model.state_dict().items():
+        if not name.startswith("recording_mlp."):
+            torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
+            continue
         # Adam divides by the root of each gradient's second moment, so an entry whose gradient
         # is near zero turns the ranks' different summation round-off into steps of its own: the
         # recording MLP's layers, whose gradients start at zero (its output layer does), differ
-        # by up to 5e-5 after three steps (a twentieth of one step at the learning rate, 1e-3),
-        # all else by 5e-8
-        atol = 1e-4 if name.startswith("recording_mlp.") else 1e-6
-        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=atol, msg=name)
+        # after three steps by up to 5e-5 on an AMD EPYC and 5e-4 on an Intel Xeon, in 16 of
+        # recording_mlp.0's 114,688 entries (all else by 5e-8): a few entries, each within one
+        # step at the learning rate (1e-3), where a wrong gradient would move most of the layer
+        off = (trained[name] - value).abs() > 1e-4
+        assert off.float().mean() < 1e-3, f"{name}: {int(off.sum())} of {off.numel()} entries"
+        torch.testing.assert_close(trained[name], value, rtol=0, atol=1e-3, msg=name)
 
 
 def test_ranks_agree_on_the_end_a_time_limit_fits(tmp_path):
