@@ -1,10 +1,11 @@
 """Several signals in one wide capture: are they found, and once cut out to baseband
 (preprocessing.emissions), classified as well as the same signals recorded alone?
 
-Each capture is 65,536 samples of white noise holding two signals of rfmodel.data (every class
-but noise, drawn at random; every channel and receiver impairment), each generated at 8,192
-samples and brought up to the capture's rate 8 times faster (scipy's polyphase resampler), one
-in each half of the band at a random offset, each at its own in-band SNR (0, 10 or 20 dB). Per
+Each capture is 65,536 samples of white noise holding `--signals` signals of rfmodel.data (2 by
+default; every class but noise, drawn at random; every channel and receiver impairment), each
+generated at 8,192 samples and brought up to the capture's rate 8 times faster (scipy's
+polyphase resampler), the band cut into as many slots and one signal in each at a random offset
+(within 0.2 of a slot from its middle), each at its own in-band SNR (0, 10 or 20 dB). Per
 signal:
 
 - alone: the signal as generated, in white noise at the same in-band SNR, 8,192 samples, as the
@@ -53,14 +54,15 @@ def one_capture(
 ) -> tuple[np.ndarray, list[dict]]:
     capture = white(rng, samples, 1.0)
     truth = []
-    for half, label in zip((-0.25, 0.25), signals, strict=True):
+    slots = len(signals)  # the band cut into as many slots, one signal in each
+    for slot, label in enumerate(signals):
         snr_db = float(rng.choice(snrs_db))
         example = generate_example(label, samples // RATE_RATIO, rng, snr_db=float("inf"))
         own_band = example.params["bandwidth"]  # nominal, cycles/sample at the signal's rate
         clean = example.iq.astype(np.complex128)
         clean /= np.sqrt(np.mean(np.abs(clean) ** 2))
         alone = clean + white(rng, clean.size, 10 ** (-snr_db / 10) / own_band)
-        center = half + rng.uniform(-0.1, 0.1)
+        center = -0.5 + (slot + 0.5 + rng.uniform(-0.2, 0.2)) / slots
         wide = sps.resample_poly(clean, RATE_RATIO, 1)[:samples]
         # in-band SNR in the capture: the noise there is 1 per unit band, own_band / 8 wide
         wide *= np.sqrt(10 ** (snr_db / 10) * own_band / RATE_RATIO / np.mean(np.abs(wide) ** 2))
@@ -94,6 +96,7 @@ def polyphase(capture: np.ndarray, emission: Emission, min_samples: int) -> np.n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--captures", type=int, default=150)
+    parser.add_argument("--signals", type=int, default=2, help="per capture, each in its slot")
     parser.add_argument("--model", default="mha")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cut", choices=("fourier", "polyphase"), default="fourier")
@@ -107,7 +110,7 @@ def main() -> None:
     emissions.FILL = args.fill
     rows = []
     for _ in range(args.captures):
-        labels = list(rng.choice(signal_classes, 2))
+        labels = list(rng.choice(signal_classes, args.signals))
         capture, truth = one_capture(rng, labels)
         (found,) = find_emissions(torch.from_numpy(capture)[None])
         for t in truth:
@@ -131,7 +134,8 @@ def main() -> None:
     scanned[found] = classify([r["cut"] for r in rows if r["cut"] is not None]) == labels[found]
     snr = np.array([r["snr_db"] for r in rows])
     print(
-        f"{args.model}-rmsnorm, {args.captures} captures of {CAPTURE} samples, 2 signals each, "
+        f"{args.model}-rmsnorm, {args.captures} captures of {CAPTURE} samples, "
+        f"{args.signals} signals each, "
         f"{args.cut} cut, filling {args.fill:g} of the new band"
     )
     print(f"{'in-band SNR':>12} {'signals':>8} {'alone':>7} {'scanned':>8} {'missed':>7}")
