@@ -11,8 +11,8 @@ import torch
 
 from preprocessing.emissions import Emission, baseband, find_emissions
 
-# the shortest cut-out: the recording length the shipped models were evaluated at (a frame
-# shorter than that is cut out at its own length)
+# how long a cut-out grows where no other signal is near: the recording length the shipped
+# models were evaluated at (preprocessing.emissions.baseband_length)
 MIN_CUT_SAMPLES = 4096
 
 

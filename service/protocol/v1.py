@@ -13,7 +13,6 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service.context import ServiceContext
@@ -27,9 +26,9 @@ from service.protocol.v1_schemas import (
     ClassifyResponse,
     ClassProbability,
     FoundSignal,
+    FrameQuery,
     FrameResult,
     ModelDescription,
-    SampleFormat,
     ScanFrame,
     ScanResponse,
     Signal,
@@ -51,16 +50,6 @@ CLASSIFY_BODY_DOC = {
         },
     }
 }
-
-
-class FrameQuery(BaseModel):
-    """Query parameters of a binary body (a JSON body carries them as fields instead)."""
-
-    format: SampleFormat | None = Field(None, description="binary: sample format")
-    sample_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
-    center_freq: float | None = Field(None, allow_inf_nan=False)
-    top_k: int = Field(3, ge=1)
-    frame_samples: int | None = Field(None, ge=1, description="binary: frame length")
 
 
 @dataclass(frozen=True)

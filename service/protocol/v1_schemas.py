@@ -36,6 +36,16 @@ class Frame(BaseModel):
         return self
 
 
+class FrameQuery(BaseModel):
+    """Query parameters of a binary body (a JSON body carries them as fields instead)."""
+
+    format: SampleFormat | None = Field(None, description="binary: sample format")
+    sample_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
+    center_freq: float | None = Field(None, allow_inf_nan=False)
+    top_k: int = Field(3, ge=1)
+    frame_samples: int | None = Field(None, ge=1, description="binary: frame length")
+
+
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
