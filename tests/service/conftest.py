@@ -7,8 +7,11 @@ import pytest
 from live_servers import ServerProcess, build_tiny_bundle
 
 # Small limits so the limit tests need only small bodies; a long deadline and queue wait so a busy
-# test machine cannot turn a slow answer into a 504 or a 503 (both have their own tests).
+# test machine cannot turn a slow answer into a 504 or a 503 (both have their own tests). On the
+# CPU wherever the tests run: on a GPU machine `auto` would serve from the GPU, and the tests of
+# what the server reports about itself expect the CPU (the GPU's own tests are marked gpu).
 MAIN_LIMITS = {
+    "RFCLS_DEVICE": "cpu",
     "RFCLS_DEADLINE_MS": "30000",
     "RFCLS_MAX_QUEUE_WAIT_MS": "30000",
     "RFCLS_MAX_BODY_BYTES": str(2**20),
