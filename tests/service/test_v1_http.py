@@ -20,10 +20,8 @@ import pytest
 import torch
 from live_servers import TINY_CLASSES, metric
 
-from preprocessing.features import compute_features
 from preprocessing.formats import FORMATS, decode, encode
 from preprocessing.occupancy import occupied_band
-from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
 from service.protocol.v1_schemas import SampleFormat
 
@@ -35,25 +33,6 @@ def noisy_tone(n: int, amplitude: float = 0.4) -> np.ndarray:
     tone = np.exp(2j * np.pi * RNG.uniform(-0.4, 0.4) * t)
     noise = RNG.standard_normal(n) + 1j * RNG.standard_normal(n)
     return (amplitude * (0.7 * tone + 0.2 * noise)).astype(np.complex64)
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_bundle):
-    """Probabilities the model gives each frame on its own (no batching, no padding)."""
-    bundle = load_bundle(tiny_bundle)
-
-    def probabilities(frames: list[np.ndarray]) -> np.ndarray:
-        rows = []
-        with torch.inference_mode():
-            for iq in frames:
-                iq = torch.from_numpy(np.ascontiguousarray(iq))[None]
-                x = compute_features(iq, bundle.feature_config)
-                recording = recording_features(iq, bundle.feature_config)
-                logits = bundle.model(x, recording=recording)
-                rows.append(torch.softmax(logits.double(), dim=-1)[0].numpy())
-        return np.stack(rows)
-
-    return probabilities
 
 
 def check_answer(answer: dict, expected: np.ndarray, top_k: int = 3) -> None:

@@ -10,13 +10,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from known_signals import band_noise, white
 from live_servers import TINY_CLASSES, ServerProcess, metric
 
 from preprocessing.emissions import baseband, find_emissions
-from preprocessing.features import compute_features
 from preprocessing.formats import encode
-from preprocessing.recording import recording_features
-from rfmodel.bundle import load_bundle
 from service.scan import MIN_CUT_SAMPLES, signals_in
 
 RNG = np.random.default_rng(77)
@@ -25,13 +23,9 @@ BINARY = {"content-type": "application/octet-stream"}
 
 def bands(n: int, spans: list[tuple[float, float, float]], noise: float = 1e-2) -> np.ndarray:
     """White noise of this power plus a flat band of each (low, high, power)."""
-    x = np.sqrt(noise / 2) * (RNG.standard_normal(n) + 1j * RNG.standard_normal(n))
-    freqs = np.fft.fftfreq(n)
+    x = white(RNG, n, power=noise)[0]
     for low, high, power in spans:
-        spectrum = np.fft.fft(RNG.standard_normal(n) + 1j * RNG.standard_normal(n))
-        spectrum[(freqs < low) | (freqs >= high)] = 0
-        band = np.fft.ifft(spectrum)
-        x = x + band * np.sqrt(power / np.mean(np.abs(band) ** 2))
+        x = x + band_noise(RNG, n, low, high, power)
     return x.astype(np.complex64)
 
 
@@ -50,23 +44,7 @@ def as_json(frames: list[np.ndarray], **fields) -> dict:
     return {"frames": encoded, **fields}
 
 
-@pytest.fixture(scope="module")
-def model_probabilities(tiny_bundle):
-    bundle = load_bundle(tiny_bundle)
-
-    def probabilities(iq: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(iq))[None]
-            logits = bundle.model(
-                compute_features(x, bundle.feature_config),
-                recording=recording_features(x, bundle.feature_config),
-            )
-        return torch.softmax(logits.double(), -1)[0].numpy()
-
-    return probabilities
-
-
-def test_each_signal_of_a_frame_is_found_and_classified_on_its_own(server, model_probabilities):
+def test_each_signal_of_a_frame_is_found_and_classified_on_its_own(server, reference):
     n, fs, tuned = 32768, 2.4e6, 433.92e6
     # a tone and a band: cut out, they still differ (two bands would both fill FILL of theirs)
     frame = bands(n, [(0.1, 0.16, 1.0)]) + np.exp(-2j * np.pi * 0.3 * np.arange(n)).astype(
@@ -91,7 +69,7 @@ def test_each_signal_of_a_frame_is_found_and_classified_on_its_own(server, model
         assert signal["snr_db"] == pytest.approx(e.snr_db, abs=1e-6)
         assert signal["center_freq_hz"] == pytest.approx(tuned + e.center * fs)
         assert found["n_samples"] == cut.size
-        expected = model_probabilities(cut)
+        (expected,) = reference([cut])
         ranked = [(c["label"], c["probability"]) for c in found["top_k"]]
         assert len(ranked) == 4 and found["label"] == ranked[0][0]
         assert found["label"] == TINY_CLASSES[int(np.argmax(expected))]
