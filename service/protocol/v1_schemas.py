@@ -36,12 +36,20 @@ class Frame(BaseModel):
         return self
 
 
+# Far past any receiver (the radio spectrum ends at 3 THz), and small enough that a signal's
+# offset and frequency in Hz stay finite: a rate of 1e308 turned them into infinities, null in JSON
+MAX_SAMPLE_RATE = 1e13
+MAX_FREQUENCY = 1e15
+
+
 class FrameQuery(BaseModel):
     """Query parameters of a binary body (a JSON body carries them as fields instead)."""
 
     format: SampleFormat | None = Field(None, description="binary: sample format")
-    sample_rate: float | None = Field(None, gt=0, allow_inf_nan=False)
-    center_freq: float | None = Field(None, allow_inf_nan=False)
+    sample_rate: float | None = Field(None, gt=0, le=MAX_SAMPLE_RATE, allow_inf_nan=False)
+    center_freq: float | None = Field(
+        None, ge=-MAX_FREQUENCY, le=MAX_FREQUENCY, allow_inf_nan=False
+    )
     top_k: int = Field(3, ge=1)
     frame_samples: int | None = Field(None, ge=1, description="binary: frame length")
 
@@ -50,8 +58,12 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     frames: list[Frame] = Field(min_length=1, description="frames to classify, each on its own")
-    sample_rate: float | None = Field(None, gt=0, allow_inf_nan=False, description="Hz")
-    center_freq: float | None = Field(None, allow_inf_nan=False, description="Hz")
+    sample_rate: float | None = Field(
+        None, gt=0, le=MAX_SAMPLE_RATE, allow_inf_nan=False, description="Hz"
+    )
+    center_freq: float | None = Field(
+        None, ge=-MAX_FREQUENCY, le=MAX_FREQUENCY, allow_inf_nan=False, description="Hz"
+    )
     top_k: int = Field(3, ge=1, description="how many classes to list per frame")
 
 

@@ -300,6 +300,16 @@ BAD_REQUESTS = {
         422,
         "sample_rate",
     ),
+    "sample rate past any receiver": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "sample_rate": 1e308}),
+        422,
+        "sample_rate",
+    ),
+    "centre frequency past any receiver (binary)": (
+        binary("format=cf32&center_freq=-1e300", encode(noisy_tone(512), "cf32")),
+        422,
+        "center_freq",
+    ),
     "binary parameters on a JSON body": (
         {
             "url": "/v1/classify?format=cf32",
