@@ -32,6 +32,18 @@ class Mixer(nn.Module, ABC):
         y = self.attn(q, k, v, mask, rope)  # [B, H, T, dv]
         return self.wo(merge_heads(y))
 
+    def fuses_residual_norm(self, x: Tensor, norm: nn.Module) -> bool:
+        """Whether `residual_norm` may take this layer's input x [B, T, D] with `norm` after
+        the residual add (a backend with a fused kernel for it says so)."""
+        return False
+
+    def residual_norm(
+        self, h: Tensor, x: Tensor, mask: Tensor | None, rope: Rope, norm: nn.Module
+    ) -> tuple[Tensor, Tensor]:
+        """x + self(h, mask, rope) and norm of that, both [B, T, D], where
+        `fuses_residual_norm` says so."""
+        raise NotImplementedError
+
     @abstractmethod
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, T, D] -> the q, k, v this backend's `attn` takes (not yet rotated)."""

@@ -11,7 +11,10 @@ frames). Step 2 compares token queries with position-free summaries; rotating th
 would add nothing but an absolute-position bias to each token's choice of summary.
 
 On a GPU in bf16/fp16 without autograd both steps run as Triton kernels
-(rfmodel.kernels.latent_attention), the same math with the rotation fused into step 1.
+(rfmodel.kernels.latent_attention), the same math with the rotation fused into step 1. When the
+block's next norm is an RMSNorm, step 2 also takes `wo`, the residual add and that norm
+(`residual_norm`): each head's summary values go through its slice of `wo` first (32 rows, not
+every token), so the layer's output, its residual and its norm never make a round trip to memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from rfmodel.attention.base import key_mask, merge_heads, note_kv_state, split_h
 from rfmodel.attention.mha import MultiHeadAttention
 from rfmodel.config import ModelConfig
 from rfmodel.kernels import HAS_TRITON, fast_path
+from rfmodel.norms import RMSNorm
 from rfmodel.rope import Rope
 
 if HAS_TRITON:
@@ -43,21 +47,43 @@ class LatentAttention(MultiHeadAttention):
         weights = (self.latents, self.wk_summary.weight, self.wv_summary.weight)
         fused = HAS_TRITON and fast_path(q, k, v, *weights)
         fused = fused and latent_attention.handles(self.latents)
+        k_sum, v_sum = self.summaries(k, v, mask, rope, fused)
+        if fused:
+            return latent_attention.unpack(q, k_sum, v_sum)
+        return F.scaled_dot_product_attention(q, k_sum, v_sum)  # [B, H, T, d]
+
+    def summaries(
+        self, k: Tensor, v: Tensor, mask: Tensor | None, rope: Rope, fused: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Step 1 and the summaries' key and value projections -> k_sum, v_sum [B, H, M, d]."""
         if fused:
             note_kv_state(k, v)
             summaries = latent_attention.pack(self.latents, k, v, rope.cos, rope.sin, mask)
         else:
             k = rope.rotate(k)  # [B, H, T, d]
             note_kv_state(k, v)
-            latents = self.latents.expand(q.shape[0], -1, -1, -1)  # [B, H, M, d]
+            latents = self.latents.expand(k.shape[0], -1, -1, -1)  # [B, H, M, d]
             summaries = F.scaled_dot_product_attention(latents, k, v, attn_mask=key_mask(mask))
             summaries = merge_heads(summaries)  # [B, M, D]
         k_sum = split_heads(self.wk_summary(summaries), self.n_heads)  # [B, H, M, d]
         v_sum = split_heads(self.wv_summary(summaries), self.n_heads)  # [B, H, M, d]
         note_kv_state(k_sum, v_sum)
-        if fused:
-            return latent_attention.unpack(q, k_sum, v_sum)
-        return F.scaled_dot_product_attention(q, k_sum, v_sum)  # [B, H, T, d]
+        return k_sum, v_sum
+
+    def fuses_residual_norm(self, x: Tensor, norm: nn.Module) -> bool:
+        if not (HAS_TRITON and isinstance(norm, RMSNorm)):
+            return False
+        on_kernels = fast_path(x, *self.parameters(), norm.weight)
+        return on_kernels and latent_attention.handles_wo_norm(self.latents, self.wo.weight)
+
+    def residual_norm(
+        self, h: Tensor, x: Tensor, mask: Tensor | None, rope: Rope, norm: nn.Module
+    ) -> tuple[Tensor, Tensor]:
+        q, k, v = self.project(h)
+        k_sum, v_sum = self.summaries(k, v, mask, rope, fused=True)
+        return latent_attention.unpack_wo_norm(
+            q, k_sum, v_sum, self.wo.weight, x, norm.weight, norm.eps
+        )  # [B, T, D] each
 
     def kv_state_numel(self, batch: int, seq_len: int) -> int:
         # token K/V read in step 1 + summary K/V read in step 2

@@ -233,3 +233,151 @@ def unpack(q: Tensor, k_sum: Tensor, v_sum: Tensor) -> Tensor:
         H=h, M=m, D=d, SCALE_LOG2=LOG2E / math.sqrt(d),
     )  # fmt: skip
     return out.view(b, t, h, d).transpose(1, 2)
+
+
+# unpack with `wo`, the block's residual add and the MLP's RMSNorm folded in
+#
+# Unpack's output for a head is its softmax weights times the summaries' values, and `wo` is
+# linear, so wo(unpack) = sum over heads of weights_h @ (v_h @ Wo_h^T): `wo` moves onto the 32
+# summary rows a head (VW, computed in torch) instead of every token. The heads' sum is then the
+# attention branch itself, a whole row per token in one program, so the residual add and the
+# next RMSNorm follow in the same kernel. Per layer that drops `wo`'s matmul and the writes and
+# reads of unpack's output and of the branch (docs/experiments/gpu_roofline, session 19).
+#
+# A first cut looped over the heads one at a time: [64, 32] x [32, 256] dots, their reduction
+# dimension a single tensor-core step, at a third of the memory bound. Here GROUP heads share
+# each dot: their keys laid out block-diagonally ([GROUP*M, GROUP*d], zero where a summary row
+# meets another head's query columns), so a group's scores are one dot and its weights times
+# its VW rows another, [BLOCK_T, GROUP*M] x [GROUP*M, DIM]. The softmax stays per head.
+
+
+def _wo_norm_configs() -> list[triton.Config]:
+    """(tokens a program takes, heads a dot takes, warps, pipeline stages) -> configs.
+
+    Registers bound this kernel: the [BLOCK_T, DIM] fp32 accumulator alone is 64 a thread at
+    64 x 256 with 8 warps, and ptxas (sm_90, reference size) puts 64-token configs at 88-246 a
+    thread, so the list keeps those that fit two programs on an SM (64 tokens, 1 head, 4 or 8
+    warps), those with 16 warps, and a few that run one program an SM with its loads pipelined.
+    Left out for spilling: 4 heads with 16 warps, 2 heads with 4 warps. Shared memory is a
+    stage's q, block-diagonal keys and VW tiles: 16-224 KiB, within sm_80's and sm_90's limits
+    (tests/rfmodel/test_kernels_compile.py)."""
+    shapes = [
+        (64, 1, 4, 2), (64, 1, 8, 2), (64, 2, 8, 1), (64, 2, 8, 2), (64, 2, 16, 1),
+        (64, 2, 16, 2), (64, 4, 8, 2), (128, 1, 8, 2), (128, 2, 8, 2),
+    ]  # fmt: skip
+    return [
+        triton.Config({"BLOCK_T": t, "GROUP": g}, num_warps=w, num_stages=s)
+        for t, g, w, s in shapes
+    ]
+
+
+def _groups_dividing_heads(configs, named_args, **kwargs):
+    """Configs whose head group divides the head count (a model with 2 heads takes 1 or 2)."""
+    return [c for c in configs if kwargs["H"] % c.kwargs["GROUP"] == 0]
+
+
+@triton.autotune(
+    configs=_wo_norm_configs(),
+    key=["H", "M", "D", "DIM", "row_scale"],
+    prune_configs_by={"early_config_prune": _groups_dividing_heads},
+)
+@triton.jit
+def _unpack_wo_norm_kernel(
+    q_ptr, k_ptr, vw_ptr, x_ptr, g_ptr, x_out_ptr, normed_ptr,
+    T, row_scale,
+    stride_qb, stride_qt, stride_kb, stride_km, stride_wb, stride_wh, stride_wm,
+    stride_ob, stride_ot,
+    H: tl.constexpr, M: tl.constexpr, D: tl.constexpr, DIM: tl.constexpr,
+    SCALE_LOG2: tl.constexpr, EPS: tl.constexpr, BLOCK_T: tl.constexpr, GROUP: tl.constexpr,
+):  # fmt: skip
+    # one program per token block, a batch row's blocks side by side: they share its VW in L2
+    n_blocks = tl.cdiv(T, BLOCK_T)
+    pid = tl.program_id(0)
+    b = (pid // n_blocks).to(tl.int64)  # b * a batch stride passes 2^31 at large batches
+    tok = (pid % n_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
+    real = tok < T
+    GD: tl.constexpr = GROUP * D
+    GM: tl.constexpr = GROUP * M
+    q_cols = tl.arange(0, GD)  # a group's query columns
+    rows = tl.arange(0, GM)  # a group's summary rows: head rows // M, latent rows % M
+    cols = tl.arange(0, DIM)
+    same_head = (rows[:, None] // M) == (q_cols[None, :] // D)  # [GM, GD] the block diagonal
+    # 64-bit only where it has to be: the batch's base (scalar) and VW's heads, B*M*DIM apart
+    queries = q_ptr + b * stride_qb + tok[:, None] * stride_qt + q_cols[None, :]
+    keys = k_ptr + b * stride_kb + (rows % M)[:, None] * stride_km + q_cols[None, :]
+    head_stride = stride_wh.to(tl.int64)
+    head_rows = (rows // M) * head_stride + (rows % M) * stride_wm
+    values = vw_ptr + b * stride_wb + head_rows[:, None] + cols[None, :]
+
+    acc = tl.zeros([BLOCK_T, DIM], tl.float32)
+    for group in range(H // GROUP):
+        q = tl.load(queries + group * GD, mask=real[:, None], other=0.0)  # [BLOCK_T, GD]
+        k = tl.load(keys + group * GD, mask=same_head, other=0.0)  # [GM, GD]
+        scores = tl.dot(q, tl.trans(k)) * SCALE_LOG2  # [BLOCK_T, GM], base-2 logits
+        # each head's own max and sum: a max shared across heads could underflow one to 0/0
+        scores = tl.reshape(scores, [BLOCK_T, GROUP, M])
+        weights = tl.exp2(scores - tl.max(scores, axis=2)[:, :, None])
+        weights = weights * (1.0 / tl.sum(weights, axis=2))[:, :, None]
+        weights = tl.reshape(weights, [BLOCK_T, GM])
+        vw = tl.load(values + group * GROUP * head_stride)  # [GM, DIM]
+        acc = tl.dot(weights.to(vw.dtype), vw, acc)  # the group's heads through wo
+
+    # the residual after the loop, not as the accumulator's start: that held it through the
+    # loop, about 36 registers a thread more (ptxas, sm_90)
+    batch = b * stride_ob  # x, x_out and normed alike
+    rows_out = tok[:, None] * stride_ot + cols[None, :]  # 32-bit: within a batch row
+    x = tl.load(x_ptr + batch + rows_out, mask=real[:, None], other=0.0)
+    new = (x.to(tl.float32) + acc).to(x_out_ptr.dtype.element_ty)  # [BLOCK_T, DIM]
+    tl.store(x_out_ptr + batch + rows_out, new, mask=real[:, None])
+    # normed from the rounded row, as the norm would read it back
+    new = new.to(tl.float32)
+    inv_rms = tl.rsqrt(tl.sum(new * new, axis=1) / DIM + EPS)
+    gain = tl.load(g_ptr + cols).to(tl.float32)
+    normed = new * inv_rms[:, None] * gain[None, :]
+    normed = normed.to(normed_ptr.dtype.element_ty)
+    tl.store(normed_ptr + batch + rows_out, normed, mask=real[:, None])
+
+
+def handles_wo_norm(latents: Tensor, wo: Tensor) -> bool:
+    """Whether unpack_wo_norm takes these shapes: `handles`, and a power-of-two head count and
+    model width (tl.arange), the width at most 512 (its fp32 row lives in registers)."""
+    h, _, _ = latents.shape
+    dim = wo.shape[0]
+    powers = all(n & (n - 1) == 0 for n in (h, dim))
+    return powers and 32 <= dim <= 512 and handles(latents)
+
+
+def unpack_wo_norm(
+    q: Tensor,
+    k_sum: Tensor,
+    v_sum: Tensor,
+    wo: Tensor,
+    x: Tensor,
+    norm_weight: Tensor,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """x + wo(merged heads of unpack(q, k_sum, v_sum)), and that through an RMSNorm with weight
+    norm_weight [D] -> both [B, T, D]. q [B, H, T, d], k_sum, v_sum [B, H, M, d], wo [D, H*d]
+    (nn.Linear's weight), x [B, T, D]."""
+    b, h, t, d = q.shape
+    m = k_sum.shape[2]
+    dim = wo.shape[0]
+    queries, keys = _token_rows(q), _token_rows(k_sum)
+    # VW: each head's summary values through its slice of wo, [H, B*M, d] @ [H, d, D]
+    per_head = v_sum.transpose(0, 1).reshape(h, b * m, d)
+    vw = torch.bmm(per_head, wo.reshape(dim, h, d).permute(1, 2, 0)).view(h, b, m, dim)
+    x = x.contiguous()  # the kernel reads x with its outputs' strides
+    x_out, normed = torch.empty_like(x), torch.empty_like(x)
+
+    def grid(meta):
+        return (b * triton.cdiv(t, meta["BLOCK_T"]),)
+
+    _unpack_wo_norm_kernel[grid](
+        queries, keys, vw, x, norm_weight.to(x.dtype).contiguous(), x_out, normed,
+        t, (b * t).bit_length(),
+        queries.stride(0), queries.stride(1), keys.stride(0), keys.stride(1),
+        vw.stride(1), vw.stride(0), vw.stride(2),
+        x.stride(0), x.stride(1),
+        H=h, M=m, D=d, DIM=dim, SCALE_LOG2=LOG2E / math.sqrt(d), EPS=float(eps),
+    )  # fmt: skip
+    return x_out, normed
