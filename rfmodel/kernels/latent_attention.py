@@ -259,7 +259,7 @@ def _wo_norm_configs() -> list[triton.Config]:
     thread, so the list keeps those that fit two programs on an SM (64 tokens, 1 head, 4 or 8
     warps), those with 16 warps, and a few that run one program an SM with its loads pipelined.
     Left out for spilling: 4 heads with 16 warps, 2 heads with 4 warps. Shared memory is a
-    stage's q, block-diagonal keys and VW tiles: 16-224 KiB, within sm_80's and sm_90's limits
+    stage's q, block-diagonal keys and VW tiles: 26-224 KiB, within sm_80's and sm_90's limits
     (tests/rfmodel/test_kernels_compile.py)."""
     shapes = [
         (64, 1, 4, 2), (64, 1, 8, 2), (64, 2, 8, 1), (64, 2, 8, 2), (64, 2, 16, 1),

@@ -21,11 +21,16 @@ from rfmodel.kernels import flash_attention, latent_attention
 
 TYPES = {"bf16": "*bf16", "fp16": "*fp16"}
 CAPABILITIES = [80, 90]  # every kernel's `handles` takes sm_80 on
+# the most shared memory a program may take (A100: 163 KiB, H100: 227 KiB)
+SHARED_LIMIT = {80: 166912, 90: 232448}
 
 
-def compile_for(kernel, config, capability, pointers, constexprs) -> str:
-    """The kernel under @triton.autotune, one config, compiled for sm_<capability> -> its PTX.
-    Arguments not named as pointers or constexprs are 32-bit integers (sizes and strides)."""
+def compile_for(kernel, config, capability, pointers, constexprs, aligned=False):
+    """The kernel under @triton.autotune, one config, compiled for sm_<capability>.
+    Arguments not named as pointers or constexprs are 32-bit integers (sizes and strides).
+    aligned: pointers and strides marked divisible by 16, as Triton's launcher specializes the
+    model's at run time; only then do its loads vectorize and its loops pipeline (cp.async),
+    which is what sets shared memory and registers."""
     fn = kernel.fn
     constexprs = {**constexprs, **config.kwargs}
     signature, values = {}, {}
@@ -35,12 +40,18 @@ def compile_for(kernel, config, capability, pointers, constexprs) -> str:
             values[(index,)] = constexprs[name]
         else:
             signature[name] = pointers.get(name, "i32")
-    compiled = triton.compile(
-        ASTSource(fn=fn, signature=signature, constexprs=values),
+    attrs = {}
+    if aligned:
+        attrs = {
+            (index,): [["tt.divisibility", 16]]
+            for index, name in enumerate(fn.arg_names)
+            if name.endswith("_ptr") or name.startswith("stride_")
+        }
+    return triton.compile(
+        ASTSource(fn=fn, signature=signature, constexprs=values, attrs=attrs),
         target=GPUTarget("cuda", capability, 32),
         options={"num_warps": config.num_warps, "num_stages": config.num_stages},
     )
-    return compiled.asm["ptx"]
 
 
 def tensor_pointers(names: list[str], dtype: str) -> dict[str, str]:
@@ -53,12 +64,12 @@ def tensor_pointers(names: list[str], dtype: str) -> dict[str, str]:
 def test_the_flash_kernel_compiles(config, dtype, capability):
     pointers = tensor_pointers(["q_ptr", "k_ptr", "v_ptr", "out_ptr"], dtype)
     pointers["v_ptr"] = "*fp16"  # the values reach it in fp16 (flash_attention.attention)
-    ptx = compile_for(
+    compiled = compile_for(
         flash_attention._attention_kernel, config, capability, pointers,
         dict(H=8, GROUP=2, D=32, SCALE_LOG2=0.25, HAS_MASK=True, EVEN_KEYS=False,
              PACKED_EXP=True),
     )  # fmt: skip
-    assert "ex2.approx.f16x2" in ptx
+    assert "ex2.approx.f16x2" in compiled.asm["ptx"]
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)
@@ -84,3 +95,28 @@ def test_latents_unpack_kernel_compiles(config, dtype, capability):
         latent_attention._unpack_kernel, config, capability, pointers,
         dict(H=8, M=32, D=32, SCALE_LOG2=0.25),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize("dtype", list(TYPES))
+@pytest.mark.parametrize("config", latent_attention._unpack_wo_norm_kernel.configs, ids=str)
+def test_latents_unpack_wo_norm_kernel_compiles_and_fits(config, dtype, capability):
+    """At the reference size (8 heads of 32, 32 latents, width 256), aligned as the model's
+    tensors are: each config within the GPU's shared memory (the autotuner would otherwise
+    drop it at run time, and a list of such configs would leave nothing to tune)."""
+    pointers = tensor_pointers(
+        ["q_ptr", "k_ptr", "vw_ptr", "x_ptr", "g_ptr", "x_out_ptr", "normed_ptr"], dtype
+    )
+    compiled = compile_for(
+        latent_attention._unpack_wo_norm_kernel, config, capability, pointers,
+        dict(H=8, M=32, D=32, DIM=256, SCALE_LOG2=0.25, EPS=1e-5), aligned=True,
+    )  # fmt: skip
+    assert compiled.metadata.shared <= SHARED_LIMIT[capability]
+
+
+def test_head_groups_that_do_not_divide_the_heads_are_pruned():
+    configs = latent_attention._unpack_wo_norm_kernel.configs
+    prune = latent_attention._groups_dividing_heads
+    assert {c.kwargs["GROUP"] for c in prune(configs, {}, H=8)} == {1, 2, 4}
+    assert {c.kwargs["GROUP"] for c in prune(configs, {}, H=2)} == {1, 2}
+    assert {c.kwargs["GROUP"] for c in prune(configs, {}, H=1)} == {1}

@@ -91,6 +91,68 @@ def test_unpack_is_token_attention_over_the_summaries(dtype, batch, tokens):
     )
 
 
+WIDTH = HEADS * HEAD_DIM  # d_model at the reference size
+
+
+def wo_norm_case(batch, tokens, dtype):
+    """Random q [B, H, T, d] (a head view of the fused QKV buffer), k_sum, v_sum [B, H, M, d],
+    wo [D, H*d] at nn.Linear's scale, x [B, T, D], a norm weight around 1."""
+    q, _, _ = head_views(batch, tokens, dtype)
+    k_sum, v_sum, _ = head_views(batch, LATENTS, dtype)
+    wo = torch.randn(WIDTH, WIDTH, device="cuda", dtype=dtype) / WIDTH**0.5
+    x = torch.randn(batch, tokens, WIDTH, device="cuda", dtype=dtype)
+    weight = 1 + 0.3 * torch.randn(WIDTH, device="cuda", dtype=dtype)
+    return q, k_sum, v_sum, wo, x, weight
+
+
+def attention_added_and_normed(q, k_sum, v_sum, wo, x, weight, eps=1e-5):
+    """x + wo(merged heads of softmax(q k^T / sqrt(d)) v), and its RMSNorm, in float64."""
+    b, h, t, d = q.shape
+    heads = attention(q, k_sum, v_sum).transpose(1, 2).reshape(b, t, h * d)
+    new = x.double() + heads @ wo.double().T
+    rms = torch.sqrt(new.pow(2).mean(-1, keepdim=True) + eps)
+    return new, new / rms * weight.double()
+
+
+def check_unpack_wo_norm(case, tol):
+    got = latent_attention.unpack_wo_norm(*case, 1e-5)  # (x, normed)
+    for got_one, want_one in zip(got, attention_added_and_normed(*case), strict=True):
+        assert got_one.dtype == case[0].dtype and torch.isfinite(got_one).all()
+        torch.testing.assert_close(got_one.double(), want_one, rtol=tol, atol=tol)
+    return got
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+# 4,096 fills every token block; 100 and 1,000 leave a partial last one (of 64 and of 128);
+# batch 1 and a single token are the smallest grids
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 4096), (1, 1), (3, 100), (16, 1000)])
+def test_unpack_wo_norm_is_the_attention_branch_added_and_normed(dtype, batch, tokens):
+    torch.manual_seed(8)
+    got_x, got_normed = check_unpack_wo_norm(wo_norm_case(batch, tokens, dtype), TOL[dtype])
+    assert got_x.shape == got_normed.shape == (batch, tokens, WIDTH)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "config", latent_attention._unpack_wo_norm_kernel.configs if HAS_TRITON else [], ids=str
+)
+def test_every_unpack_wo_norm_config(config, dtype, monkeypatch):
+    """Autotuning picks one config per size band: each of the others checked on its own."""
+    monkeypatch.setattr(latent_attention._unpack_wo_norm_kernel, "configs", [config])
+    torch.manual_seed(9)
+    check_unpack_wo_norm(wo_norm_case(3, 333, dtype), TOL[dtype])
+
+
+def test_unpack_wo_norm_keeps_each_heads_softmax_apart():
+    """One head's scores far above another's in the same head group: a max shared across the
+    group would round the low head's weights to zero, and its softmax to 0/0."""
+    torch.manual_seed(10)
+    q, *rest = wo_norm_case(2, 200, torch.float16)
+    q = q.clone()
+    q[:, 0] *= 60  # head 0's logits reach hundreds (exp2(-300) is 0 in fp32), head 1's near one
+    check_unpack_wo_norm((q, *rest), 3e-3)
+
+
 def padding_mask(batch: int, tokens: int) -> torch.Tensor:
     """[B, T] True = real: random lengths, the first row a single token."""
     lengths = torch.randint(1, tokens + 1, (batch, 1), device="cuda")
@@ -199,6 +261,13 @@ def test_batch_offsets_past_2_31_elements():
     torch.testing.assert_close(
         got[-1:].double(), attention(q[-1:], k[-1:], v[-1:]), rtol=3e-3, atol=3e-3
     )
+    wo = torch.randn(WIDTH, WIDTH, device="cuda", dtype=torch.float16) / WIDTH**0.5
+    x = torch.randn(batch, tokens, WIDTH, device="cuda", dtype=torch.float16)
+    weight = torch.ones(WIDTH, device="cuda", dtype=torch.float16)
+    got = latent_attention.unpack_wo_norm(q, k_sum, v_sum, wo, x, weight, 1e-5)
+    want = attention_added_and_normed(q[-1:], k_sum[-1:], v_sum[-1:], wo, x[-1:], weight)
+    for got_one, want_one in zip(got, want, strict=True):
+        torch.testing.assert_close(got_one[-1:].double(), want_one, rtol=3e-3, atol=3e-3)
 
 
 def test_the_kernels_take_only_the_shapes_they_are_built_for():
@@ -210,6 +279,16 @@ def test_the_kernels_take_only_the_shapes_they_are_built_for():
     assert not handles(latents(32, 24))  # tl.arange needs powers of two
     assert not handles(latents(32, 16))  # a rotated half of 8: under a tensor-core step
     assert not handles(latents(8, 32))
+
+    def wo(width, heads=8):
+        return torch.zeros(width, heads * 32, device="cuda")
+
+    fuses = latent_attention.handles_wo_norm
+    assert fuses(latents(32, 32), wo(256)) and fuses(latents(32, 32), wo(512))
+    assert not fuses(latents(32, 32), wo(384))  # tl.arange over the row needs a power of two
+    assert not fuses(latents(32, 32), wo(1024))  # a row of 1,024 fp32 would not fit registers
+    assert not fuses(torch.zeros(6, 32, 32, device="cuda"), wo(256, heads=6))
+    assert not fuses(latents(32, 24), wo(256))  # what `handles` refuses
 
     def heads(d):
         return torch.zeros(1, 8, 10, d, device="cuda")
@@ -239,9 +318,16 @@ def test_mlp_with_the_gelu_in_the_matmul_epilogue(dtype):
 
 # mla's latent keys 64 wide (48 + 16 for RoPE) are a head size the flash kernel takes, but
 # scaled by mla's own head size, so they stay on SDPA
+# latent with a LayerNorm keeps unpack and `wo` apart (the fused kernel ends in an RMSNorm)
 @pytest.mark.parametrize(
     ("backend", "overrides"),
-    [("latent", {}), ("flash", {}), ("gqa", {}), ("mla", {"kv_lora_rank": 48})],
+    [
+        ("latent", {}),
+        ("latent", {"norm": "layernorm"}),
+        ("flash", {}),
+        ("gqa", {}),
+        ("mla", {"kv_lora_rank": 48}),
+    ],
 )
 @pytest.mark.parametrize("masked", [False, True])
 def test_models_on_the_kernels_match_their_reference(backend, overrides, masked):
@@ -256,6 +342,9 @@ def test_models_on_the_kernels_match_their_reference(backend, overrides, masked)
     spies = {
         "pack": mock.patch.object(latent_attention, "pack", wraps=latent_attention.pack),
         "unpack": mock.patch.object(latent_attention, "unpack", wraps=latent_attention.unpack),
+        "unpack_wo_norm": mock.patch.object(
+            latent_attention, "unpack_wo_norm", wraps=latent_attention.unpack_wo_norm
+        ),
         "flash": mock.patch.object(flash_attention, "attention", wraps=flash_attention.attention),
         "epilogue": mock.patch("torch._addmm_activation", wraps=torch._addmm_activation),
     }
@@ -266,7 +355,12 @@ def test_models_on_the_kernels_match_their_reference(backend, overrides, masked)
         assert not any(spy.called for spy in calls.values())
         got = model(x, mask)
     assert calls["epilogue"].called
-    assert calls["pack"].called == calls["unpack"].called == (backend == "latent")
+    latent = backend == "latent"
+    fused = latent and cfg.norm == "rmsnorm"
+    assert calls["pack"].call_count == (cfg.n_layers if latent else 0)
+    # every block's unpack with `wo` and its add and norm, or every block's plain unpack
+    assert calls["unpack_wo_norm"].call_count == (cfg.n_layers if fused else 0)
+    assert calls["unpack"].call_count == (cfg.n_layers if latent and not fused else 0)
     assert calls["flash"].called == (backend in ("flash", "gqa"))
     torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
 
