@@ -10,8 +10,9 @@ also times the same forward compiled with mode="max-autotune-no-cudagraphs" (Tri
 templates with fused epilogues), which takes minutes to compile. --variants picks the math:
 `reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
 model runs by default), `fast-separate-qkv` (that, but three projection matmuls) and
-`fast-sdpa-attention` (that, but flash's and gqa's attention by SDPA, not the Triton kernel);
-each is also timed eager, and compiled replayed from a CUDA graph.
+`fast-sdpa-attention` (that, but flash's and gqa's attention by SDPA, not the Triton kernel) and
+`fast-separate-unpack` (that, but latent's unpack without `wo`, the residual add and the MLP's
+RMSNorm inside it); each is also timed eager, and compiled replayed from a CUDA graph.
 
     python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
@@ -31,12 +32,15 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.point import MatmulSpec, build_model, measure_matmul_peak, random_batch
+from rfmodel.attention.latent import LatentAttention
 from rfmodel.cuda_graph import cuda_graph
 from rfmodel.kernels import flash_attention, reference_math
 
 TOKENS = 4096
 KINDS = {  # kernel-name fragments -> part; the first that matches wins
-    "attention": ("flash", "fmha", "attention", "sdpa", "_pack_kernel", "_unpack_kernel"),
+    # latent's kernels: _pack_kernel, _unpack_kernel, _unpack_wo_norm_kernel (which also does
+    # `wo`'s work, counted here as attention)
+    "attention": ("flash", "fmha", "attention", "sdpa", "_pack_kernel", "_unpack_"),
     "matmul": ("gemm", "xmma", "cutlass", "nvjet", "sm90", "matmul", "triton_tem"),
 }
 
@@ -55,11 +59,20 @@ def sdpa_attention():
         yield
 
 
+@contextmanager
+def separate_unpack():
+    """The fast path, but latent's unpack, `wo`, the residual add and the MLP's RMSNorm as
+    separate steps (unpack kernel, cuBLAS, Inductor) instead of the one fused kernel."""
+    with mock.patch.object(LatentAttention, "fuses_residual_norm", lambda *args: False):
+        yield
+
+
 VARIANTS = {
     "reference": reference_math,
     "fast": nullcontext,
     "fast-separate-qkv": separate_qkv,
     "fast-sdpa-attention": sdpa_attention,
+    "fast-separate-unpack": separate_unpack,
 }
 
 
