@@ -11,10 +11,11 @@ frames). Step 2 compares token queries with position-free summaries; rotating th
 would add nothing but an absolute-position bias to each token's choice of summary.
 
 On a GPU in bf16/fp16 without autograd both steps run as Triton kernels
-(rfmodel.kernels.latent_attention), the same math with the rotation fused into step 1. When the
-block's next norm is an RMSNorm, step 2 also takes `wo`, the residual add and that norm
-(`residual_norm`): each head's summary values go through its slice of `wo` first (32 rows, not
-every token), so the layer's output, its residual and its norm never make a round trip to memory.
+(rfmodel.kernels.latent_attention), the same math with the rotation fused into step 1. A third
+kernel, not yet on by default (`fuse_residual_norm`), also takes `wo`, the residual add and the
+block's next norm into step 2 when that norm is an RMSNorm (`residual_norm`): each head's summary
+values go through its slice of `wo` first (32 rows, not every token), so the layer's output, its
+residual and its norm never make a round trip to memory.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ if HAS_TRITON:
 
 
 class LatentAttention(MultiHeadAttention):
+    # step 2 with `wo`, the residual add and the next RMSNorm in one kernel: off until it has
+    # been timed on a GPU against the separate steps (the probe's `fast-fused-unpack` variant,
+    # docs/experiments/gpu_roofline, session 23); its GPU tests switch it on
+    fuse_residual_norm = False
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.n_latents = cfg.n_latents
@@ -71,7 +77,7 @@ class LatentAttention(MultiHeadAttention):
         return k_sum, v_sum
 
     def fuses_residual_norm(self, x: Tensor, norm: nn.Module) -> bool:
-        if not (HAS_TRITON and isinstance(norm, RMSNorm)):
+        if not (self.fuse_residual_norm and HAS_TRITON and isinstance(norm, RMSNorm)):
             return False
         on_kernels = fast_path(x, *self.parameters(), norm.weight)
         return on_kernels and latent_attention.handles_wo_norm(self.latents, self.wo.weight)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rfmodel.attention.latent import LatentAttention
 from rfmodel.classifier import MLP, RFClassifier
 from rfmodel.config import ModelConfig
 from rfmodel.kernels import HAS_TRITON, fast_path, reference_math
@@ -320,17 +321,19 @@ def test_mlp_with_the_gelu_in_the_matmul_epilogue(dtype):
 # scaled by mla's own head size, so they stay on SDPA
 # latent with a LayerNorm keeps unpack and `wo` apart (the fused kernel ends in an RMSNorm)
 @pytest.mark.parametrize(
-    ("backend", "overrides"),
+    ("backend", "overrides", "fuse"),
     [
-        ("latent", {}),
-        ("latent", {"norm": "layernorm"}),
-        ("flash", {}),
-        ("gqa", {}),
-        ("mla", {"kv_lora_rank": 48}),
+        ("latent", {}, False),
+        ("latent", {}, True),
+        ("latent", {"norm": "layernorm"}, True),
+        ("flash", {}, False),
+        ("gqa", {}, False),
+        ("mla", {"kv_lora_rank": 48}, False),
     ],
 )
 @pytest.mark.parametrize("masked", [False, True])
-def test_models_on_the_kernels_match_their_reference(backend, overrides, masked):
+def test_models_on_the_kernels_match_their_reference(backend, overrides, fuse, masked, monkeypatch):
+    monkeypatch.setattr(LatentAttention, "fuse_residual_norm", fuse)
     torch.manual_seed(3)
     cfg = ModelConfig(
         attn_backend=backend, n_features=24, n_classes=5, d_model=256, n_heads=8, **overrides
@@ -356,7 +359,7 @@ def test_models_on_the_kernels_match_their_reference(backend, overrides, masked)
         got = model(x, mask)
     assert calls["epilogue"].called
     latent = backend == "latent"
-    fused = latent and cfg.norm == "rmsnorm"
+    fused = latent and fuse and cfg.norm == "rmsnorm"
     assert calls["pack"].call_count == (cfg.n_layers if latent else 0)
     # every block's unpack with `wo` and its add and norm, or every block's plain unpack
     assert calls["unpack_wo_norm"].call_count == (cfg.n_layers if fused else 0)
@@ -365,10 +368,12 @@ def test_models_on_the_kernels_match_their_reference(backend, overrides, masked)
     torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
 
 
-@pytest.mark.parametrize("backend", ["latent", "gqa"])
-def test_the_kernels_under_torch_compile(backend):
+@pytest.mark.parametrize(("backend", "fuse"), [("latent", False), ("latent", True), ("gqa", False)])
+def test_the_kernels_under_torch_compile(backend, fuse, monkeypatch):
     """torch.compile, as the benchmarks and the service's graphs run them, takes the Triton
-    kernels (user-defined kernels, autotuning, inline PTX) and answers as eager does."""
+    kernels (user-defined kernels, autotuning with pruned configs, inline PTX) and answers as
+    eager does."""
+    monkeypatch.setattr(LatentAttention, "fuse_residual_norm", fuse)
     torch.manual_seed(7)
     cfg = ModelConfig(attn_backend=backend, n_features=24, n_classes=5, d_model=256, n_heads=8)
     model = RFClassifier(cfg).eval().to("cuda", torch.bfloat16)

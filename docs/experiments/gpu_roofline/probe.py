@@ -11,8 +11,9 @@ templates with fused epilogues), which takes minutes to compile. --variants pick
 `reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
 model runs by default), `fast-separate-qkv` (that, but three projection matmuls) and
 `fast-sdpa-attention` (that, but flash's and gqa's attention by SDPA, not the Triton kernel) and
-`fast-separate-unpack` (that, but latent's unpack without `wo`, the residual add and the MLP's
-RMSNorm inside it); each is also timed eager, and compiled replayed from a CUDA graph.
+`fast-fused-unpack` (that, and latent's unpack with `wo`, the residual add and the MLP's
+RMSNorm inside it: not yet on by default); each is also timed eager, and compiled replayed
+from a CUDA graph.
 
     python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
@@ -60,10 +61,10 @@ def sdpa_attention():
 
 
 @contextmanager
-def separate_unpack():
-    """The fast path, but latent's unpack, `wo`, the residual add and the MLP's RMSNorm as
-    separate steps (unpack kernel, cuBLAS, Inductor) instead of the one fused kernel."""
-    with mock.patch.object(LatentAttention, "fuses_residual_norm", lambda *args: False):
+def fused_unpack():
+    """The fast path, and latent's unpack, `wo`, the residual add and the MLP's RMSNorm as one
+    kernel (rfmodel.kernels.latent_attention.unpack_wo_norm) instead of separate steps."""
+    with mock.patch.object(LatentAttention, "fuse_residual_norm", True):
         yield
 
 
@@ -72,7 +73,7 @@ VARIANTS = {
     "fast": nullcontext,
     "fast-separate-qkv": separate_qkv,
     "fast-sdpa-attention": sdpa_attention,
-    "fast-separate-unpack": separate_unpack,
+    "fast-fused-unpack": fused_unpack,
 }
 
 
