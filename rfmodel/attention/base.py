@@ -40,9 +40,10 @@ class Mixer(nn.Module, ABC):
     def residual_norm(
         self, h: Tensor, x: Tensor, mask: Tensor | None, rope: Rope, norm: nn.Module
     ) -> tuple[Tensor, Tensor]:
-        """x + self(h, mask, rope) and norm of that, both [B, T, D], where
-        `fuses_residual_norm` says so."""
-        raise NotImplementedError
+        """x + self(h, mask, rope) and norm of that, both [B, T, D]: in one pass where
+        `fuses_residual_norm` says so, else as written here."""
+        x = x + self(h, mask, rope)
+        return x, norm(x)
 
     @abstractmethod
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -85,6 +85,8 @@ class LatentAttention(MultiHeadAttention):
     def residual_norm(
         self, h: Tensor, x: Tensor, mask: Tensor | None, rope: Rope, norm: nn.Module
     ) -> tuple[Tensor, Tensor]:
+        if not self.fuses_residual_norm(x, norm):
+            return super().residual_norm(h, x, mask, rope, norm)
         q, k, v = self.project(h)
         k_sum, v_sum = self.summaries(k, v, mask, rope, fused=True)
         return latent_attention.unpack_wo_norm(

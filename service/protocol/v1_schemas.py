@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,16 +40,16 @@ class Frame(BaseModel):
 # offset and frequency in Hz stay finite: a rate of 1e308 turned them into infinities, null in JSON
 MAX_SAMPLE_RATE = 1e13
 MAX_FREQUENCY = 1e15
+SampleRate = Annotated[float, Field(gt=0, le=MAX_SAMPLE_RATE, allow_inf_nan=False)]
+Frequency = Annotated[float, Field(ge=-MAX_FREQUENCY, le=MAX_FREQUENCY, allow_inf_nan=False)]
 
 
 class FrameQuery(BaseModel):
     """Query parameters of a binary body (a JSON body carries them as fields instead)."""
 
     format: SampleFormat | None = Field(None, description="binary: sample format")
-    sample_rate: float | None = Field(None, gt=0, le=MAX_SAMPLE_RATE, allow_inf_nan=False)
-    center_freq: float | None = Field(
-        None, ge=-MAX_FREQUENCY, le=MAX_FREQUENCY, allow_inf_nan=False
-    )
+    sample_rate: SampleRate | None = None
+    center_freq: Frequency | None = None
     top_k: int = Field(3, ge=1)
     frame_samples: int | None = Field(None, ge=1, description="binary: frame length")
 
@@ -58,12 +58,8 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     frames: list[Frame] = Field(min_length=1, description="frames to classify, each on its own")
-    sample_rate: float | None = Field(
-        None, gt=0, le=MAX_SAMPLE_RATE, allow_inf_nan=False, description="Hz"
-    )
-    center_freq: float | None = Field(
-        None, ge=-MAX_FREQUENCY, le=MAX_FREQUENCY, allow_inf_nan=False, description="Hz"
-    )
+    sample_rate: SampleRate | None = Field(None, description="Hz")
+    center_freq: Frequency | None = Field(None, description="Hz")
     top_k: int = Field(3, ge=1, description="how many classes to list per frame")
 
 

@@ -134,6 +134,23 @@ def test_norm_choice_is_used_everywhere(norm, kind):
     assert all(isinstance(n, kind) for n in norms)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mixers_residual_norm_is_the_residual_add_then_the_norm(backend):
+    """What a block computes when a backend takes the branch, the add and the next norm in one
+    call (latent's fused kernel on a GPU; on the CPU every backend's own two steps)."""
+    model = tiny_model(attn_backend=backend)
+    block = model.blocks[0]
+    x = torch.randn(2, 16, TINY["d_model"], dtype=F64)
+    mask = torch.arange(16) < torch.tensor([[16], [9]])
+    rope = model.rope(16, x.device, x.dtype)
+    h = block.attn_norm(x)
+    added, normed = block.attn.residual_norm(h, x, mask, rope, block.mlp_norm)
+    want = x + block.attn(h, mask, rope)
+    torch.testing.assert_close(added, want)
+    torch.testing.assert_close(normed, block.mlp_norm(want))
+    assert not block.attn.fuses_residual_norm(x, block.mlp_norm)  # CPU, float64
+
+
 def test_dropout_is_active_in_training_only():
     model = tiny_model(dropout=0.5)
     x = torch.randn(2, 16, TINY["n_features"], dtype=F64)
