@@ -53,18 +53,15 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None, rope: Rope) -> Tensor:
-        if self._fused_tail(x):
-            # the branch, the residual add and mlp_norm in one pass (latent's fast path):
-            # neither the branch nor x is written and read back in between
+        if self.training and self.dropout.p > 0:
+            # dropout acts on the branch alone, which a fused kernel never writes
+            x = x + self.dropout(self.attn(self.attn_norm(x), mask, rope))
+            h = self.mlp_norm(x)
+        else:
+            # the branch, the residual add and mlp_norm, in one pass where the backend can
+            # (latent's fast path): neither the branch nor x is written and read back between
             x, h = self.attn.residual_norm(self.attn_norm(x), x, mask, rope, self.mlp_norm)
-            return x + self.dropout(self.mlp(h))
-        x = x + self.dropout(self.attn(self.attn_norm(x), mask, rope))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
-
-    def _fused_tail(self, x: Tensor) -> bool:
-        # dropout would have to act on the branch alone, which the fused kernel never writes
-        dropout = self.training and self.dropout.p > 0
-        return not dropout and self.attn.fuses_residual_norm(x, self.mlp_norm)
+        return x + self.dropout(self.mlp(h))
 
 
 class RFClassifier(nn.Module):
