@@ -31,7 +31,8 @@ FLOOR_MARGIN = 1.3
 def band_gain(segments: torch.Tensor, nfft: int, window: str) -> torch.Tensor:
     """[..., S] complex unit-RMS segments, S a multiple of nfft -> [..., nfft] Wiener gain in
     [0, 1) per Welch bin, DC in the centre bin."""
-    psd = frame_power(frames_of(segments, nfft, max(1, nfft // 2)), window).mean(-2)
+    # overlap nfft // 2 (scipy's welch convention, for odd nfft too)
+    psd = frame_power(frames_of(segments, nfft, nfft - nfft // 2), window).mean(-2)
     k = max(1, int(NOISE_QUANTILE * nfft))
     floor = sorted_ascending(psd)[..., k - 1 : k] * FLOOR_MARGIN  # [..., 1]
     # where(), not a clamp: a silent segment has P = N = 0
@@ -44,7 +45,9 @@ def band_limited(segments: torch.Tensor, nfft: int, window: str) -> torch.Tensor
     unit = rms_normalize(segments)
     per_bin = segments.shape[-1] // nfft
     gain = band_gain(unit, nfft, window)  # [..., nfft]
-    # Welch bin k (centre order) spans the segment's bins k * per_bin - per_bin // 2 onwards
-    fine = gain.repeat_interleave(per_bin, -1).roll(-(per_bin // 2), -1)
+    # Welch bin k (its frequency) spans the segment's bins k * per_bin - per_bin // 2 onwards;
+    # in centre order (DC at index n // 2 for odd lengths too) that is a roll by:
+    shift = segments.shape[-1] // 2 - (nfft // 2) * per_bin - per_bin // 2
+    fine = gain.repeat_interleave(per_bin, -1).roll(shift, -1)
     spectrum = torch.fft.fft(unit) * torch.fft.ifftshift(fine, dim=-1)
     return rms_normalize(torch.fft.ifft(spectrum))

@@ -224,9 +224,7 @@ def _read_sigmf(path: str | Path) -> Recording:
     channels = meta.get_global_field(sigmf.NUM_CHANNELS_KEY, 1)
     if channels != 1:
         raise InvalidFormat("num_channels", f"{path} has {channels} channels; only 1 is supported")
-    # sigmf's autoscale is our scaling (see the module docstring); tests hold the two equal
-    samples = np.ascontiguousarray(_capture_samples(meta), dtype=np.complex64)
-    check_finite(samples)
+    samples = _capture_samples(meta, SIGMF_DATATYPES[datatype])
     captures = meta.get_captures()
     center_freq = captures[0].get(sigmf.FREQUENCY_KEY) if captures else None
     sample_rate = meta.get_global_field(sigmf.SAMPLE_RATE_KEY)
@@ -238,16 +236,28 @@ def _read_sigmf(path: str | Path) -> Recording:
     )
 
 
-def _capture_samples(meta: SigMFFile) -> np.ndarray:
-    """The samples of every capture in order, each without its header bytes (core:header_bytes,
-    which sigmf's read_samples would return as samples). One recording is one tuning: captures at
-    different frequencies are refused, not joined."""
-    captures = meta.get_captures()
-    if not captures:
-        return meta.read_samples()
-    starts = [meta.get_capture_start(i) for i in range(len(captures))]
-    if starts != sorted(starts):
-        raise InvalidFormat("captures", f"not in order of core:sample_start ({starts})")
+def _capture_samples(meta: SigMFFile, fmt: str) -> np.ndarray:
+    """The samples of every capture in order, decoded by `decode`. The byte ranges are worked out
+    here, not by sigmf (1.14), which skips a non-conforming dataset's first core:header_bytes
+    twice and reads core:sample_start as a position in the file, where SigMF makes it absolute
+    (core:offset is the index of the dataset's first sample). Each capture's core:header_bytes
+    precede its samples and core:trailing_bytes end the dataset. One recording is one tuning:
+    captures at different frequencies are refused, not joined."""
+    size = sample_format(fmt).sample_bytes
+    first_index = _metadata_count(meta.get_global_field(sigmf.OFFSET_KEY, 0), "offset")
+    trailing = _metadata_count(meta.get_global_field(sigmf.TRAILING_BYTES_KEY, 0), "trailing_bytes")
+    captures = meta.get_captures() or [{sigmf.SAMPLE_START_KEY: first_index}]
+    starts = [_metadata_count(c.get(sigmf.SAMPLE_START_KEY), "sample_start") for c in captures]
+    headers = [_metadata_count(c.get(sigmf.HEADER_BYTES_KEY, 0), "header_bytes") for c in captures]
+    # sigmf's data offset points past a non-conforming dataset's first header
+    skipped = headers[0] if meta.get_global_field(sigmf.DATASET_KEY) else 0
+    data = _dataset_bytes(meta, skipped, trailing)
+    end = len(data) - trailing
+    if starts != sorted(starts) or starts[0] < first_index:
+        raise InvalidFormat(
+            "captures",
+            f"not in order of core:sample_start from core:offset {first_index} ({starts})",
+        )
     frequencies = {c.get(sigmf.FREQUENCY_KEY) for c in captures}
     if len(frequencies) > 1:
         raise InvalidFormat(
@@ -256,17 +266,45 @@ def _capture_samples(meta: SigMFFile) -> np.ndarray:
             "classify each capture as a recording of its own",
         )
     pieces = []
-    size = meta.get_sample_size()
-    for index in range(len(captures)):
-        first, end = meta.get_capture_byte_boundaries(index)
-        if end < first or (end - first) % size:
+    header_total = 0
+    for index, start in enumerate(starts):
+        header_total += headers[index]
+        first = header_total + (start - first_index) * size
+        last = index + 1 == len(starts)
+        stop = end if last else header_total + (starts[index + 1] - first_index) * size
+        if not first <= stop <= end or (stop - first) % size:
             raise InvalidFormat(
                 "sigmf-data",
-                f"capture {index} spans bytes {first} to {end} of the data: not a whole number "
-                f"of {size}-byte samples (core:header_bytes, or a truncated file)",
+                f"capture {index} spans bytes {first} to {stop} of the data's {end}: not a whole "
+                f"number of {size}-byte samples (core:header_bytes, or a truncated file)",
             )
-        pieces.append(meta.read_samples_in_capture(index))
+        pieces.append(decode(data[first:stop], fmt))
     return np.concatenate(pieces)
+
+
+def _dataset_bytes(meta: SigMFFile, skipped: int, trailing: int) -> memoryview:
+    """The dataset file's bytes, headers and trailer included, from where sigmf points
+    (`skipped` bytes into the file, or into an uncompressed archive at its member)."""
+    start = getattr(meta, "data_offset", 0) - skipped
+    stored = getattr(meta, "data_size_bytes", None)
+    length = None if stored is None else stored + skipped + trailing
+    if meta.data_buffer is not None:
+        view = meta.data_buffer.getbuffer()[start:]
+        return view if length is None else view[:length]
+    if meta.data_file is None or not Path(meta.data_file).is_file():
+        raise InvalidFormat(
+            "sigmf-data",
+            "the recording has no data file (core:dataset, or a .sigmf-data beside the metadata)",
+        )
+    with open(meta.data_file, "rb") as f:
+        f.seek(start)
+        return memoryview(f.read(-1 if length is None else length))
+
+
+def _metadata_count(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidFormat(field, f"SigMF core:{field} {value!r} is not a whole number >= 0")
+    return value
 
 
 def _metadata_number(value: object, field: str, positive: bool = False) -> float | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import operator
 from collections.abc import Callable
 
@@ -170,7 +171,7 @@ def to_db(power: torch.Tensor, floor_db: float) -> torch.Tensor:
 
 
 def check_floor_db(floor_db: object) -> float:
-    if isinstance(floor_db, bool) or not isinstance(floor_db, int | float):
+    if isinstance(floor_db, bool) or not isinstance(floor_db, numbers.Real):
         raise InvalidParameter("floor_db", f"must be a number, got {floor_db!r}")
     # below about -370 dB the float64 linear floor underflows to 0 and log10(0) = -inf returns
     if not -300.0 <= floor_db <= 0.0:

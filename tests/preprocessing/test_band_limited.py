@@ -31,8 +31,9 @@ def reference_band_limited(x, nfft, window):
     way between two takes the upper one's)."""
     gain = reference_gain(x, nfft, window)
     n = x.size
-    freqs = np.fft.fftfreq(n)  # cycles/sample of each DFT bin
-    welch_bin = np.floor(freqs * nfft + 0.5).astype(int) % nfft  # natural order
+    index = np.rint(np.fft.fftfreq(n) * n).astype(int)  # each DFT bin's, signed
+    # nearest: floor(index * nfft / n + 1/2), in integers, where floats would split the ties
+    welch_bin = (2 * index * nfft + n) // (2 * n) % nfft  # natural order
     y = np.fft.ifft(np.fft.fft(x) * np.fft.ifftshift(gain)[welch_bin])
     return y / np.sqrt(np.mean(np.abs(y) ** 2))
 
@@ -51,7 +52,11 @@ def narrow_qpsk(rng, n, samples_per_symbol, snr_db):
     return clean + noise, clean
 
 
-@pytest.mark.parametrize(("n", "nfft", "window"), [(4096, 256, "hann"), (512, 32, "blackman")])
+@pytest.mark.parametrize(
+    ("n", "nfft", "window"),
+    # odd nfft: DC is not half way along the centred bins
+    [(4096, 256, "hann"), (512, 32, "blackman"), (496, 31, "hann"), (744, 31, "blackman")],
+)
 def test_matches_float64_reference(n, nfft, window):
     rng = np.random.default_rng(n)
     x, _ = narrow_qpsk(rng, n, 8, 5.0)

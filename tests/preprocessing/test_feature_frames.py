@@ -82,11 +82,17 @@ def test_config_defaults_and_round_trip():
         assert FeatureConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 
-def test_numpy_integers_are_stored_as_ints_so_the_config_stays_json():
-    cfg = FeatureConfig(nfft=np.int64(64), hop=np.int32(32), recording_segment=np.int64(512))
+def test_numpy_scalars_are_stored_as_ints_and_floats_so_the_config_stays_json():
+    cfg = FeatureConfig(
+        nfft=np.int64(64),
+        hop=np.int32(32),
+        recording_segment=np.int64(512),
+        floor_db=np.float32(-90),
+    )
     assert json.loads(json.dumps(cfg.to_dict()))["nfft"] == 64
-    assert cfg == FeatureConfig(nfft=64, hop=32, recording_segment=512)
+    assert cfg == FeatureConfig(nfft=64, hop=32, recording_segment=512, floor_db=-90.0)
     assert all(type(v) is int for v in (cfg.nfft, cfg.hop, cfg.recording_segment))
+    assert type(cfg.floor_db) is float
 
 
 def test_from_dict_rejects_unknown_keys():

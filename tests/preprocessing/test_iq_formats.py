@@ -1,4 +1,5 @@
 import json
+from io import BytesIO
 
 import numpy as np
 import pytest
@@ -239,6 +240,67 @@ def test_sigmf_header_bytes_are_skipped_not_read_as_samples(tmp_path):
     assert rec.center_freq == 9e8
 
 
+def test_sigmf_non_conforming_dataset_skips_its_header_once(tmp_path):
+    """core:dataset names a file of another format; its first capture's header_bytes come first."""
+    x = random_iq(48)
+    (tmp_path / "capture.bin").write_bytes(b"HDR!" + encode(x, "cf32") + b"TAIL")
+    meta = {
+        "global": {
+            "core:version": "1.0.0",
+            "core:datatype": "cf32_le",
+            "core:sample_rate": 1e6,
+            "core:dataset": "capture.bin",
+            "core:trailing_bytes": 4,
+        },
+        "captures": [{"core:sample_start": 0, "core:header_bytes": 4}],
+        "annotations": [],
+    }
+    (tmp_path / "capture.sigmf-meta").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(read_sigmf(tmp_path / "capture.sigmf-meta").samples, x)
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_sigmf_sample_indices_count_from_core_offset(tmp_path, archive):
+    """The second file of a recording split over files: core:offset is the index of its first
+    sample, and sample_start is absolute (sigmf's own writer requires start >= offset)."""
+    first, second = random_iq(40), random_iq(24)
+    meta = SigMFFile(
+        global_info={sigmf.DATATYPE_KEY: "cf32_le", sigmf.SAMPLE_RATE_KEY: 1e6, "core:offset": 1000}
+    )
+    meta.set_data_file(data_buffer=BytesIO(encode(np.concatenate([first, second]), "cf32")))
+    meta.add_capture(1000, metadata={sigmf.FREQUENCY_KEY: 9e8})
+    meta.add_capture(1040, metadata={sigmf.FREQUENCY_KEY: 9e8})
+    path = tmp_path / ("rec.sigmf" if archive else "rec")
+    meta.tofile(path, toarchive=archive)
+    rec = read_sigmf(path if archive else tmp_path / "rec.sigmf-meta")
+    np.testing.assert_array_equal(rec.samples, np.concatenate([first, second]))
+
+
+@pytest.mark.parametrize(
+    ("captures", "field"),
+    [
+        ([{"core:sample_start": -4}], "sample_start"),
+        ([{"core:sample_start": 0, "core:header_bytes": -8}], "header_bytes"),
+        ([{"core:sample_start": 1.5}], "sample_start"),
+        ([{"core:sample_start": True}], "sample_start"),
+    ],
+    ids=["negative start", "negative header", "fractional start", "boolean start"],
+)
+def test_sigmf_capture_positions_must_be_whole_numbers(tmp_path, captures, field):
+    path = write_captures(tmp_path, encode(random_iq(64), "cf32"), captures)
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(path)
+    assert err.value.field == field and "core:" + field in err.value.message
+
+
+def test_sigmf_without_its_data_file_says_so(tmp_path):
+    meta_path = write_sigmf(tmp_path / "rec", random_iq(64), 1e6)
+    (tmp_path / "rec.sigmf-data").unlink()
+    with pytest.raises(InvalidFormat) as err:
+        read_sigmf(meta_path)
+    assert err.value.field == "sigmf-data" and "no data file" in err.value.message
+
+
 @pytest.mark.parametrize(
     ("captures", "wanted"),
     [
@@ -251,8 +313,9 @@ def test_sigmf_header_bytes_are_skipped_not_read_as_samples(tmp_path):
         ),
         ([{"core:sample_start": 32}, {"core:sample_start": 0}], "not in order"),
         ([{"core:sample_start": 0, "core:header_bytes": 4096}], "not a whole number"),
+        ([{"core:sample_start": 0}, {"core:sample_start": 4096}], "not a whole number"),
     ],
-    ids=["retuned", "out of order", "header past the data"],
+    ids=["retuned", "out of order", "header past the data", "capture past the data"],
 )
 def test_sigmf_captures_that_are_not_one_recording_are_refused(tmp_path, captures, wanted):
     path = write_captures(tmp_path, encode(random_iq(64), "cf32"), captures)
