@@ -63,6 +63,7 @@ def test_v2_bodies(body, header_length, max_json_bytes):
 @FAST
 @example(body=gzip.compress(b"\0" * 5000), encoding="gzip")  # inflates past the limit
 @example(body=zlib.compress(b"abc")[:-3], encoding="deflate")  # truncated
+@example(body=gzip.compress(b"a") + gzip.compress(b"b") + b"junk", encoding="gzip")
 @given(
     body=st.binary(max_size=256) | st.binary(max_size=256).map(gzip.compress),
     encoding=st.sampled_from(["gzip", "deflate", "identity", "br", ""]) | st.text(max_size=8),

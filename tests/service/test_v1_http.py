@@ -23,6 +23,7 @@ from live_servers import TINY_CLASSES, metric
 from preprocessing.formats import FORMATS, decode, encode
 from preprocessing.occupancy import occupied_band
 from rfmodel.bundle import load_bundle
+from service.protocol.limits import MAX_GZIP_MEMBERS
 from service.protocol.v1_schemas import SampleFormat
 
 RNG = np.random.default_rng(20240611)
@@ -179,6 +180,19 @@ def test_compressed_binary_body(server, reference, encoding):
     check_answer(r.json(), reference([iq]))
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(server, reference):
+    """RFC 1952: a gzip file is a series of members, e.g. two gzip files concatenated."""
+    iq = noisy_tone(5000)
+    raw = encode(iq, "cf32")
+    r = httpx.post(
+        f"{server.url}/v1/classify?format=cf32&frame_samples=2500",
+        content=gzip.compress(raw[:12345]) + gzip.compress(raw[12345:]),
+        headers={"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 200, r.text
+    check_answer(r.json(), reference([iq[:2500], iq[2500:]]))
+
+
 GOOD_B64 = base64.b64encode(encode(noisy_tone(512), "cf32")).decode()
 NAN_CF32 = np.full(512, np.nan + 0j, dtype=np.complex64).tobytes()
 BINARY = {"Content-Type": "application/octet-stream"}
@@ -333,6 +347,38 @@ BAD_REQUESTS = {
             "headers": {**BINARY, "Content-Encoding": "gzip"},
         },
         400,
+        "body",
+    ),
+    "data after the gzip data": (
+        {
+            **binary("format=cf32", gzip.compress(encode(noisy_tone(512), "cf32")) + b"junk"),
+            "headers": {**BINARY, "Content-Encoding": "gzip"},
+        },
+        400,
+        "body",
+    ),
+    "data after the deflate data": (
+        {
+            **binary("format=cf32", zlib.compress(encode(noisy_tone(512), "cf32")) * 2),
+            "headers": {**BINARY, "Content-Encoding": "deflate"},
+        },
+        400,
+        "body",
+    ),
+    "gzip members inflating past the body limit together": (
+        {
+            **binary("format=cf32", gzip.compress(b"\0" * 2**19) * 3),
+            "headers": {**BINARY, "Content-Encoding": "gzip"},
+        },
+        413,
+        "body",
+    ),
+    "more gzip members than any gzip writer makes": (
+        {
+            **binary("format=cf32", gzip.compress(b"") * (MAX_GZIP_MEMBERS + 1)),
+            "headers": {**BINARY, "Content-Encoding": "gzip"},
+        },
+        413,
         "body",
     ),
 }
