@@ -9,7 +9,7 @@ refusal is counted exactly once. Stack traces go to the log, never into a body.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -99,13 +99,19 @@ class DeadlinePassed(ServiceError):
 
 
 class HTTPError(ServiceError):
-    """A routing-level refusal from Starlette (unknown path, wrong method)."""
+    """A routing-level refusal from Starlette (unknown path, wrong method), with its headers: a
+    405's Allow lists the methods the path takes (RFC 9110 15.5.6)."""
 
     code = "http_error"
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self._headers = dict(headers or {})
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
 
 GENERIC_INTERNAL = "internal error; the request was not classified"
@@ -133,7 +139,7 @@ def as_service_error(exc: BaseException) -> ServiceError:
         case EngineError():  # BatchFailed: the engine has logged the cause
             return InternalError(GENERIC_INTERNAL)
         case StarletteHTTPException():
-            return HTTPError(exc.status_code, str(exc.detail))
+            return HTTPError(exc.status_code, str(exc.detail), exc.headers)
         case _:
             return InternalError(GENERIC_INTERNAL)
 

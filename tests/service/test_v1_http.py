@@ -458,6 +458,12 @@ def test_unknown_route_is_a_json_404(server):
     assert r.json()["error"]["code"] == "http_error"
 
 
+def test_a_wrong_method_is_a_json_405_naming_the_allowed_one(server):
+    r = httpx.get(f"{server.url}/v1/classify")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert r.json()["error"]["code"] == "http_error"
+
+
 def test_model_description(server, tiny_bundle):
     r = httpx.get(f"{server.url}/v1/model")
     assert r.status_code == 200

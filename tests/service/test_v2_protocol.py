@@ -186,6 +186,12 @@ def test_unknown_model_is_404(client):
     assert not client.is_model_ready("resnet50")
 
 
+def test_a_wrong_method_is_405_naming_the_allowed_one(server):
+    r = httpx.get(f"{server.url}/v2/models/{MODEL}/infer")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert r.json() == {"error": "Method Not Allowed"}
+
+
 def raw_infer(server, body: dict | bytes, headers: dict | None = None) -> httpx.Response:
     if isinstance(body, dict):
         body = json.dumps(body).encode()  # allows NaN, which httpx's json= refuses
