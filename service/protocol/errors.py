@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -140,6 +141,8 @@ def as_service_error(exc: BaseException) -> ServiceError:
             return InternalError(GENERIC_INTERNAL)
         case StarletteHTTPException():
             return HTTPError(exc.status_code, str(exc.detail), exc.headers)
+        case ClientDisconnect():
+            return ClientClosed("the client closed the connection while sending its body")
         case _:
             return InternalError(GENERIC_INTERNAL)
 
@@ -226,6 +229,7 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         ValidationError,
         EngineError,
         StarletteHTTPException,
+        ClientDisconnect,
         Exception,  # raised by middleware outside UnexpectedErrorMiddleware
     ):
         app.add_exception_handler(exc_class, handle)

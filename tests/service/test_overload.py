@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import threading
 import time
@@ -158,6 +159,22 @@ def test_a_client_that_disconnects_while_queued_is_withdrawn_not_computed_nor_co
         assert metric(text, "rfcls_requests_total", outcome="ok", **route) == 1
         assert metric(text, "rfcls_requests_total", outcome="cancelled", **route) == 1
     assert runner.batches == [[1.0]]
+
+
+def test_a_client_that_disconnects_while_sending_its_body_is_cancelled_not_an_error(caplog):
+    with serve(ScriptedRunner()) as s:
+        with socket.create_connection(("127.0.0.1", s.port)) as conn:
+            conn.sendall(
+                b"POST /v2/models/rfcls/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            wait_for(lambda: metric(metrics_of(s.url), "rfcls_inflight_requests") == 1)
+        wait_for(lambda: metric(metrics_of(s.url), "rfcls_inflight_requests") == 0)
+        text = metrics_of(s.url)
+        route = {"route": "/v2/models/{name}/infer", "backend": "mha"}
+        assert metric(text, "rfcls_requests_total", outcome="cancelled", **route) == 1
+        assert metric(text, "rfcls_requests_total", outcome="error", **route) == 0
+    assert [rec for rec in caplog.records if rec.levelno >= logging.ERROR] == []
 
 
 def test_a_model_fault_is_a_generic_500_and_the_next_request_succeeds():
