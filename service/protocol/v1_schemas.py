@@ -10,10 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SampleFormat = Literal["cf32", "ci16", "ci8", "cu8"]
 
 
+# JSON bodies are strict: lax pydantic reads true as 1 and "0.5" as 0.5 (a JSON integer still
+# reads as a float). Query parameters (FrameQuery) arrive as text, so stay lax.
+STRICT_JSON = ConfigDict(extra="forbid", strict=True)
+
+
 class Frame(BaseModel):
     """One frame of IQ samples: raw bytes in a sample format, base64-encoded, or I and Q lists."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_JSON
 
     data: str | None = Field(None, description="base64 of the raw samples, laid out as `format`")
     format: SampleFormat | None = Field(None, description="sample format of `data`")
@@ -55,7 +60,7 @@ class FrameQuery(BaseModel):
 
 
 class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_JSON
 
     frames: list[Frame] = Field(min_length=1, description="frames to classify, each on its own")
     sample_rate: SampleRate | None = Field(None, description="Hz")

@@ -11,10 +11,11 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from service.protocol.errors import BadRequest
 from service.protocol.limits import check_json_size
@@ -31,7 +32,8 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    shape: list[int] = Field(description="dimensions, each >= 0")
+    # strict: lax pydantic reads true as 1 and "256" as 256
+    shape: list[StrictInt] = Field(description="dimensions, each >= 0")
     datatype: str
     parameters: dict[str, Scalar] = Field(default_factory=dict)
     data: list[Any] | None = None
@@ -94,6 +96,19 @@ def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -
     return ParsedRequest(request, raw)
 
 
+JSON_TYPE_NAMES = {bool: "booleans", str: "strings", type(None): "nulls", dict: "objects"}
+
+
+def leaf_types(data: list[Any]) -> set[type]:
+    """The types of the values in `data`, in nested lists (rows of a tensor, which v2 allows) the
+    values at the bottom. One pass in C over each level, about 13 ns a value: as long as numpy
+    takes to read them as float64, a quarter of what parsing their JSON took."""
+    types = set(map(type, data))
+    if types == {list}:
+        return leaf_types(list(chain.from_iterable(data)))
+    return types
+
+
 def tensor_bytes(tensor: RequestInput, raw: bytes | None) -> bytes:
     """The tensor's elements as contiguous little-endian bytes of its datatype."""
     dtype = NUMPY_DTYPES.get(tensor.datatype)
@@ -114,6 +129,13 @@ def tensor_bytes(tensor: RequestInput, raw: bytes | None) -> bytes:
         return raw
     if tensor.data is None:
         raise BadRequest("no 'data' and no binary_data_size", f"{tensor.name}.data")
+    # numpy would read true as 1 and "0.5" as 0.5 (a list beside numbers is ragged: refused below)
+    strays = leaf_types(tensor.data) - {int, float, list}
+    if strays:
+        held = ", ".join(sorted(JSON_TYPE_NAMES[t] for t in strays))
+        raise BadRequest(
+            f"not an array of {tensor.datatype} numbers: it holds {held}", f"{tensor.name}.data"
+        )
     try:
         values = np.asarray(tensor.data, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float64

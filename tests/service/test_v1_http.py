@@ -319,6 +319,32 @@ BAD_REQUESTS = {
         422,
         "sample_rate",
     ),
+    # JSON's true and "0.5" are no numbers, though lax pydantic reads them as 1 and 0.5
+    "top_k a boolean": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "top_k": True}),
+        422,
+        "top_k",
+    ),
+    "sample rate a boolean": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "sample_rate": True}),
+        422,
+        "sample_rate",
+    ),
+    "centre frequency a string": (
+        json_body({"frames": [{"data": GOOD_B64, "format": "cf32"}], "center_freq": "1e9"}),
+        422,
+        "center_freq",
+    ),
+    "booleans as samples": (
+        json_body({"frames": [{"i": [True, False] * 256, "q": [0.1] * 512}]}),
+        422,
+        "frames.0.i.0",
+    ),
+    "numeric strings as samples": (
+        json_body({"frames": [{"i": [0.1] * 512, "q": ["0.1"] * 512}]}),
+        422,
+        "frames.0.q.0",
+    ),
     "centre frequency past any receiver (binary)": (
         binary("format=cf32&center_freq=-1e300", encode(noisy_tone(512), "cf32")),
         422,

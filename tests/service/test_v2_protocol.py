@@ -227,6 +227,10 @@ BAD_V2 = {
         "parameters.timeout",
     ),
     "sample past a float": (iq_input([1, 512, 2], [10**400] + [0.1] * 1023), "IQ.data"),
+    # JSON's true and "0.5" are no numbers, though numpy reads them as 1.0 and 0.5
+    "booleans as data": (iq_input([1, 512, 2], [True, 0.1] * 512), "IQ.data"),
+    "numeric strings as data": (iq_input([1, 512, 2], ["0.1"] * 1024), "IQ.data"),
+    "booleans in nested data": (iq_input([1, 512, 2], [[[0.1, False]] * 512]), "IQ.data"),
 }
 
 
@@ -245,6 +249,9 @@ def test_malformed_and_invalid_v2_bodies(server):
     assert r.status_code == 422 and "inputs" in r.json()["error"]
     r = raw_infer(server, {"id": "no inputs"})
     assert r.status_code == 422 and r.json()["error"] == "inputs: Field required"
+    for shape in ([True, 512, 2], ["1", "512", "2"]):
+        r = raw_infer(server, iq_input(shape, [0.1] * 1024))
+        assert r.status_code == 422 and "inputs.0.shape.0" in r.json()["error"], r.text
     r = raw_infer(server, b'{"inputs":[]}', headers={"Inference-Header-Content-Length": "999"})
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
     r = raw_infer(server, b"\x1f\x8bnot gzip", headers={"Content-Encoding": "gzip"})
