@@ -135,10 +135,7 @@ def from_iq_lists(i: Sequence[float], q: Sequence[float]) -> np.ndarray:
     if parts[0].size != parts[1].size:
         raise InvalidFormat("q", f"has {parts[1].size} values but i has {parts[0].size}")
     for name, arr in zip(("i", "q"), parts, strict=True):
-        check_finite(arr, field=name)
-        # finite as float64 yet infinite once stored as float32
-        if arr.size and np.abs(arr).max() > FLOAT32_MAX:
-            raise InvalidSamples(name, f"values beyond +-{FLOAT32_MAX:.4g} do not fit in float32")
+        check_float32(arr, field=name)
     iq = np.empty(parts[0].size, dtype=np.complex64)
     iq.real = parts[0]
     iq.imag = parts[1]
@@ -152,6 +149,14 @@ def check_finite(values: np.ndarray, field: str = "samples") -> None:
         raise InvalidSamples(
             field, f"{int(bad.sum())} values are NaN or infinite (the first at index {first})"
         )
+
+
+def check_float32(values: np.ndarray, field: str) -> None:
+    """Values that float32 holds: finite, and none so large that, finite as float64, it turns
+    infinite once stored as float32."""
+    check_finite(values, field)
+    if values.size and np.abs(values).max() > FLOAT32_MAX:
+        raise InvalidSamples(field, f"values beyond +-{FLOAT32_MAX:.4g} do not fit in float32")
 
 
 # The sigmf library checks its schema only when asked to; malformed metadata surfaces as whatever

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from preprocessing import formats
 from service.protocol.errors import BadRequest
 from service.protocol.limits import check_json_size
 
@@ -147,10 +148,20 @@ def tensor_bytes(tensor: RequestInput, raw: bytes | None) -> bytes:
             f"{values.size} values for shape {tensor.shape} ({count} expected)",
             f"{tensor.name}.data",
         )
-    if np.issubdtype(dtype, np.integer):
+    if dtype is np.float32:
+        formats.check_float32(values, f"{tensor.name}.data")
+    else:
+        if not np.array_equal(values, np.round(values)):
+            raise BadRequest(
+                f"values that are not whole numbers ({tensor.datatype} holds integers)",
+                f"{tensor.name}.data",
+            )
         info = np.iinfo(dtype)
-        if not np.all((values == np.round(values)) & (values >= info.min) & (values <= info.max)):
-            raise BadRequest(f"values outside {tensor.datatype}", f"{tensor.name}.data")
+        if not np.all((values >= info.min) & (values <= info.max)):
+            raise BadRequest(
+                f"values outside {tensor.datatype} ({info.min} to {info.max})",
+                f"{tensor.name}.data",
+            )
     return values.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
 
 

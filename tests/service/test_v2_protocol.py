@@ -210,7 +210,8 @@ BAD_V2 = {
     "wrong datatype": (iq_input([1, 512, 2], [1] * 1024, "INT32"), "IQ.datatype"),
     "wrong shape": (iq_input([1, 512, 3], [0.1] * 1536), "IQ.shape"),
     "data and shape disagree": (iq_input([1, 512, 2], [0.1] * 1000), "IQ.data"),
-    "NaN": (iq_input([1, 512, 2], [float("nan")] * 1024), "IQ: 512 values are NaN"),
+    "NaN": (iq_input([1, 512, 2], [float("nan")] * 1024), "IQ.data: 1024 values are NaN"),
+    "past float32": (iq_input([1, 512, 2], [1e39] + [0.1] * 1023), "IQ.data: values beyond"),
     "too few samples": (iq_input([1, 8, 2], [0.1] * 16), "IQ.0: got 8 samples"),
     "unknown output": (
         {**iq_input([1, 512, 2], [0.1] * 1024), "outputs": [{"name": "LOGITS"}]},
@@ -220,7 +221,11 @@ BAD_V2 = {
         {**iq_input([1, 512, 2], [0.1] * 1024), "parameters": {"timeout": -5}},
         "parameters.timeout",
     ),
-    "int8 out of range": (iq_input([1, 512, 2], [300] * 1024, "INT8"), "IQ.data"),
+    "int8 out of range": (iq_input([1, 512, 2], [300] * 1024, "INT8"), "IQ.data: values outside"),
+    "int8 not whole": (
+        iq_input([1, 512, 2], [1.5] + [1] * 1023, "INT8"),
+        "IQ.data: values that are not whole",
+    ),
     # JSON integers have no size limit; past float64 they must not overflow into a 500
     "timeout past a float": (
         {**iq_input([1, 512, 2], [0.1] * 1024), "parameters": {"timeout": 10**400}},
