@@ -11,9 +11,11 @@ initialised in the workers.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import gc
 import logging
+import multiprocessing
 import signal
 import socket
 import sys
@@ -87,6 +89,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._engine = engine
         self.engine_failed = False
+        # a worker's: when its event loop last ran (time.monotonic), read by its supervisor
+        self.heartbeat: ctypes.c_double | None = None
 
     @property
     def engine_warmed_up(self) -> bool:
@@ -104,6 +108,8 @@ class DrainingServer(uvicorn.Server):
         if not self.engine_failed and not self._engine.live:
             log.error("the engine has failed; ending this server process")
             self.engine_failed = True
+        if self.heartbeat is not None:
+            self.heartbeat.value = time.monotonic()
         return self.engine_failed or await super().on_tick(counter)
 
 
@@ -196,13 +202,16 @@ def load_server(settings: Settings) -> DrainingServer | None:
     return server
 
 
-def serve_worker(settings: Settings, sockets: list[socket.socket]) -> None:
+def serve_worker(
+    settings: Settings, heartbeat: ctypes.c_double, sockets: list[socket.socket]
+) -> None:
     """A worker process's whole life: its own model copy and engine, serving the parent's socket."""
     configure_logging(settings)
     server = load_server(settings)
     if server is None:
         # uvicorn's convention: the supervisor stops rather than restart a worker that cannot start
         sys.exit(STARTUP_FAILURE)
+    server.heartbeat = heartbeat
     server.run(sockets)
     if server.engine_failed:
         # a warm-up that failed will fail again: stop, as for a worker that cannot start; an
@@ -216,7 +225,11 @@ class Workers:
     logged and replaced, one that fails to start stops them all, and SIGINT or SIGTERM stops every
     worker, each draining its requests first. Multiprocess itself is not used because it builds its
     children's server from its own classes (uvicorn 0.54), and ours must drain the engine; nor are
-    its health pings, which would have to be answered while a worker imports torch."""
+    its health pings, which would have to be answered while a worker imports torch. In their
+    place each serving worker stamps a heartbeat every tick of its event loop, and one whose loop
+    has not run for `stall_s` is killed and replaced: the container's liveness probe cannot see
+    it, since whichever worker takes the probe answers it, while the connections the wedged one
+    holds hang."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
@@ -224,19 +237,20 @@ class Workers:
         self._config = uvicorn_config(settings, app=None)
         self._stop_signal: int | None = None
         self._failed = False
-        self._processes: list[SpawnProcess] = []
+        self._workers: list[tuple[SpawnProcess, ctypes.c_double]] = []  # and heartbeat
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         with multiprocess_metrics_dir():
             sock = self._config.bind_socket()
-            self._processes = [self._start(sock) for _ in range(self._settings.workers)]
+            self._workers = [self._start(sock) for _ in range(self._settings.workers)]
             while True:
                 time.sleep(SUPERVISE_EVERY_S)
                 # checked before replacing: a signal to the process group also stops the workers
                 if self._stop_signal is not None or self._failed:
                     break
+                self._kill_wedged()
                 self._replace_dead(sock)
             if self._stop_signal is not None:
                 log.info("%s: stopping the workers", signal.Signals(self._stop_signal).name)
@@ -248,17 +262,32 @@ class Workers:
     def _on_signal(self, sig: int, frame: types.FrameType | None) -> None:
         self._stop_signal = sig
 
-    def _start(self, sock: socket.socket) -> SpawnProcess:
+    def _start(self, sock: socket.socket) -> tuple[SpawnProcess, ctypes.c_double]:
+        # 0 until the worker serves: loading and warming up are the startup probe's to time
+        heartbeat = multiprocessing.get_context("spawn").RawValue(ctypes.c_double, 0.0)
         # spawned, never forked: a child forked after CUDA was initialised cannot use it
         process = get_subprocess(
-            self._config, functools.partial(serve_worker, self._settings), [sock]
+            self._config, functools.partial(serve_worker, self._settings, heartbeat), [sock]
         )
         process.start()
         log.info("started worker [%d]", process.pid)
-        return process
+        return process, heartbeat
+
+    def _kill_wedged(self) -> None:
+        now = time.monotonic()
+        for process, heartbeat in self._workers:
+            silent_s = now - heartbeat.value
+            if heartbeat.value and silent_s > self._settings.stall_s and process.is_alive():
+                log.error(
+                    "worker [%d]: its event loop has not run for %.0f s; killing it",
+                    process.pid,
+                    silent_s,
+                )
+                process.kill()
+                process.join()
 
     def _replace_dead(self, sock: socket.socket) -> None:
-        for i, process in enumerate(self._processes):
+        for i, (process, _) in enumerate(self._workers):
             if process.is_alive():
                 continue
             process.join()
@@ -270,13 +299,13 @@ class Workers:
             log.error(
                 "worker [%d] died (exit code %s); starting another", process.pid, process.exitcode
             )
-            self._processes[i] = self._start(sock)
+            self._workers[i] = self._start(sock)
 
     def _stop_all(self) -> None:
-        for process in self._processes:
+        for process, _ in self._workers:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the worker drains, as a single process does
-        for process in self._processes:
+        for process, _ in self._workers:
             process.join()
             worker_exited(process.pid)
         log.info("all workers have stopped")

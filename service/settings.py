@@ -135,9 +135,10 @@ class Settings(BaseSettings):
         description="a batch still running after this many seconds marks the engine failed (a "
         "hung device call answers nobody): /healthz/live answers 503, readiness goes false, "
         "and the server process ends so that its supervisor or the container restarts it; "
-        "also the longest shutdown waits for the engine. Far above a legitimate batch: one "
-        "frame of 262,144 samples (the default max_samples) takes about 0.75 s on 2 CPU cores "
-        "with mha, so 16 of them about 12 s",
+        "with workers, also how long a worker's event loop may stop before the supervisor kills "
+        "and replaces it; also the longest shutdown waits for the engine. Far above a "
+        "legitimate batch: one frame of 262,144 samples (the default max_samples) takes about "
+        "0.75 s on 2 CPU cores with mha, so 16 of them about 12 s",
     )
     keep_alive_s: float = Field(
         75.0,
