@@ -219,7 +219,7 @@ def _read_bundle(path: Path, attn_backend: str | None) -> Bundle:
     try:
         model_config = ModelConfig.from_dict(raw["model"])
         feature_config = FeatureConfig.from_dict(raw["features"])
-        classes = tuple(raw["classes"])
+        classes = tuple(raw["classes"]) if isinstance(raw["classes"], list) else ()
     except KeyError as exc:
         raise BundleError(f"{path / CONFIG_FILE} lacks the key {exc}") from exc
     if attn_backend is not None and attn_backend != model_config.attn_backend:
@@ -229,6 +229,12 @@ def _read_bundle(path: Path, attn_backend: str | None) -> Bundle:
                 f"{model_config.attn_backend!r}; its weights cannot run as {attn_backend!r}"
             )
         model_config = ModelConfig.from_dict({**raw["model"], "attn_backend": attn_backend})
+    names_ok = all(isinstance(c, str) and c for c in classes) and len(set(classes)) == len(classes)
+    if not names_ok or len(classes) != model_config.n_classes:
+        raise BundleError(
+            f"{path / CONFIG_FILE}: classes must be {model_config.n_classes} distinct names, one "
+            f"per output of the model; got {raw['classes']!r}"
+        )
     check_compatible(model_config, feature_config, f"{path}: ")
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():

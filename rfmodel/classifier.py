@@ -110,8 +110,9 @@ class RFClassifier(nn.Module):
     def forward(
         self, x: Tensor, mask: Tensor | None = None, recording: Tensor | None = None
     ) -> Tensor:
-        """x [B, T, F] features, mask [B, T] bool (True = real token) or None, recording [B, F]
-        the recording's features (only and always with a recording head) -> logits [B, C]."""
+        """x [B, T, F] features, mask [B, T] bool (True = real token; each sequence's real tokens
+        first) or None, recording [B, F] the recording's features (only and always with a
+        recording head) -> logits [B, C]."""
         return self.add_recording(self.sequence_logits(x, mask), recording)
 
     def sequence_logits(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -203,9 +204,16 @@ class RFClassifier(nn.Module):
                 f"mask: expected bool [{x.shape[0]}, {x.shape[1]}], "
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
-        shortest = int(mask.sum(dim=1).min())
+        lengths = mask.sum(dim=1)
+        prefix = torch.arange(mask.shape[1], device=mask.device) < lengths[:, None]
+        # one read back from the device for both checks
+        shortest, right_padded = torch.stack([lengths.min(), (mask == prefix).all()]).tolist()
         if shortest == 0:
             raise ValueError("mask: every sequence needs at least one real token")
+        if not right_padded:
+            # latent and latte rotate keys by absolute position: a token's position must not
+            # depend on the padding before it
+            raise ValueError("mask: each sequence's real tokens must come first (padding last)")
         # a batch of equal lengths runs unmasked (SDPA can then pick its fastest kernel)
         return None if shortest == x.shape[1] else mask
 

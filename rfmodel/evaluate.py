@@ -164,12 +164,24 @@ def score(
 
 
 def display_names(paths: list[Path]) -> list[str]:
-    """Directory names, with the parent where two would read the same."""
-    names = [p.resolve().name for p in paths]
-    return [
-        f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n
-        for p, n in zip(paths, names, strict=True)
-    ]
+    """Directory names, with as many parents as tell apart two that would read the same (the
+    names key the results and the plots' files)."""
+    resolved = [p.resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        raise EvaluateError(
+            f"model_dirs: a directory is given twice ({', '.join(map(str, paths))})"
+        )
+
+    def tail(p: Path, depth: int) -> str:
+        return "/".join(p.parts[-depth:])
+
+    names = []
+    for p in resolved:
+        depth = 1
+        while any(tail(q, depth) == tail(p, depth) for q in resolved if q != p):
+            depth += 1
+        names.append(tail(p, depth))
+    return names
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:

@@ -60,8 +60,10 @@ class LatteAttention(MultiHeadAttention):
         return y
 
     def kv_state_numel(self, batch: int, seq_len: int) -> int:
-        # token K/V read by the latents + the L latent states the tokens read
-        return batch * self.n_heads * (2 * seq_len + self.n_latents) * self.head_dim
+        # token K/V read by the latents + the L latent states the tokens read (+ with a window,
+        # the zero-padded copies of K and V its windows are views of)
+        padded = 2 * (seq_len + 2 * self.window) if self.window else 0
+        return batch * self.n_heads * (2 * seq_len + self.n_latents + padded) * self.head_dim
 
 
 def sliding_window_attention(
@@ -73,8 +75,10 @@ def sliding_window_attention(
     b, _, t, d = q.shape
     span = 2 * window + 1
     # entry j of token t's window is token t - window + j; zero-pad the ends so every window is full
-    k_win = F.pad(k, (0, 0, window, window)).unfold(2, span, 1)  # [B,H,T,d,W]
-    v_win = F.pad(v, (0, 0, window, window)).unfold(2, span, 1)  # [B,H,T,dv,W]
+    k_padded, v_padded = (F.pad(x, (0, 0, window, window)) for x in (k, v))  # [B,H,T+2w,d]
+    note_kv_state(k_padded, v_padded)
+    k_win = k_padded.unfold(2, span, 1)  # [B,H,T,d,W]
+    v_win = v_padded.unfold(2, span, 1)  # [B,H,T,dv,W]
     scores = torch.einsum("bhtd,bhtdw->bhtw", q, k_win) * d**-0.5  # [B, H, T, W]
     real = q.new_zeros(b, t + 2 * window, dtype=torch.bool)
     real[:, window : window + t] = True if mask is None else mask

@@ -115,6 +115,9 @@ def damage_config(change):
         damage_config(lambda c: c["model"].update(d_model="big")),
         damage_config(lambda c: c["model"].update(d_model=32)),  # weights of another shape
         damage_config(lambda c: c.update(classes=5)),
+        damage_config(lambda c: c.update(classes=c["classes"][:-1])),  # an output without a name
+        damage_config(lambda c: c.update(classes="".join(c["classes"]))),
+        damage_config(lambda c: c.update(classes=[c["classes"][0]] * len(c["classes"]))),
         damage_config(lambda c: c.update(model=None)),
         damage_config(lambda c: c["features"].update(nfft=-1)),
         lambda path: (path / CONFIG_FILE).write_text("[1, 2]"),
@@ -125,6 +128,9 @@ def damage_config(change):
         "d_model a string",
         "d_model of another model",
         "classes a number",
+        "classes one short",
+        "classes a string",
+        "classes repeated",
         "model null",
         "nfft negative",
         "config a list",

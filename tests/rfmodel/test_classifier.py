@@ -102,7 +102,10 @@ def test_lengths_across_the_supported_range_run():
         ((2, 16, 10), torch.ones(2, 16, dtype=torch.int64), "mask"),
         ((2, 16, 10), torch.ones(2, 15, dtype=torch.bool), "mask"),
         ((2, 16, 10), torch.arange(16).expand(2, 16) < torch.tensor([[5], [0]]), "mask"),
+        # padding first: latent and latte place RoPE by absolute position
+        ((2, 16, 10), torch.arange(16).expand(2, 16) >= torch.tensor([[5], [0]]), "mask"),
     ],
+    ids=["features wide", "features flat", "mask int", "mask short", "mask empty", "mask left"],
 )
 def test_bad_inputs_name_the_field(x_shape, mask, field):
     with pytest.raises(ValueError, match=f"^{field}:"):

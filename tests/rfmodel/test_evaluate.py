@@ -10,7 +10,7 @@ from preprocessing.features import FeatureConfig
 from rfmodel.bundle import model_config_for, save_bundle
 from rfmodel.classifier import RFClassifier
 from rfmodel.data import CLASSES
-from rfmodel.evaluate import EVAL_SEED, score
+from rfmodel.evaluate import EVAL_SEED, EvaluateError, display_names, score
 from service.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -151,6 +151,14 @@ def test_a_smaller_run_keeps_the_metrics_of_a_larger_one(tmp_path, tiny_bundles)
     results = json.loads((out / "metrics.json").read_text())
     results[written.name]["model"].pop("path")
     assert json.loads((written / "metrics.json").read_text()) == results[written.name]
+
+
+def test_display_names_tell_every_model_apart(tmp_path):
+    """They key the results and name the plots' files: two alike would overwrite each other."""
+    paths = [tmp_path / "x/run1/mha-rmsnorm", tmp_path / "y/run1/mha-rmsnorm", tmp_path / "gqa"]
+    assert display_names(paths) == ["x/run1/mha-rmsnorm", "y/run1/mha-rmsnorm", "gqa"]
+    with pytest.raises(EvaluateError, match="model_dirs: a directory is given twice"):
+        display_names([tmp_path / "gqa", tmp_path / "x/../gqa"])
 
 
 def test_evaluate_reports_a_missing_model_dir(tmp_path, capsys):
