@@ -271,16 +271,14 @@ def _wo_norm_configs() -> list[triton.Config]:
     ]
 
 
-def _groups_dividing_heads(configs, named_args, **kwargs):
-    """Configs whose head group divides the head count (a model with 2 heads takes 1 or 2)."""
-    return [c for c in configs if kwargs["H"] % c.kwargs["GROUP"] == 0]
+# Every config's head group must divide the head count, so handles_wo_norm asks for a multiple
+# of the largest. Not pruned by head count in the autotuner: torch 2.11's torch.compile then
+# fails on a model whose layers call the kernel twice ("ListVariable ... is already tracked for
+# mutation": dynamo wraps the config list for each call; H100, session 24).
+WO_NORM_HEADS = max(c.kwargs["GROUP"] for c in _wo_norm_configs())
 
 
-@triton.autotune(
-    configs=_wo_norm_configs(),
-    key=["H", "M", "D", "DIM", "row_scale"],
-    prune_configs_by={"early_config_prune": _groups_dividing_heads},
-)
+@triton.autotune(configs=_wo_norm_configs(), key=["H", "M", "D", "DIM", "row_scale"])
 @triton.jit
 def _unpack_wo_norm_kernel(
     q_ptr, k_ptr, vw_ptr, x_ptr, g_ptr, x_out_ptr, normed_ptr,
@@ -339,12 +337,14 @@ def _unpack_wo_norm_kernel(
 
 
 def handles_wo_norm(latents: Tensor, wo: Tensor) -> bool:
-    """Whether unpack_wo_norm takes these shapes: `handles`, and a power-of-two head count and
-    model width (tl.arange), the width at most 512 (its fp32 row lives in registers)."""
+    """Whether unpack_wo_norm takes these shapes: `handles`, a power-of-two head count and
+    model width (tl.arange), the width at most 512 (its fp32 row lives in registers), and a
+    head count that every config's head group divides (WO_NORM_HEADS)."""
     h, _, _ = latents.shape
     dim = wo.shape[0]
     powers = all(n & (n - 1) == 0 for n in (h, dim))
-    return powers and 32 <= dim <= 512 and handles(latents)
+    heads = h % WO_NORM_HEADS == 0
+    return powers and heads and 32 <= dim <= 512 and handles(latents)
 
 
 def unpack_wo_norm(

@@ -289,6 +289,9 @@ def test_the_kernels_take_only_the_shapes_they_are_built_for():
     assert not fuses(latents(32, 32), wo(384))  # tl.arange over the row needs a power of two
     assert not fuses(latents(32, 32), wo(1024))  # a row of 1,024 fp32 would not fit registers
     assert not fuses(torch.zeros(6, 32, 32, device="cuda"), wo(256, heads=6))
+    # 2 heads: a config's group of 4 would not divide them
+    assert not fuses(torch.zeros(2, 32, 32, device="cuda"), wo(64, heads=2))
+    assert fuses(torch.zeros(4, 32, 32, device="cuda"), wo(128, heads=4))  # the shipped size
     assert not fuses(latents(32, 24), wo(256))  # what `handles` refuses
 
     def heads(d):
