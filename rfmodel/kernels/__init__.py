@@ -1,9 +1,9 @@
 """The GPU inference fast path: where PyTorch's own kernels leave time on the table for this
 model's shapes (docs/experiments/gpu_roofline), the same layers computed another way:
 
-- `latent`'s two attention steps as Triton kernels (rfmodel.kernels.latent_attention), and a
-  third, not yet on by default, that also takes `wo`, the residual add and the next RMSNorm
-  into the second (`LatentAttention.fuse_residual_norm`);
+- `latent`'s two attention steps as Triton kernels (rfmodel.kernels.latent_attention), the
+  second with `wo`, the residual add and the next RMSNorm taken in
+  (`LatentAttention.fuse_residual_norm`);
 - `flash`'s and `gqa`'s softmax attention at small head sizes as a Triton kernel with packed
   exponentials (rfmodel.kernels.flash_attention, through rfmodel.attention.base.grouped_sdpa);
 - the MLP's GELU in the epilogue of cuBLASLt's `up` matmul (rfmodel.classifier.MLP);

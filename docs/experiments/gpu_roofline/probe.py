@@ -11,9 +11,9 @@ templates with fused epilogues), which takes minutes to compile. --variants pick
 `reference` (plain torch: cuBLAS, SDPA, Inductor), `fast` (rfmodel.kernels' fast path, as the
 model runs by default), `fast-separate-qkv` (that, but three projection matmuls) and
 `fast-sdpa-attention` (that, but flash's and gqa's attention by SDPA, not the Triton kernel) and
-`fast-fused-unpack` (that, and latent's unpack with `wo`, the residual add and the MLP's
-RMSNorm inside it: not yet on by default); each is also timed eager, and compiled replayed
-from a CUDA graph.
+`fast-separate-unpack` (that, but latent's unpack, `wo`, the residual add and the MLP's RMSNorm
+as separate steps, the default until session 24; `fast-fused-unpack` before, when the fused
+kernel was off by default); each is also timed eager, and compiled replayed from a CUDA graph.
 
     python docs/experiments/gpu_roofline/probe.py [--batch 256] [--variants ...] [--autotune]
 """
@@ -61,10 +61,10 @@ def sdpa_attention():
 
 
 @contextmanager
-def fused_unpack():
-    """The fast path, and latent's unpack, `wo`, the residual add and the MLP's RMSNorm as one
-    kernel (rfmodel.kernels.latent_attention.unpack_wo_norm) instead of separate steps."""
-    with mock.patch.object(LatentAttention, "fuse_residual_norm", True):
+def separate_unpack():
+    """The fast path, but latent's unpack, `wo`, the residual add and the MLP's RMSNorm as
+    separate steps instead of one kernel (rfmodel.kernels.latent_attention.unpack_wo_norm)."""
+    with mock.patch.object(LatentAttention, "fuse_residual_norm", False):
         yield
 
 
@@ -73,7 +73,7 @@ VARIANTS = {
     "fast": nullcontext,
     "fast-separate-qkv": separate_qkv,
     "fast-sdpa-attention": sdpa_attention,
-    "fast-fused-unpack": fused_unpack,
+    "fast-separate-unpack": separate_unpack,
 }
 
 
