@@ -9,7 +9,7 @@ import json
 import pytest
 
 from benchmarks import overload, soak
-from benchmarks.load import quantile
+from benchmarks.load import Answer, quantile
 from service.metrics import REJECTION_REASONS
 from service.protocol.instrumentation import route_label
 
@@ -18,6 +18,24 @@ def test_quantile_is_the_nearest_rank():
     values = [5.0, 1.0, 4.0, 2.0, 3.0]
     assert [quantile(values, q) for q in (0.2, 0.5, 0.99, 1.0)] == [1.0, 3.0, 5.0, 5.0]
     assert quantile([], 0.5) is None
+
+
+def answer(status: int, latency_s: float = 0.005, late_s: float = 0.001) -> Answer:
+    retry_after = "1" if status == 503 else None
+    return Answer("classify", status, latency_s, late_s, retry_after, b"")
+
+
+def test_overload_checks_judge_the_generator_by_lateness_and_refuse_an_all_refused_run():
+    on_time = [answer(200)] * 90 + [answer(503)] * 10
+    checks = overload.judge(on_time, None, budget_ms=30.0, growth_mib=1.0, counts_agree=True)
+    assert all(checks.values()), checks  # however many arrivals the Poisson draw made
+    late = [answer(200, late_s=0.05)] * 100
+    checks = overload.judge(late, None, budget_ms=30.0, growth_mib=1.0, counts_agree=True)
+    assert not checks["load generator kept up (p99 send lateness <= 10 ms)"]
+    # nothing admitted is no evidence that admitted requests meet the budget
+    refused = [answer(503)] * 100
+    checks = overload.judge(refused, None, budget_ms=30.0, growth_mib=1.0, counts_agree=True)
+    assert not checks["admitted p99 within the budget"]
 
 
 def test_every_soak_request_is_a_classification_with_a_known_refusal_reason():
