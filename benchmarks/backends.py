@@ -58,7 +58,7 @@ NORM_ABLATION_BACKEND = "flash"  # the shipped LayerNorm model (mha-layernorm we
 DEFAULT_INPUT_SAMPLES = 4096  # what rfcls evaluate and the training stream use
 BUDGET_MS = Settings.model_fields["latency_budget_ms"].default
 # what a report resumed with --resume must share with the run resuming it
-SWEEP_IDENTITY = ("device", "lengths", "limits", "model_sizes", "latency_budget_ms")
+SWEEP_IDENTITY = ("device", "lengths", "limits", "model_sizes", "latency_budget_ms", "compile")
 
 
 @dataclass(frozen=True)
@@ -284,8 +284,28 @@ class Progress:
         report[name] = measure() if earlier.get(name) is None else earlier[name]
         self.save()
 
+    def merged(self) -> dict:
+        """The report with the earlier one's rows and entries for models this run has not
+        measured (a resume with other --backends keeps them), those rows first."""
+        report = dict(self.report)
+        rows = {"points": ("size", "model"), "norm_pairs": ("size", "backend")}
+        for section, fields in rows.items():
+            if section not in report:
+                continue
+            measured = {tuple(row[f] for f in fields) for row in report[section]}
+            kept = [
+                row
+                for row in self._earlier.get(section, [])
+                if tuple(row[f] for f in fields) not in measured
+            ]
+            report[section] = kept + report[section]
+        for section in ("budget_search", "accuracy"):
+            if section in report:
+                report[section] = {**self._earlier.get(section, {}), **report[section]}
+        return report
+
     def save(self) -> None:
-        write_report_files(self.report, self.out)
+        write_report_files(self.merged(), self.out)
 
 
 def resumed_report(out: Path, report: dict, machine: str) -> dict | None:
@@ -457,6 +477,7 @@ def run(args: argparse.Namespace) -> int:
         "versions": versions(),
         "threads": 1 if device.type == "cpu" else None,
         "latency_budget_ms": args.budget_ms,
+        "compile": args.compile,
         "lengths": list(lengths),
         "limits": asdict(limits),
         "model_sizes": {
@@ -489,6 +510,7 @@ def run(args: argparse.Namespace) -> int:
     norm_pairs(args, limits, device, progress)
     budget_search(args, limits, device, progress)
     shipped_accuracy(args, limits, device, progress)
+    report = progress.merged()
     report["hardware"] = hardware(device, load_at_start)  # with the load at the end
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     del report["partial"]

@@ -72,21 +72,29 @@ class CutOff(Exception):
     """A device call's time limit, arriving during the budget search."""
 
 
+def cut(*_):
+    raise CutOff
+
+
+def cut_off_run(out: Path, monkeypatch) -> tuple[list[str], dict]:
+    """A flash,latent run cut off in the budget search: its arguments and partial report."""
+    import benchmarks.backends as backends
+
+    args = [*QUICK, "--out", str(out), "--backends", "flash,latent"]
+    monkeypatch.setattr(backends, "measure_budget_search", cut)
+    with pytest.raises(CutOff):
+        rfcls(args)
+    monkeypatch.undo()
+    return args, json.loads(out.with_suffix(".json").read_text())
+
+
 def test_a_run_cut_off_keeps_its_measurements_and_resume_goes_on(
     tmp_path: Path, monkeypatch, capsys
 ):
     import benchmarks.backends as backends
 
     out = tmp_path / "backends"
-    args = [*QUICK, "--out", str(out), "--backends", "flash,latent"]
-
-    def cut(*_):
-        raise CutOff
-
-    monkeypatch.setattr(backends, "measure_budget_search", cut)
-    with pytest.raises(CutOff):
-        rfcls(args)
-    partial = json.loads(out.with_suffix(".json").read_text())
+    args, partial = cut_off_run(out, monkeypatch)
     assert partial["partial"] is True and "charts" not in partial
     assert len(partial["points"]) == 6 and len(partial["norm_pairs"]) == 2
     assert partial["budget_search"] == {} and partial["accuracy"] == {}
@@ -94,7 +102,6 @@ def test_a_run_cut_off_keeps_its_measurements_and_resume_goes_on(
     assert "**Partial:**" in md and "| latent | 64 | ok |" in md and "(not finished)" in md
 
     # resumed: nothing measured before is measured again, and the report is whole
-    monkeypatch.undo()
     monkeypatch.setattr(backends, "measure_sweep_point", cut)
     monkeypatch.setattr(backends, "measure_norm_pair_at", cut)
     assert rfcls([*args, "--resume"]) == 0
@@ -119,6 +126,28 @@ def test_a_run_cut_off_keeps_its_measurements_and_resume_goes_on(
     out.with_suffix(".json").write_text(json.dumps(partial))
     assert rfcls([*args, "--resume"]) == 2
     assert "was measured on another CPU" in capsys.readouterr().err
+
+
+def test_a_resume_with_fewer_backends_keeps_the_others_rows(tmp_path: Path, monkeypatch, capsys):
+    import benchmarks.backends as backends
+
+    out = tmp_path / "backends"
+    args, partial = cut_off_run(out, monkeypatch)
+    monkeypatch.setattr(backends, "measure_sweep_point", cut)
+    latent_only = [*args[: args.index("--backends")], "--backends", "latent"]
+    assert rfcls([*latent_only, "--resume"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+
+    def rows(report: dict) -> list:
+        return sorted(report["points"], key=lambda row: (row["model"], row["tokens"]))
+
+    assert rows(report) == rows(partial) and report["norm_pairs"] == partial["norm_pairs"]
+    assert "| flash | 64 | ok |" in out.with_suffix(".md").read_text()
+    # nor is a compiled sweep resumed by an eager one: its rows would mix the two
+    partial["compile"] = True
+    out.with_suffix(".json").write_text(json.dumps(partial))
+    assert rfcls([*latent_only, "--resume"]) == 2
+    assert "is of another sweep (its compile differs)" in capsys.readouterr().err
 
 
 def test_progress_takes_an_earlier_entry_at_any_depth_and_measures_the_rest(
