@@ -73,7 +73,8 @@ def markdown(report: dict) -> str:
         "(mean), beside wall time because other work on a shared machine stretches wall time only",
         "- throughput: forward pass only (features precomputed), recordings/s at the largest "
         f"power-of-two batch up to {limits['max_batch']} whose forward fits in memory and in "
-        f"{limits['call_limit_s']:g} s; median over the repeats shown",
+        f"{limits['call_limit_s']:g} s (a warm call's time, where the first is over); median "
+        "over the repeats shown",
         "- KV MB: the backend's own K/V (or latent) state, `model.kv_memory_bytes`, at the "
         "throughput batch and per recording; peak MB: measured growth during one forward at "
         "the throughput batch (CUDA max_memory_allocated, or the process's peak RSS on CPU)",

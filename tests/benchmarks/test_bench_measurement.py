@@ -4,6 +4,7 @@ statuses, and the CUDA paths (skipped without a GPU)."""
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import pytest
 import torch
@@ -208,6 +209,32 @@ def test_the_batch_search_tries_each_batch_with_the_last_one_freed(monkeypatch):
         result = point.measure_throughput(model, spec, torch.device("cpu"))
     assert result["batch"] == 8 and [b["batch"] for b in result["batches"]] == [1, 2, 4, 8]
     assert len(alive) >= 5  # the four tries and the timed batch
+
+
+def test_the_batch_search_stops_on_a_slow_warm_call_not_a_slow_first_one(monkeypatch):
+    """Batch 4's first call pays a one-off cost past the limit (autotuning at a new shape): its
+    warm call decides. Batch 8's warm calls are over the limit too: the search stops there."""
+    calls: dict[int, int] = {}
+
+    def random_batch(model, batch, tokens, device, dtype):
+        forward = lambda: None  # noqa: E731
+        forward.batch = batch
+        return forward
+
+    def time_once(forward, device):
+        batch = forward.batch
+        calls[batch] = calls.get(batch, 0) + 1
+        return 1.0 if batch == 4 and calls[batch] == 1 else 0.02 * batch
+
+    monkeypatch.setattr(point, "random_batch", random_batch)
+    monkeypatch.setattr(point, "time_once", time_once)
+    monkeypatch.setattr(point, "peak_growth_bytes", lambda fn, device: fn() or 0)
+    monkeypatch.setattr(point, "time_calls", lambda forward, device, *limits: [0.08] * 5)
+    spec = replace(tiny_point(max_batch=16), call_limit_s=0.1)
+    model = build_model(spec.size, spec.backend, spec.norm, torch.device("cpu"))
+    result = point.measure_throughput(model, spec, torch.device("cpu"))
+    assert result["batch"] == 4 and result["batch_limited_by"] == "time limit at batch 8"
+    assert result["batches"][2]["warm_call_s"] == 0.08
 
 
 def test_norm_pairs_are_sized_by_warm_calls_and_alternate_their_order(monkeypatch):
