@@ -133,6 +133,17 @@ def _read_up_to(source: BinaryIO, size: int) -> bytes:
     return b"".join(pieces)
 
 
+def request_frames(capture: Capture, frame_samples: int, limits: dict) -> int:
+    """Frames a request: one for a live stream (batching would hold the first frame back until
+    the last arrived), else up to FRAMES_PER_REQUEST within the service's frame and body limits,
+    at least one (a frame past them is the service's to refuse)."""
+    if capture.live:
+        return 1
+    frame_bytes = frame_samples * sample_format(capture.fmt).sample_bytes
+    fitting = min(limits["max_frames_per_request"], limits["max_body_bytes"] // frame_bytes)
+    return max(1, min(FRAMES_PER_REQUEST, fitting))
+
+
 def chunks(
     capture: Capture, frame_samples: int, frames_per_request: int, min_samples: int
 ) -> Iterator[tuple[int, bytes]]:
@@ -236,16 +247,15 @@ def run(args: argparse.Namespace) -> int:
     headers = {"Content-Type": "application/octet-stream"}
     if key := os.environ.get("RFCLS_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
-    # a live stream sends each frame alone: batching frames would hold the first one back until
-    # the last arrived
-    frames_per_request = 1 if capture.live else FRAMES_PER_REQUEST
     size = "a live stream" if capture.live else f"{capture.n_samples} samples"
     route = "/v1/scan" if args.scan else "/v1/classify"
     frame = 0
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
             model = _checked(client.get("/v1/model"))
-            min_samples = model["limits"]["min_samples"]
+            limits = model["limits"]
+            min_samples = limits["min_samples"]
+            frames_per_request = request_frames(capture, args.frame_samples, limits)
             print(f"# {args.path}: {size}, model {model['version']}")
             columns = [
                 "frame",

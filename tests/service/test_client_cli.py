@@ -78,6 +78,21 @@ def test_raw_file_drops_a_tail_shorter_than_one_fft(server, tmp_path):
     assert [r[2] for r in table] == server_labels(server.url, decode(raw, "ci8")[: 5 * 1024], 1024)
 
 
+def test_a_file_is_sent_in_requests_within_the_services_limits(server, tmp_path):
+    """Five frames of 256 KiB are past the server's 1 MiB body limit in one request (its
+    /v1/model says so): the client sends four, then one."""
+    path = tmp_path / "capture.cf32"
+    iq = noise(5 * 32_768)
+    path.write_bytes(encode(iq, "cf32"))
+    result = rfcls_classify(str(path), "--url", server.url, "--frame-samples", "32768")
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    assert [int(r[1]) for r in table] == [k * 32_768 for k in range(5)]
+    assert [r[2] for r in table] == server_labels(server.url, iq[: 4 * 32_768], 32_768) + (
+        server_labels(server.url, iq[4 * 32_768 :], 32_768)
+    )
+
+
 def test_live_stream_answers_each_frame_as_it_arrives(server):
     """On standard input the first frame is answered while the stream is still open."""
     iq = noise(2 * 4096 + 2048)  # the 2048-sample tail is a frame of its own
@@ -183,7 +198,8 @@ def overloaded_every_other_request():
             self.wfile.write(data)
 
         def do_GET(self):
-            self.reply(200, {"version": "stand-in", "limits": {"min_samples": 64}})
+            limits = {"min_samples": 64, "max_frames_per_request": 64, "max_body_bytes": 2**24}
+            self.reply(200, {"version": "stand-in", "limits": limits})
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
