@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import sigmf
@@ -207,15 +208,62 @@ def raw_file_format(path: Path, fmt: str | None) -> str | None:
 def read_sigmf(path: str | Path) -> Recording:
     """Read a single-channel SigMF recording: a .sigmf-meta or .sigmf-data path, their common base
     name, or a .sigmf archive. The data type comes from the metadata."""
+    stream = open_sigmf(path)
     try:
-        return _read_sigmf(path)
+        samples = decode(stream.read(), stream.fmt)
+    finally:
+        stream.close()
+    return Recording(samples, stream.sample_rate, stream.center_freq, stream.datatype)
+
+
+@dataclass
+class SigmfStream:
+    """A SigMF recording opened for reading: its samples' bytes in `fmt`, capture after capture,
+    read as asked for (`read`, as a file's), and what its metadata says."""
+
+    source: BinaryIO  # the dataset file, or the archive's member inflated into memory
+    ranges: list[tuple[int, int]]  # each capture's sample bytes in source, [first, stop)
+    fmt: str
+    datatype: str
+    sample_rate: float | None
+    center_freq: float | None
+
+    @property
+    def n_samples(self) -> int:
+        return sum(stop - first for first, stop in self.ranges) // FORMATS[self.fmt].sample_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        pieces = []
+        while self.ranges and size:
+            first, stop = self.ranges[0]
+            n = stop - first if size < 0 else min(size, stop - first)
+            self.source.seek(first)
+            piece = self.source.read(n)
+            if len(piece) < n:
+                raise InvalidFormat("sigmf-data", "the data file ended before its last capture")
+            pieces.append(piece)
+            size -= n if size > 0 else 0
+            self.ranges[0] = (first + n, stop)
+            if first + n == stop:
+                self.ranges.pop(0)
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def open_sigmf(path: str | Path) -> SigmfStream:
+    """Open a single-channel SigMF recording (as read_sigmf takes it) for reading its samples a
+    piece at a time."""
+    try:
+        return _open_sigmf(path)
     except InputError:
         raise
     except SIGMF_READ_ERRORS as exc:
         raise InvalidFormat("sigmf", f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _read_sigmf(path: str | Path) -> Recording:
+def _open_sigmf(path: str | Path) -> SigmfStream:
     meta = sigmffile.fromfile(str(path))
     if not isinstance(meta, SigMFFile):
         raise InvalidFormat("sigmf", f"{path} is a SigMF collection, not a single recording")
@@ -229,35 +277,30 @@ def _read_sigmf(path: str | Path) -> Recording:
     channels = meta.get_global_field(sigmf.NUM_CHANNELS_KEY, 1)
     if channels != 1:
         raise InvalidFormat("num_channels", f"{path} has {channels} channels; only 1 is supported")
-    samples = _capture_samples(meta, SIGMF_DATATYPES[datatype])
+    fmt = SIGMF_DATATYPES[datatype]
     captures = meta.get_captures()
     center_freq = captures[0].get(sigmf.FREQUENCY_KEY) if captures else None
-    sample_rate = meta.get_global_field(sigmf.SAMPLE_RATE_KEY)
-    return Recording(
-        samples=samples,
-        sample_rate=_metadata_number(sample_rate, "sample_rate", positive=True),
-        center_freq=_metadata_number(center_freq, "frequency"),
-        datatype=datatype,
+    sample_rate = _metadata_number(
+        meta.get_global_field(sigmf.SAMPLE_RATE_KEY), "sample_rate", positive=True
     )
+    center_freq = _metadata_number(center_freq, "frequency")
+    source, ranges = _capture_ranges(meta, fmt)
+    return SigmfStream(source, ranges, fmt, datatype, sample_rate, center_freq)
 
 
-def _capture_samples(meta: SigMFFile, fmt: str) -> np.ndarray:
-    """The samples of every capture in order, decoded by `decode`. The byte ranges are worked out
-    here, not by sigmf (1.14), which skips a non-conforming dataset's first core:header_bytes
-    twice and reads core:sample_start as a position in the file, where SigMF makes it absolute
-    (core:offset is the index of the dataset's first sample). Each capture's core:header_bytes
-    precede its samples and core:trailing_bytes end the dataset. One recording is one tuning:
-    captures at different frequencies are refused, not joined."""
+def _capture_ranges(meta: SigMFFile, fmt: str) -> tuple[BinaryIO, list[tuple[int, int]]]:
+    """The dataset, opened, and where each capture's samples lie in it. The byte ranges are
+    worked out here, not by sigmf (1.14), which skips a non-conforming dataset's first
+    core:header_bytes twice and reads core:sample_start as a position in the file, where SigMF
+    makes it absolute (core:offset is the index of the dataset's first sample). Each capture's
+    core:header_bytes precede its samples and core:trailing_bytes end the dataset. One recording
+    is one tuning: captures at different frequencies are refused, not joined."""
     size = sample_format(fmt).sample_bytes
     first_index = _metadata_count(meta.get_global_field(sigmf.OFFSET_KEY, 0), "offset")
     trailing = _metadata_count(meta.get_global_field(sigmf.TRAILING_BYTES_KEY, 0), "trailing_bytes")
     captures = meta.get_captures() or [{sigmf.SAMPLE_START_KEY: first_index}]
     starts = [_metadata_count(c.get(sigmf.SAMPLE_START_KEY), "sample_start") for c in captures]
     headers = [_metadata_count(c.get(sigmf.HEADER_BYTES_KEY, 0), "header_bytes") for c in captures]
-    # sigmf's data offset points past a non-conforming dataset's first header
-    skipped = headers[0] if meta.get_global_field(sigmf.DATASET_KEY) else 0
-    data = _dataset_bytes(meta, skipped, trailing)
-    end = len(data) - trailing
     if starts != sorted(starts) or starts[0] < first_index:
         raise InvalidFormat(
             "captures",
@@ -270,7 +313,11 @@ def _capture_samples(meta: SigMFFile, fmt: str) -> np.ndarray:
             f"at {len(frequencies)} frequencies ({', '.join(map(str, frequencies))}); "
             "classify each capture as a recording of its own",
         )
-    pieces = []
+    # sigmf's data offset points past a non-conforming dataset's first header
+    skipped = headers[0] if meta.get_global_field(sigmf.DATASET_KEY) else 0
+    source, base, length = _dataset(meta, skipped, trailing)
+    end = length - trailing
+    ranges = []
     header_total = 0
     for index, start in enumerate(starts):
         header_total += headers[index]
@@ -278,32 +325,35 @@ def _capture_samples(meta: SigMFFile, fmt: str) -> np.ndarray:
         last = index + 1 == len(starts)
         stop = end if last else header_total + (starts[index + 1] - first_index) * size
         if not first <= stop <= end or (stop - first) % size:
+            source.close()
             raise InvalidFormat(
                 "sigmf-data",
                 f"capture {index} spans bytes {first} to {stop} of the data's {end}: not a whole "
                 f"number of {size}-byte samples (core:header_bytes, or a truncated file)",
             )
-        pieces.append(decode(data[first:stop], fmt))
-    return np.concatenate(pieces)
+        ranges.append((base + first, base + stop))
+    return source, ranges
 
 
-def _dataset_bytes(meta: SigMFFile, skipped: int, trailing: int) -> memoryview:
-    """The dataset file's bytes, headers and trailer included, from where sigmf points
-    (`skipped` bytes into the file, or into an uncompressed archive at its member)."""
+def _dataset(meta: SigMFFile, skipped: int, trailing: int) -> tuple[BinaryIO, int, int]:
+    """The dataset file opened, where it starts in what was opened and its length, headers and
+    trailer included: sigmf points `skipped` bytes into it (into an uncompressed archive, at its
+    member; a compressed archive's member it has inflated into memory)."""
     start = getattr(meta, "data_offset", 0) - skipped
     stored = getattr(meta, "data_size_bytes", None)
-    length = None if stored is None else stored + skipped + trailing
     if meta.data_buffer is not None:
-        view = meta.data_buffer.getbuffer()[start:]
-        return view if length is None else view[:length]
-    if meta.data_file is None or not Path(meta.data_file).is_file():
+        source = meta.data_buffer
+        available = len(source.getbuffer()) - start
+    elif meta.data_file is not None and Path(meta.data_file).is_file():
+        source = open(meta.data_file, "rb")  # noqa: SIM115 (the stream's to close)
+        available = Path(meta.data_file).stat().st_size - start
+    else:
         raise InvalidFormat(
             "sigmf-data",
             "the recording has no data file (core:dataset, or a .sigmf-data beside the metadata)",
         )
-    with open(meta.data_file, "rb") as f:
-        f.seek(start)
-        return memoryview(f.read(-1 if length is None else length))
+    length = available if stored is None else min(available, stored + skipped + trailing)
+    return source, start, length
 
 
 def _metadata_count(value: object, field: str) -> int:

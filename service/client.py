@@ -17,20 +17,13 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
 
 from preprocessing.errors import InputError, InvalidFormat
-from preprocessing.formats import (
-    FORMATS,
-    encode,
-    raw_file_format,
-    read_sigmf,
-    sample_format,
-)
+from preprocessing.formats import FORMATS, open_sigmf, raw_file_format, sample_format
 
 STDIN = Path("-")
 
@@ -106,14 +99,14 @@ def open_capture(path: Path, fmt: str | None) -> Capture:
         return Capture(sys.stdin.buffer, fmt, None, None, None)
     fmt = raw_file_format(path, fmt)
     if fmt is None:
-        recording = read_sigmf(path)
-        samples = recording.samples
+        # its samples in its own format, read a request at a time as a raw file's are
+        recording = open_sigmf(path)
         return Capture(
-            BytesIO(encode(samples, "cf32")),
-            "cf32",
+            recording,
+            recording.fmt,
             recording.sample_rate,
             recording.center_freq,
-            len(samples),
+            recording.n_samples,
         )
     size = path.stat().st_size
     sample_bytes = sample_format(fmt).sample_bytes

@@ -13,6 +13,7 @@ from preprocessing.formats import (
     decode,
     encode,
     from_iq_lists,
+    open_sigmf,
     read_sigmf,
     write_sigmf,
 )
@@ -299,6 +300,23 @@ def test_sigmf_without_its_data_file_says_so(tmp_path):
     with pytest.raises(InvalidFormat) as err:
         read_sigmf(meta_path)
     assert err.value.field == "sigmf-data" and "no data file" in err.value.message
+
+
+def test_a_sigmf_stream_reads_the_captures_a_piece_at_a_time(tmp_path):
+    """What rfcls classify sends a request at a time: pieces that cross the captures' headers
+    add up to the recording's samples, in its own format."""
+    first, second = random_iq(40), random_iq(24)
+    header = b"H" * 16
+    data = header + encode(first, "cf32") + header + encode(second, "cf32")
+    captures = [
+        {"core:sample_start": 0, "core:header_bytes": 16},
+        {"core:sample_start": 40, "core:header_bytes": 16},
+    ]
+    stream = open_sigmf(write_captures(tmp_path, data, captures))
+    assert (stream.fmt, stream.n_samples) == ("cf32", 64)
+    pieces = iter(lambda: stream.read(7 * 8), b"")
+    np.testing.assert_array_equal(decode(b"".join(pieces), "cf32"), np.concatenate([first, second]))
+    stream.close()
 
 
 @pytest.mark.parametrize(
