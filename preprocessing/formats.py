@@ -222,15 +222,12 @@ class SigmfStream:
     read as asked for (`read`, as a file's), and what its metadata says."""
 
     source: BinaryIO  # the dataset file, or the archive's member inflated into memory
-    ranges: list[tuple[int, int]]  # each capture's sample bytes in source, [first, stop)
+    ranges: list[tuple[int, int]]  # the captures' sample bytes in source not yet read
     fmt: str
+    n_samples: int
     datatype: str
     sample_rate: float | None
     center_freq: float | None
-
-    @property
-    def n_samples(self) -> int:
-        return sum(stop - first for first, stop in self.ranges) // FORMATS[self.fmt].sample_bytes
 
     def read(self, size: int = -1) -> bytes:
         pieces = []
@@ -285,7 +282,8 @@ def _open_sigmf(path: str | Path) -> SigmfStream:
     )
     center_freq = _metadata_number(center_freq, "frequency")
     source, ranges = _capture_ranges(meta, fmt)
-    return SigmfStream(source, ranges, fmt, datatype, sample_rate, center_freq)
+    n_samples = sum(stop - first for first, stop in ranges) // FORMATS[fmt].sample_bytes
+    return SigmfStream(source, ranges, fmt, n_samples, datatype, sample_rate, center_freq)
 
 
 def _capture_ranges(meta: SigMFFile, fmt: str) -> tuple[BinaryIO, list[tuple[int, int]]]:
