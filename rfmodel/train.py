@@ -778,7 +778,9 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     end = schedule_end if args.stop_at is None else min(schedule_end, args.stop_at)
     budget = None
     if args.time_limit is not None:
-        budget = TimeBudget(args.time_limit, started, fit_after=warmup_steps(args) - start)
+        budget = TimeBudget(
+            args.time_limit, started, fit_after=warmup_steps(args) - start, planned=args.steps
+        )
 
     loader = training_loader(
         args.seed,
@@ -801,7 +803,10 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     meter = Meter(names, args.batch_size, device)
     t_start = time.perf_counter()
     step = start
-    for step, (iq, labels, _snr) in zip(range(start + 1, end + 1), loader, strict=False):
+    # a time limit may move the end later again (rfmodel/time_budget.py), up to --steps, also
+    # past the end a resumed run's checkpoint brought; a run already at its end does no more
+    last = args.steps if budget is not None and start < end else end
+    for step, (iq, labels, _snr) in zip(range(start + 1, last + 1), loader, strict=False):
         iq = iq.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         # float32, outside autocast: FFTs in fp32
@@ -819,7 +824,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         log.bar.update(1)
         if budget is not None:
             end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device)
-            if end < schedule_end:
+            if end != schedule_end:
                 fitted_end = schedule_end = end
 
         if step % args.log_every == 0 or step == end:
@@ -884,7 +889,7 @@ def fit_to_budget(
         # the ranks' clocks differ a little: all stop at the earliest end any of them needs
         agreed = torch.tensor([end if fitted is None else fitted], device=device)
         torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
-        fitted = int(agreed.item()) if int(agreed.item()) < end else None
+        fitted = int(agreed.item()) if int(agreed.item()) != end else None
     if fitted is None:
         return end
     end_schedules(members, args, fitted)

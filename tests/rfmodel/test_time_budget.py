@@ -4,10 +4,17 @@ unit with a fake clock, then a real tiny run that must end early with its weight
 import json
 
 import pytest
+import torch
 
 from rfmodel.bundle import load_bundle
-from rfmodel.time_budget import RATE_MARGIN, SETTLE_STEPS, TimeBudget, steps_within
-from rfmodel.train import LOG_FILE, MIN_LR_RATIO
+from rfmodel.time_budget import (
+    EXTEND_BEFORE,
+    RATE_MARGIN,
+    SETTLE_STEPS,
+    TimeBudget,
+    steps_within,
+)
+from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO
 from service.cli import main
 from tests.rfmodel.test_train import TINY
 
@@ -23,7 +30,7 @@ def run_fake(budget: TimeBudget, step_s, end: int, setup_s: float = 0.0):
     """Steps taking step_s(done) seconds each after setup_s, from the budget's start, until the
     end: the (step, new end) pairs the budget gave, and the clock at the end."""
     changes, now = [], setup_s
-    for done in range(1, end + 1):
+    for done in range(1, budget.planned + 1):
         now += step_s(done)
         new_end = budget.after_step(done, done, end, now=now)
         if new_end is not None:
@@ -35,12 +42,12 @@ def run_fake(budget: TimeBudget, step_s, end: int, setup_s: float = 0.0):
 
 
 def test_a_plan_that_fits_is_left_alone():
-    budget = TimeBudget(100.0, 0.0, fit_after=50)
+    budget = TimeBudget(100.0, 0.0, fit_after=50, planned=1000)
     assert run_fake(budget, lambda _: 0.01, end=1000)[0] == []
 
 
 def test_a_plan_too_long_ends_at_the_warmup_fit_with_the_reserve_kept():
-    budget = TimeBudget(100.0, 0.0, fit_after=50)
+    budget = TimeBudget(100.0, 0.0, fit_after=50, planned=10_000)
     changes, elapsed = run_fake(budget, lambda _: 0.1, end=10_000, setup_s=5.0)
     assert [done for done, _ in changes] == [50]
     assert elapsed <= 100 - budget.reserve_s
@@ -49,7 +56,7 @@ def test_a_plan_too_long_ends_at_the_warmup_fit_with_the_reserve_kept():
 
 
 def test_steps_that_slow_down_move_the_end_sooner_and_the_run_ends_in_time():
-    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
+    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20, planned=10_000)
     # ten times slower after step 200
     changes, elapsed = run_fake(budget, lambda done: 0.1 if done <= 200 else 1.0, end=10_000)
     assert changes[0][0] == SETTLE_STEPS + 20
@@ -58,8 +65,27 @@ def test_steps_that_slow_down_move_the_end_sooner_and_the_run_ends_in_time():
     assert elapsed <= 100 - budget.reserve_s + 10 * 1.0  # within one guard interval of the reserve
 
 
+def test_an_end_fitted_to_slow_first_steps_moves_later_once_they_speed_up():
+    budget = TimeBudget(100.0, 0.0, fit_after=50, planned=10_000)
+    # a loader ramping up: steps 0.2 s each until step 80, then 0.1 s
+    changes, elapsed = run_fake(budget, lambda done: 0.2 if done <= 80 else 0.1, end=10_000)
+    first_end = changes[0][1]
+    assert changes[0][0] == 50 and first_end < 500  # fitted to the slow steps
+    assert changes[-1][1] > 1.3 * first_end  # moved later as the steps sped up
+    assert all(done < EXTEND_BEFORE * end for done, end in changes[1:])
+    assert 100 - budget.reserve_s - 10 < elapsed <= 100 - budget.reserve_s  # the limit used
+
+
+def test_time_left_unused_late_in_the_run_leaves_the_end_alone():
+    budget = TimeBudget(100.0, 0.0, fit_after=50, planned=10_000)
+    # steady, then three times faster from step 400: past a quarter of the end fitted at 50
+    changes, elapsed = run_fake(budget, lambda done: 0.1 if done <= 400 else 0.033, end=10_000)
+    assert [done for done, _ in changes] == [50]
+    assert elapsed < 80  # finished early: the cosine under way is not stretched
+
+
 def test_a_sudden_stall_stops_the_run_where_it_stands():
-    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20)
+    budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20, planned=10_000)
     # a 70 s stall at step 500, past the reserve: nothing to refit, only to stop
     changes, elapsed = run_fake(budget, lambda done: 70.0 if done == 500 else 0.05, end=10_000)
     late_at, late_end = changes[-1]
@@ -86,3 +112,23 @@ def test_time_limit_and_stop_at_together_are_refused(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path), *TINY, "--steps", "4", "--stop-at", "2"]
     assert main([*args, "--time-limit", "60"]) == 2
     assert "time-limit" in capsys.readouterr().err
+
+
+def test_the_training_loop_follows_an_end_moved_sooner_then_later(tmp_path, monkeypatch):
+    moves = {3: 6, 4: 9}  # done -> the end the budget gives
+
+    def after_step(self, done, step, end, now=None):
+        return moves.get(done)
+
+    monkeypatch.setattr(TimeBudget, "after_step", after_step)
+    args = ["train", "--out", str(tmp_path), *TINY, "--steps", "12", "--warmup-steps", "2"]
+    assert main([*args, "--time-limit", "600", "--log-every", "1"]) == 0
+    record = load_bundle(tmp_path / "mha-rmsnorm").training
+    assert record["steps"] == 9 and record["planned_steps"] == 12
+    events = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    last = [e for e in events if e["event"] == "train"][-1]
+    assert last["step"] == 9 and last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)
+    # the checkpoint keeps the later end, so --resume finds the run complete, not 3 steps short
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["fitted_end"] == 9
+    assert main([*args, "--time-limit", "600", "--resume"]) == 0
+    assert load_bundle(tmp_path / "mha-rmsnorm").training["steps"] == 9
