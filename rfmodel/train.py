@@ -823,7 +823,7 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         meter.add(losses_and_correct)
         log.bar.update(1)
         if budget is not None:
-            end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device)
+            end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device, log)
             if end != schedule_end:
                 fitted_end = schedule_end = end
 
@@ -881,9 +881,10 @@ def fit_to_budget(
     args: argparse.Namespace,
     ranks: Ranks,
     device: torch.device,
+    log: RunLog,
 ) -> int:
     """The run's last step after `done` steps of this job under --time-limit; when it moves, the
-    cosine of every model is stretched to end there, on every rank alike."""
+    cosine of every model is stretched to end there, on every rank alike, and the log says so."""
     fitted = budget.after_step(done, step, end)
     if ranks.world_size > 1 and budget.decides(done):
         # the ranks' clocks differ a little: all stop at the earliest end any of them needs
@@ -893,12 +894,12 @@ def fit_to_budget(
     if fitted is None:
         return end
     end_schedules(members, args, fitted)
-    if ranks.main:
-        print(
-            f"time limit {args.time_limit:g} s: the run ends at step {fitted} of {args.steps} "
-            f"({budget.elapsed_s(time.perf_counter()):.0f} s in)",
-            flush=True,
-        )
+    elapsed_s = budget.elapsed_s(time.perf_counter())
+    log.event(
+        {"event": "end_moved", "step": step, "end": fitted, "elapsed_s": elapsed_s},
+        f"time limit {args.time_limit:g} s: the run ends at step {fitted} of {args.steps} "
+        f"({elapsed_s:.0f} s in)",
+    )
     return fitted
 
 

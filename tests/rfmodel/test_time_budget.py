@@ -84,6 +84,16 @@ def test_time_left_unused_late_in_the_run_leaves_the_end_alone():
     assert elapsed < 80  # finished early: the cosine under way is not stretched
 
 
+def test_a_rate_that_wanders_by_a_few_per_cent_leaves_the_end_where_it_was_fitted():
+    budget = TimeBudget(100.0, 0.0, fit_after=50, planned=10_000)
+    # 4 % slower and faster by turns, every 37 steps
+    changes, elapsed = run_fake(
+        budget, lambda done: 0.1 * (1.04 if (done // 37) % 2 else 0.96), end=10_000
+    )
+    assert len(changes) <= 6  # 16 where every refit moved it
+    assert 80 < elapsed <= 100 - budget.reserve_s
+
+
 def test_a_sudden_stall_stops_the_run_where_it_stands():
     budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20, planned=10_000)
     # a 70 s stall at step 500, past the reserve: nothing to refit, only to stop
@@ -128,6 +138,7 @@ def test_the_training_loop_follows_an_end_moved_sooner_then_later(tmp_path, monk
     events = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     last = [e for e in events if e["event"] == "train"][-1]
     assert last["step"] == 9 and last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)
+    assert [(e["step"], e["end"]) for e in events if e["event"] == "end_moved"] == [(3, 6), (4, 9)]
     # the checkpoint keeps the later end, so --resume finds the run complete, not 3 steps short
     assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["fitted_end"] == 9
     assert main([*args, "--time-limit", "600", "--resume"]) == 0
