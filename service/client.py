@@ -6,7 +6,8 @@ A file is read a request at a time, so its size is not bounded by memory. Standa
 a receiver's output, `rtl_sdr - | rfcls classify --format cu8 -`: each frame is sent as soon as
 its last sample arrives and its line printed at once, so the labels keep pace with the air; a
 frame the service refuses for now (overloaded, 503, or out of time, 504) is skipped with a line on
-standard error, and the stream goes on. With --scan every signal in a frame is found, cut out and
+standard error, and the stream goes on; a file's request is sent again after the Retry-After the
+service asks for, up to --retries times. With --scan every signal in a frame is found, cut out and
 classified on its own (POST /v1/scan): a line per signal, or one of dashes for a frame with none."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,10 @@ STDIN = Path("-")
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_FRAME_SAMPLES = 32_768
 FRAMES_PER_REQUEST = 8
+DEFAULT_RETRIES = 5
+# a Retry-After that is missing or not a number of seconds; and the most a request waits
+RETRY_WAIT_S = 1.0
+MAX_RETRY_WAIT_S = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "holding several), a line per signal",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="times a file's request refused for now (503, 504) is sent again, each after the "
+        f"service's Retry-After (default {DEFAULT_RETRIES}; a live stream skips the frame instead)",
+    )
 
 
 @dataclass(frozen=True)
@@ -192,9 +205,10 @@ def answer_cells(result: dict | None, top_k: int) -> str:
 class Refused(Exception):
     """The service answered with an error."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, retry_after_s: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
     @property
     def for_now(self) -> bool:
@@ -211,10 +225,36 @@ def _error_message(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """The Retry-After header's delay in seconds (bounded), None where it is absent or a date."""
+    try:
+        seconds = float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_WAIT_S) if math.isfinite(seconds) else None
+
+
 def _checked(response: httpx.Response) -> dict:
     if response.status_code != 200:
-        raise Refused(_error_message(response), response.status_code)
+        status = response.status_code
+        raise Refused(_error_message(response), status, _retry_after_s(response))
     return response.json()
+
+
+def answer(client: httpx.Client, route: str, params: dict, body: bytes, retries: int) -> dict:
+    """The service's answer to one request, sent again up to `retries` times while refused for
+    now, each after the wait the service asked for."""
+    sent_again = 0
+    while True:
+        try:
+            return _checked(client.post(route, params=params, content=body))
+        except Refused as exc:
+            if not exc.for_now or sent_again == retries:
+                raise
+            wait_s = RETRY_WAIT_S if exc.retry_after_s is None else exc.retry_after_s
+            print(f"rfcls classify: {exc}; sending again in {wait_s:g} s", file=sys.stderr)
+            time.sleep(wait_s)
+            sent_again += 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.frame_samples < 1 or args.top_k < 1:
         print("rfcls classify: --frame-samples and --top-k must be at least 1", file=sys.stderr)
+        return 2
+    if args.retries < 0:
+        print("rfcls classify: --retries must be 0 or more", file=sys.stderr)
         return 2
     if not 0 < args.timeout < math.inf:
         print("rfcls classify: --timeout must be a positive number of seconds", file=sys.stderr)
@@ -267,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
                 if center_freq is not None:
                     params["center_freq"] = center_freq
                 try:
-                    answer = _checked(client.post(route, params=params, content=body))
+                    retries = 0 if capture.live else args.retries
+                    answered = answer(client, route, params, body, retries)
                 except Refused as exc:
                     # a monitor goes on with the air: the frame is lost, not the stream
                     if not (capture.live and exc.for_now):
@@ -275,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"rfcls classify: frame {frame} skipped: {exc}", file=sys.stderr)
                     frame += 1
                     continue
-                for k, result in enumerate(answer["frames"]):
+                for k, result in enumerate(answered["frames"]):
                     where = f"{frame}\t{start + k * args.frame_samples}"
                     for found in (result["signals"] or [None]) if args.scan else [result]:
                         print(f"{where}\t{answer_cells(found, args.top_k)}", flush=capture.live)

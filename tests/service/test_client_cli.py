@@ -16,6 +16,7 @@ import pytest
 from live_servers import ROOT
 
 from preprocessing.formats import decode, encode, read_sigmf, write_sigmf
+from service.client import MAX_RETRY_WAIT_S, _retry_after_s
 
 RNG = np.random.default_rng(11)
 
@@ -189,9 +190,11 @@ def overloaded_every_other_request():
     posts = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def reply(self, status: int, body: dict):
+        def reply(self, status: int, body: dict, headers: dict | None = None):
             data = json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -205,7 +208,8 @@ def overloaded_every_other_request():
             self.rfile.read(int(self.headers["Content-Length"]))
             posts.append(self.path)
             if len(posts) % 2 == 0:
-                self.reply(503, {"error": {"code": "overloaded", "message": "busy", "field": None}})
+                busy = {"error": {"code": "overloaded", "message": "busy", "field": None}}
+                self.reply(503, busy, {"Retry-After": "0"})
                 return
             frame = {"label": "qpsk", "probability": 0.9, "top_k": [], "signal": None}
             self.reply(200, {"frames": [frame]})
@@ -233,12 +237,34 @@ def test_a_live_stream_skips_a_frame_the_service_is_too_busy_for(
     ]
     assert "frame 1 skipped: HTTP 503: busy" in result.stderr.decode()
     assert len(posts) == 3
-    # a file is not a stream: the refusal ends the run, as any other
+    # a file is not a stream: its request is sent again after the Retry-After the service gave
     path = tmp_path / "capture.cf32"
     path.write_bytes(raw)
-    refused = rfcls_classify(str(path), "--url", url, "--frame-samples", "256")
-    assert len(posts) == 4  # all three frames in one request
+    answered = rfcls_classify(str(path), "--url", url, "--frame-samples", "256")
+    assert answered.returncode == 0, answered.stderr
+    assert len(posts) == 5  # all three frames in one request, refused, then answered
+    assert "HTTP 503: busy; sending again in 0 s" in answered.stderr
+    assert [r[:3] for r in rows(answered.stdout)] == [["0", "0", "qpsk"]]  # the stand-in's one
+    # with no retries the refusal ends the run, as any other
+    refused = rfcls_classify(str(path), "--url", url, "--frame-samples", "256", "--retries", "0")
+    assert len(posts) == 6
     assert refused.returncode == 1 and "the service refused: HTTP 503" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("2", 2.0),
+        ("3600", MAX_RETRY_WAIT_S),  # a client is not parked for an hour
+        ("-5", 0.0),
+        ("nan", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),  # the date form: the default wait
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_and_bounded(header, seconds):
+    headers = {} if header is None else {"Retry-After": header}
+    assert _retry_after_s(httpx.Response(503, headers=headers)) == seconds
 
 
 @pytest.fixture
@@ -271,6 +297,7 @@ def another_http_server():
         ("not rfcls", 1, "is not an rfcls service"),
         ("bad timeout", 2, "--timeout must be a positive number"),
         ("bad sample rate", 2, "--sample-rate must be a positive number"),
+        ("bad retries", 2, "--retries must be 0 or more"),
         ("too_large", 1, "the service refused: HTTP 413"),
     ],
 )
@@ -295,6 +322,8 @@ def test_errors(server, another_http_server, tmp_path, setup, code, message):
             args = ["--timeout", "nan"]
         elif setup == "bad sample rate":
             args = ["--sample-rate", "0"]
+        elif setup == "bad retries":
+            args = ["--retries", "-1"]
         else:
             args = ["--frame-samples", "70000"]  # above the server's RFCLS_MAX_SAMPLES
     result = rfcls_classify(str(path), "--url", url, *args)
