@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.protocol.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# RFC 9110 8.4.1.3: a recipient SHOULD consider x-gzip equivalent to gzip
+ALIASES = {"x-gzip": "gzip"}
 GZIP_MAGIC = b"\x1f\x8b"
 # zlib copies whatever was fed past a stream's end into `unused_data`: fed a body's whole rest, a
 # body of many gzip members would be copied once per member (28 s for 4 MiB of empty ones)
@@ -85,6 +87,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     may be several members, whose data follow one another (RFC 1952); nothing may follow the
     end of the data."""
     encoding = (encoding or "identity").strip().lower()
+    encoding = ALIASES.get(encoding, encoding)
     if encoding == "identity":
         return body
     wbits = WBITS.get(encoding)
