@@ -87,7 +87,7 @@ def fading(signal: np.ndarray, draws: Draws) -> np.ndarray:
     bins = signed_bins(n)
     # at least one bin: slower fading is rounded up to about one cycle a recording, not down to
     # a constant gain, while `doppler` records the drawn value (a known defect, docs/data.md;
-    # fixing it moves the held-out set, so it waits for the next training run)
+    # fixing it moves the held-out set, so it waits for a run that re-measures every figure)
     top = max(1, int(doppler * n))
     inside = np.abs(bins) <= top
     relative = np.minimum(np.abs(bins[inside]) / (top + 1), 0.99)
