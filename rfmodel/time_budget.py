@@ -56,6 +56,7 @@ class TimeBudget:
     planned: int  # the run's last step as asked for: no end moves past it
     reserve_s: float = field(init=False)
     _marks: list[tuple[int, float]] = field(default_factory=list, init=False)  # (done, clock)
+    _checked: tuple[int, float] | None = field(default=None, init=False)  # the last decision's
 
     def __post_init__(self) -> None:
         self.reserve_s = max(10.0, 0.03 * self.limit_s)
@@ -66,8 +67,8 @@ class TimeBudget:
 
     def decides(self, done: int) -> bool:
         """Whether after_step may move the end after `done` steps (the steps where ranks must
-        agree)."""
-        return done == self.fit_after or done % GUARD_EVERY == 0
+        agree): the first (a limit already spent on setup), then every GUARD_EVERY."""
+        return done == 1 or done == self.fit_after or done % GUARD_EVERY == 0
 
     def after_step(self, done: int, step: int, end: int, now: float | None = None) -> int | None:
         """Called after each step (`done` steps into this job, at `step` of a run now ending at
@@ -78,7 +79,13 @@ class TimeBudget:
             self._marks.append((done, now))
         if not self.decides(done):
             return None
-        if self.elapsed_s(now) >= self.limit_s - self.reserve_s:
+        # the next decision is up to GUARD_EVERY steps away: stop now unless they fit too
+        ahead_s = 0.0
+        if self._checked is not None:
+            since, then = self._checked
+            ahead_s = GUARD_EVERY * RATE_MARGIN * (now - then) / (done - since)
+        self._checked = (done, now)
+        if self.elapsed_s(now) + ahead_s >= self.limit_s - self.reserve_s:
             return step if step < end else None
         if done <= SETTLE_STEPS:
             return None
@@ -96,8 +103,9 @@ class TimeBudget:
         return None
 
     def step_s(self, done: int, now: float) -> float:
-        """Seconds a step over the latest half of the steps timed (the loader's ramp drops out)."""
-        half = SETTLE_STEPS + (done - SETTLE_STEPS) // 2
+        """Seconds a step over the latest half of the steps timed (the loader's ramp drops out),
+        and over MIN_TIMED_STEPS at least."""
+        half = min(SETTLE_STEPS + (done - SETTLE_STEPS) // 2, done - MIN_TIMED_STEPS)
         first = min(bisect.bisect_left(self._marks, (half,)), len(self._marks) - 1)
         since, then = self._marks[first]
         return (now - then) / (done - since)

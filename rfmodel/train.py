@@ -207,8 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=None,
         metavar="SECONDS",
-        help="wall-clock limit of this job, setup included: after warm-up the run times its "
-        "steps and ends its cosine early enough to write its weights in time "
+        help="wall-clock limit of this job, setup included: after warm-up (give --warmup-steps) "
+        "the run times its steps and ends its cosine early enough to write its weights in time "
         "(rfmodel/time_budget.py)",
     )
     model = parser.add_argument_group("model (default: ModelConfig's)")
@@ -748,6 +748,10 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     started = time.perf_counter()
     if args.time_limit is not None and args.stop_at is not None:
         raise TrainError("time-limit: give --time-limit or --stop-at, not both")
+    if args.time_limit is not None and args.warmup_steps is None:
+        # the end is fitted once warm-up's steps are timed; 5 % of a --steps the clock cuts
+        # short can outlast the limit, leaving the run stopped on a rising lr
+        raise TrainError("time-limit: give --warmup-steps with it (the default is 5% of --steps)")
     device = pick_device(args.device, ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -771,9 +775,11 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     if args.resume:
         start, wall_before, fitted_end = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
         if fitted_end is not None:
-            # a time limit ended this run's cosine early: it goes on to that end, not to a
-            # cosine over --steps rebuilt from the start (which would put the lr back near peak)
-            end_schedules(members, args, fitted_end)
+            fitted_end = min(fitted_end, args.steps)  # this job may ask for fewer steps
+        # a time limit that ended the cosine early keeps that end (a cosine over --steps rebuilt
+        # from the start would put the lr back near peak); the optimizers brought the lr of
+        # the last job's schedule, which a changed --steps no longer gives
+        end_schedules(members, args, args.steps if fitted_end is None else fitted_end)
     schedule_end = args.steps if fitted_end is None else fitted_end
     end = schedule_end if args.stop_at is None else min(schedule_end, args.stop_at)
     budget = None

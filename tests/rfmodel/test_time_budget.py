@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from rfmodel import train as train_module
 from rfmodel.bundle import load_bundle
 from rfmodel.time_budget import (
     EXTEND_BEFORE,
@@ -14,9 +15,9 @@ from rfmodel.time_budget import (
     TimeBudget,
     steps_within,
 )
-from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO
+from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO, warmup_cosine
 from service.cli import main
-from tests.rfmodel.test_train import TINY
+from tests.rfmodel.test_train import TINY, log_events, train
 
 
 def test_steps_within_counts_the_steps_that_fit_and_never_passes_the_plan():
@@ -94,6 +95,18 @@ def test_a_rate_that_wanders_by_a_few_per_cent_leaves_the_end_where_it_was_fitte
     assert 80 < elapsed <= 100 - budget.reserve_s
 
 
+def test_steps_as_long_as_the_reserve_stop_a_guard_interval_early():
+    # ten 0.99 s steps fill the 10 s reserve: waiting for the next check would spend it
+    budget = TimeBudget(20.0, 0.0, fit_after=50, planned=10**6)
+    changes, elapsed = run_fake(budget, lambda done: 0.99, end=10**6)
+    assert changes == [(10, 10)] and elapsed <= 20 - budget.reserve_s
+
+
+def test_a_limit_spent_on_setup_stops_after_the_first_step():
+    budget = TimeBudget(20.0, 0.0, fit_after=50, planned=1000)
+    assert run_fake(budget, lambda done: 1.0, end=1000, setup_s=25.0)[0] == [(1, 1)]
+
+
 def test_a_sudden_stall_stops_the_run_where_it_stands():
     budget = TimeBudget(100.0, 0.0, fit_after=SETTLE_STEPS + 20, planned=10_000)
     # a 70 s stall at step 500, past the reserve: nothing to refit, only to stop
@@ -116,6 +129,55 @@ def test_a_time_limited_run_ends_its_cosine_early_and_writes_its_weights(tmp_pat
     (last,) = [e for e in events if e["event"] == "train"]  # the end's record only
     assert last["step"] == record["steps"]
     assert last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)  # the cosine ran to its floor
+
+
+def test_a_time_limit_needs_the_warmup_in_steps(tmp_path, capsys):
+    # 5 % of a --steps the clock cuts short could outlast the limit: stopped on a rising lr
+    args = ["train", "--out", str(tmp_path), *TINY, "--steps", "100000", "--time-limit", "20"]
+    assert main(args) == 2
+    assert "give --warmup-steps" in capsys.readouterr().err
+
+
+def test_a_resumed_job_trains_on_its_own_schedule_from_its_first_step(tmp_path, monkeypatch):
+    common = ("--warmup-steps", "2", "--log-every", "1")
+    assert train(tmp_path, "--steps", "8", *common, "--stop-at", "4") == 0
+    used = []
+    real_step = train_module.train_step
+
+    def spy(m, *args):
+        used.append(m.optimizer.param_groups[0]["lr"])
+        return real_step(m, *args)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    assert train(tmp_path, "--steps", "16", *common, "--resume", "--stop-at", "6") == 0
+    new = warmup_cosine(2, 16)  # not the first job's warmup_cosine(2, 8)
+    assert used == [pytest.approx(3e-3 * new(4)), pytest.approx(3e-3 * new(5))]
+
+
+def test_a_resumed_job_asking_fewer_steps_than_the_moved_end_ends_at_its_own(tmp_path, monkeypatch):
+    # the first job's time limit moves the end to 30 at step 3; the job dies after step 6
+    monkeypatch.setattr(
+        TimeBudget, "after_step", lambda self, done, step, end, now=None: 30 if step == 3 else None
+    )
+    calls = 0
+    real_step = train_module.train_step
+
+    def dies_at_step_7(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 7:
+            raise RuntimeError("the job's machine went away")
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", dies_at_step_7)
+    common = ("--warmup-steps", "2", "--log-every", "1", "--checkpoint-every", "2")
+    with pytest.raises(RuntimeError, match="went away"):
+        train(tmp_path, "--steps", "40", *common, "--time-limit", "1000")
+    monkeypatch.undo()
+    assert train(tmp_path, "--steps", "12", *common, "--resume") == 0
+    assert load_bundle(tmp_path / "mha-rmsnorm").training["steps"] == 12
+    (last,) = [e for e in log_events(tmp_path, "train") if e["step"] == 12]
+    assert last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)  # its cosine ran to the floor
 
 
 def test_time_limit_and_stop_at_together_are_refused(tmp_path, capsys):
