@@ -66,6 +66,13 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def check_frame_count(n_frames: int, max_frames: int, field: str = "frames") -> None:
+    """Also called inside pydantic's validation, which would take a ValueError for a 422: the
+    service's own error passes through it as the 413 it is."""
+    if n_frames > max_frames:
+        raise PayloadTooLarge(f"{n_frames} frames in one request; the limit is {max_frames}", field)
+
+
 def check_json_size(n_bytes: int, max_bytes: int, field: str) -> None:
     """Parsing JSON holds the GIL, so the event loop and every request waiting on it stall for as
     long as it takes: this limit, lower than the body's, bounds that stall."""

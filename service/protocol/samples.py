@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from preprocessing import formats
-from preprocessing.errors import InputError, InvalidFormat, TooFewSamples, TooManySamples
+from preprocessing.errors import InputError, InvalidFormat, TooFewSamples
 from preprocessing.features import FeatureConfig, validate_samples
+from service.protocol.limits import check_frame_count
 from service.protocol.v1_schemas import Frame
 
 
@@ -32,11 +33,6 @@ def decode_base64(text: str, fmt: str, field: str) -> np.ndarray:
     except ValueError as exc:  # binascii.Error, or a ValueError for non-ASCII text
         raise InvalidFormat(field, f"not valid base64 ({exc})") from None
     return decode(raw, fmt, field)
-
-
-def check_frame_count(n_frames: int, max_frames: int, field: str = "frames") -> None:
-    if n_frames > max_frames:
-        raise TooManySamples(field, f"{n_frames} frames in one request; the limit is {max_frames}")
 
 
 def from_json_frames(frames: Sequence[Frame], max_frames: int) -> list[np.ndarray]:

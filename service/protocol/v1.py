@@ -86,7 +86,8 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             if given:
                 raise BadRequest("for binary bodies; in JSON it goes in the body", given[0])
             check_json_size(len(body), settings.max_json_body_bytes, "body")
-            parsed = ClassifyRequest.model_validate_json(body)
+            limit = {"max_frames": settings.max_frames_per_request}
+            parsed = ClassifyRequest.model_validate_json(body, context=limit)
             frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
             tuning = Tuning(parsed.sample_rate, parsed.center_freq, parsed.top_k)
         else:

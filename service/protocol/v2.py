@@ -34,7 +34,7 @@ from service.engine import Prediction
 from service.protocol import samples
 from service.protocol.disconnects import unless_disconnected
 from service.protocol.errors import BadRequest, ModelNotFound
-from service.protocol.limits import decoded_body
+from service.protocol.limits import check_frame_count, decoded_body
 from service.protocol.v2_tensors import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -178,7 +178,7 @@ def iq_frames(
         raise BadRequest(f"{shape} is neither [N, S, 2] nor [N, 2S]", f"{IQ}.shape")
     if n_frames < 1 or n_samples < 1:
         raise BadRequest(f"{shape} holds no samples", f"{IQ}.shape")
-    samples.check_frame_count(n_frames, max_frames, "IQ.shape")
+    check_frame_count(n_frames, max_frames, "IQ.shape")
     iq = samples.decode(tensor_bytes(tensor, raw.get(IQ)), fmt, IQ)
     return list(iq.reshape(n_frames, n_samples))
 
@@ -196,6 +196,9 @@ def requested_outputs(
                 f"unknown output {output.name!r}; outputs are {', '.join(OUTPUTS)}",
                 f"outputs.{k}.name",
             )
+        # each once: 10,000 copies of one asked for a 193 MB answer
+        if any(output.name == earlier.name for earlier, _ in wanted):
+            raise BadRequest(f"{output.name!r} is asked for twice", f"outputs.{k}.name")
         top = output.parameters.get("classification")
         if top is not None and (
             output.name != PROBABILITIES

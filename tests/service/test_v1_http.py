@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import torch
 from live_servers import TINY_CLASSES, metric
+from pydantic import ValidationError
 
 from preprocessing.formats import FORMATS, decode, encode
 from preprocessing.occupancy import occupied_band
 from rfmodel.bundle import load_bundle
 from service.protocol.limits import MAX_GZIP_MEMBERS
-from service.protocol.v1_schemas import SampleFormat
+from service.protocol.v1_schemas import ClassifyRequest, SampleFormat
 
 RNG = np.random.default_rng(20240611)
 
@@ -266,6 +267,14 @@ BAD_REQUESTS = {
         413,
         "frames",
     ),
+    # counted before the frames are read: 17 bad ones are one 413, not 17 errors
+    "too many frames (JSON)": (json_body({"frames": [{}] * 17}), 413, "frames"),
+    # a list stops at its first bad item: a million of them held the event loop for 20 s
+    "bad samples in a frame": (
+        json_body({"frames": [{"i": [True] * 1000, "q": [0.0] * 1000}]}),
+        422,
+        "frames.0.i.0",
+    ),
     "frame_samples under the FFT": (
         binary("format=cf32&frame_samples=10", encode(noisy_tone(512), "cf32")),
         400,
@@ -409,6 +418,18 @@ BAD_REQUESTS = {
         "body",
     ),
 }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"frames": [{}] * 100_000}, {"frames": [{"i": [True] * 100_000, "q": [0.0]}]}],
+    ids=["frames", "samples"],
+)
+def test_a_body_of_many_bad_items_is_refused_at_the_first(body):
+    # an error for each of a million bad items held the event loop for 20 s
+    with pytest.raises(ValidationError) as refused:
+        ClassifyRequest.model_validate_json(json.dumps(body))
+    assert refused.value.error_count() == 1
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))

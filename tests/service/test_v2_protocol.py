@@ -11,6 +11,7 @@ import pytest
 import torch
 import tritonclient.http as triton
 from live_servers import TINY_CLASSES
+from pydantic import ValidationError
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
 
 from preprocessing.features import compute_features
@@ -18,7 +19,7 @@ from preprocessing.formats import decode, encode
 from preprocessing.occupancy import FIELDS, occupied_band
 from preprocessing.recording import recording_features
 from rfmodel.bundle import load_bundle
-from service.protocol.v2_tensors import serialize_bytes
+from service.protocol.v2_tensors import InferenceRequest, serialize_bytes
 
 RNG = np.random.default_rng(99)
 MODEL = "rfcls"
@@ -217,6 +218,10 @@ BAD_V2 = {
         {**iq_input([1, 512, 2], [0.1] * 1024), "outputs": [{"name": "LOGITS"}]},
         "outputs.0.name",
     ),
+    "an output asked for twice": (
+        {**iq_input([1, 512, 2], [0.1] * 1024), "outputs": [{"name": "LABEL"}] * 2},
+        "outputs.1.name: 'LABEL' is asked for twice",
+    ),
     "bad timeout": (
         {**iq_input([1, 512, 2], [0.1] * 1024), "parameters": {"timeout": -5}},
         "parameters.timeout",
@@ -245,6 +250,27 @@ def test_bad_v2_requests_are_400_with_an_error_string(server, case):
     r = raw_infer(server, body)
     assert r.status_code == 400, r.text
     assert list(r.json()) == ["error"] and field in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"inputs": [1] * 100_000}, "inputs.0"),
+        ({**iq_input([1, 512, 2], [0.1] * 1024), "outputs": [1] * 100_000}, "outputs.0"),
+        (iq_input([True] * 100_000, []), "inputs.0.shape.0"),
+        (
+            {**iq_input([1, 512, 2], [0.1] * 1024), "parameters": {f"p{k}": 1 for k in range(65)}},
+            "parameters",
+        ),
+    ],
+    ids=["inputs", "outputs", "shape", "parameters"],
+)
+def test_a_body_of_many_bad_items_is_refused_at_the_first(body, where):
+    # an error for each of a million bad items held the event loop for seconds
+    with pytest.raises(ValidationError) as refused:
+        InferenceRequest.model_validate_json(json.dumps(body))
+    assert refused.value.error_count() == 1
+    assert ".".join(map(str, refused.value.errors()[0]["loc"])) == where
 
 
 def test_malformed_and_invalid_v2_bodies(server):
