@@ -85,7 +85,11 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(v2.build_router(ctx, guard))
     # added innermost first: metrics wrap everything (a 413 is counted), CORS answers preflights
     # before they count as classification requests
-    app.add_middleware(BodyLimitMiddleware, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=ctx.settings.max_body_bytes,
+        timeout_s=ctx.settings.body_timeout_s,
+    )
     app.add_middleware(
         RequestMetricsMiddleware, metrics=ctx.metrics, on_admitted=ctx.engine.observe_admitted
     )

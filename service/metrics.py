@@ -35,7 +35,14 @@ BUDGET_MULTIPLES = (
 )  # fmt: skip
 
 OUTCOMES = ("ok", "client_error", "rejected", "timeout", "cancelled", "error")
-REJECTION_REASONS = ("queue_full", "deadline", "too_large", "invalid", "unauthorized")
+REJECTION_REASONS = (
+    "queue_full",
+    "deadline",
+    "too_large",
+    "invalid",
+    "unauthorized",
+    "body_timeout",
+)
 STAGES = ("queue", "preprocess", "inference")
 DEFAULT_WINDOW = 1024
 # rfmodel.data.generator.SNR_RANGE (a test holds them equal): not imported, since the parent of

@@ -31,6 +31,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from service.engine import Engine
 from service.metrics import multiprocess_metrics_dir, worker_exited
+from service.protocol.head_limit import HeadLimitProtocol
 from service.settings import (
     Settings,
     SettingsError,
@@ -155,6 +156,9 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         timeout_keep_alive=settings.keep_alive_s,
+        # httptools, as uvicorn's default, but with a limit on the head, which uvicorn's lacks
+        http=HeadLimitProtocol,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         workers=settings.workers,
     )
 

@@ -85,6 +85,23 @@ class Settings(BaseSettings):
         description="POST /v1/scan: most signals classified in one frame, the strongest",
     )
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="largest request body (bytes)")
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="seconds from a request's headers to the end of its body; a body still "
+        "arriving then is answered 408 and dropped, and its connection closed, so a client "
+        "that holds back its last bytes cannot keep the memory of its body forever. A body of "
+        "the default max_body_bytes (16 MiB) needs 4.5 Mbit/s to arrive in the default time; "
+        "the usual 32,768-sample cf32 frame (256 KiB) 70 kbit/s",
+    )
+    max_header_bytes: int = Field(
+        64 * 2**10,
+        ge=1024,
+        description="largest request head: the URL and the header fields, 4 bytes a field "
+        "counted for its separators (and likewise a chunked body's trailer fields); a larger "
+        "one is answered 431 and its connection closed, without reading more. Browsers and "
+        "proxies send a few KiB; Node.js refuses past 16 KiB, nginx a field past 8 KiB",
+    )
     max_json_body_bytes: int = Field(
         4 * 2**20,
         ge=1024,

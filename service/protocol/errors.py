@@ -61,12 +61,29 @@ class ModelNotFound(ServiceError):
     status, code, rejection = 404, "model_not_found", "invalid"
 
 
+class RequestTimeout(ServiceError):
+    status, code, rejection = 408, "request_timeout", "body_timeout"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # the rest of the body may still come: on this connection it would be read as the next
+        # request (RFC 9110 15.5.9: a 408 closes)
+        return {"Connection": "close"}
+
+
 class PayloadTooLarge(ServiceError):
     status, code, rejection = 413, "payload_too_large", "too_large"
 
 
 class UnsupportedMediaType(ServiceError):
     status, code, rejection = 415, "unsupported_media_type", "invalid"
+
+
+class HeaderFieldsTooLarge(ServiceError):
+    """Answered by the HTTP protocol itself (head_limit.py), before the app has the request: it
+    counts in no metric, and only v1's error shape is possible, the path being unread."""
+
+    status, code = 431, "header_fields_too_large"
 
 
 class InvalidFields(ServiceError):
@@ -174,12 +191,14 @@ def is_v2(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
-def render(path: str, error: ServiceError) -> Response:
+def error_body(path: str, error: ServiceError) -> dict[str, Any]:
     if is_v2(path):
-        body: dict[str, Any] = {"error": str(error)}
-    else:
-        body = {"error": {"code": error.code, "message": error.message, "field": error.field}}
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+        return {"error": str(error)}
+    return {"error": {"code": error.code, "message": error.message, "field": error.field}}
+
+
+def render(path: str, error: ServiceError) -> Response:
+    return JSONResponse(error_body(path, error), status_code=error.status, headers=error.headers)
 
 
 class UnexpectedErrorMiddleware:

@@ -1,15 +1,23 @@
 """Request body limits, enforced before a body is held in memory: a declared Content-Length over
 the limit is refused before the first byte is read, and a body without one (chunked) is counted
-as it streams in. Compressed bodies are limited again after decompression."""
+as it streams in. Compressed bodies are limited again after decompression. A body must also
+arrive within a time, since one held back holds its memory. (The request's head is limited in
+the HTTP protocol, head_limit.py, before the app sees it.)"""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.protocol.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.protocol.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # RFC 9110 8.4.1.3: a recipient SHOULD consider x-gzip equivalent to gzip
@@ -24,13 +32,16 @@ MAX_GZIP_MEMBERS = 4096
 
 
 class BodyLimitMiddleware:
-    """Raises PayloadTooLarge from `receive`, i.e. inside the handler that reads the body, so the
-    error takes the same path (errors.py) as every other refusal. (FastAPI's own max_body_size
-    answers a too-large Content-Length in plain text, not in the protocol's JSON error.)"""
+    """Raises PayloadTooLarge, or RequestTimeout once `timeout_s` have passed since the request's
+    headers and its body is still arriving, from `receive`, i.e. inside the handler that reads
+    the body, so the error takes the same path (errors.py) as every other refusal. (FastAPI's own
+    max_body_size answers a too-large Content-Length in plain text, not in the protocol's JSON
+    error; uvicorn has no timeout for a body at all.)"""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,16 +49,33 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         received = 0
+        # one deadline for the whole body, not one per read: a client that sends a byte at a time
+        # would renew a per-read timeout forever
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             if declared is not None and declared > self.max_bytes:
                 raise self._too_large(f"Content-Length is {declared} bytes")
-            message = await receive()
+            if body_done:
+                # only the disconnect is left to come, which a handler may wait on for as long
+                # as its request is queued (disconnects.py)
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"{received} bytes of the body arrived in {self.timeout_s:g} s; "
+                    "the rest did not",
+                    "body",
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise self._too_large(f"more than {received} bytes sent")
+                body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

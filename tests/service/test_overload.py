@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import select
 import socket
 import threading
 import time
@@ -175,6 +176,56 @@ def test_a_client_that_disconnects_while_sending_its_body_is_cancelled_not_an_er
         assert metric(text, "rfcls_requests_total", outcome="cancelled", **route) == 1
         assert metric(text, "rfcls_requests_total", outcome="error", **route) == 0
     assert [rec for rec in caplog.records if rec.levelno >= logging.ERROR] == []
+
+
+def test_a_body_that_stops_arriving_is_408_at_its_timeout_while_others_are_served():
+    """Its client sends all but the last bytes and waits: the server answers 408 once the body
+    timeout has passed since the headers, drops what it has of the body and closes the
+    connection, and another client's request meanwhile is answered at once."""
+    runner = ScriptedRunner()
+    timeout_s = 1.5
+    with serve(runner, body_timeout_s=timeout_s) as s:
+        runner.reset()  # the warm-up's batches
+        body = tagged(2.0, 1 << 14)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as conn:
+            sent = time.monotonic()
+            conn.sendall(
+                b"POST /v1/classify?format=cf32 HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body[:-8]
+            )
+            wait_for(lambda: metric(metrics_of(s.url), "rfcls_inflight_requests") == 1)
+            assert classify(s.url, 1.0).status_code == 200
+            assert select.select([conn], [], [], 0)[0] == []  # while the other still waits
+            answer = b""
+            while chunk := conn.recv(65536):  # to the close: the connection is not kept
+                answer += chunk
+            waited = time.monotonic() - sent
+        head, payload = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 408 "), answer
+        assert b"connection: close" in head.lower()
+        error = json.loads(payload)["error"]
+        assert error["code"] == "request_timeout" and error["field"] == "body"
+        assert timeout_s <= waited < timeout_s + 5
+        text = metrics_of(s.url)
+        assert metric(text, "rfcls_rejections_total", reason="body_timeout") == 1
+        route = {"route": "/v1/classify", "backend": "mha"}
+        assert metric(text, "rfcls_requests_total", outcome="client_error", **route) == 1
+        assert metric(text, "rfcls_requests_total", outcome="ok", **route) == 1
+    assert runner.batches == [[1.0]]
+
+
+def test_the_body_timeout_ends_with_the_body_not_with_the_answer():
+    """A request whose body is in waits for the model past the body timeout and is answered:
+    from then on `receive` only waits for a disconnect (disconnects.py), which is no body."""
+    runner = ScriptedRunner()
+    timeout_s = 0.2
+    with serve(runner, body_timeout_s=timeout_s) as s, ThreadPoolExecutor(1) as pool:
+        busy = hold_the_model(s.url, runner, pool)
+        time.sleep(3 * timeout_s)
+        runner.gate.set()
+        assert busy.result().status_code == 200
+    assert runner.batches == [[1.0]]
 
 
 def test_a_model_fault_is_a_generic_500_and_the_next_request_succeeds():

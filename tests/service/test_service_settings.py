@@ -204,6 +204,18 @@ def test_keep_alive_outlasts_a_load_balancers_idle_timeout(clean_env):
     assert uvicorn_config(load_settings(), app=None).timeout_keep_alive == 350
 
 
+def test_the_head_limit_reaches_uvicorn_whichever_protocol_runs(clean_env):
+    from service.protocol.head_limit import HeadLimitProtocol
+    from service.server import uvicorn_config
+
+    config = uvicorn_config(load_settings(), app=None)
+    assert config.http is HeadLimitProtocol
+    assert config.h11_max_incomplete_event_size == 64 * 2**10  # h11's limit for the same thing
+    clean_env.setenv("RFCLS_MAX_HEADER_BYTES", "8192")
+    assert uvicorn_config(load_settings(), app=None).h11_max_incomplete_event_size == 8192
+    assert load_settings().body_timeout_s == 30
+
+
 def test_sigterm_is_handled_from_the_start_not_only_once_uvicorn_runs(clean_env, monkeypatch):
     """As PID 1 in a container a signal without a handler is ignored, so a SIGTERM during the
     model's load would wait for SIGKILL; the handler is in place before the load begins."""

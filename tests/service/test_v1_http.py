@@ -7,6 +7,7 @@ masked in the service), row order and the softmax."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import shutil
@@ -26,6 +27,7 @@ from preprocessing.occupancy import occupied_band
 from rfmodel.bundle import load_bundle
 from service.protocol.limits import MAX_GZIP_MEMBERS
 from service.protocol.v1_schemas import ClassifyRequest, SampleFormat
+from service.settings import Settings
 
 RNG = np.random.default_rng(20240611)
 
@@ -498,6 +500,64 @@ def test_a_declared_oversized_body_is_refused_before_it_is_sent(server):
     assert b"content-type: application/json" in head.lower()
     error = json.loads(body)["error"]
     assert error["code"] == "payload_too_large" and error["field"] == "body"
+
+
+MAX_HEADER_BYTES = Settings.model_fields["max_header_bytes"].default
+# closing: a server without the limit answers 200 and the test reads that to the end
+GET_LIVE = b"GET /healthz/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+# each several times the limit; uvicorn's httptools protocol read and held them all (1.5 GB of
+# fields was answered 200)
+OVERSIZED_HEADS = {
+    "many fields": GET_LIVE
+    + b"".join(b"X-Field-%d: %s\r\n" % (i, b"a" * 8192) for i in range(MAX_HEADER_BYTES // 2048))
+    + b"\r\n",
+    # never ends: httptools holds a field until the next begins, so only counting the bytes as
+    # they arrive can refuse it
+    "one endless field": GET_LIVE + b"X-Endless: " + b"a" * (16 * MAX_HEADER_BYTES),
+    # uvicorn gathered it all, then httptools refused it as past 64 KiB (a 400)
+    "an endless URL": b"GET /healthz/live?" + b"a" * (16 * MAX_HEADER_BYTES),
+}
+
+
+def send_and_read_to_close(server, request: bytes) -> bytes:
+    """All that comes back for `request`, which the server may stop reading part way."""
+    host, port = server.url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        with contextlib.suppress(OSError):  # the server closed the connection on the rest
+            conn.sendall(request)
+        # its close, with the rest unread, resets the connection
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_head", OVERSIZED_HEADS.values(), ids=list(OVERSIZED_HEADS))
+def test_an_oversized_head_is_431_without_waiting_for_its_end(server, request_head):
+    answer = send_and_read_to_close(server, request_head)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "header_fields_too_large" and error["field"] == "headers"
+    assert str(MAX_HEADER_BYTES) in error["message"]
+    # the server goes on, and a head of half the limit is no trouble
+    big = {"X-Big": "a" * (MAX_HEADER_BYTES // 2)}
+    assert httpx.get(f"{server.url}/healthz/live", headers=big).status_code == 200
+
+
+def test_endless_trailer_fields_close_the_connection(server):
+    """A chunked body's trailer fields are held as a head's are; the request's answer is its
+    handler's to give, so the connection is closed rather than answered 431."""
+    samples = base64.b64decode(GOOD_B64)
+    request = (
+        b"POST /v1/classify?format=cf32 HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n%s\r\n0\r\nX-Endless: " % (len(samples), samples)
+    )
+    assert send_and_read_to_close(server, request + b"a" * (16 * MAX_HEADER_BYTES)) == b""
+    assert httpx.get(f"{server.url}/healthz/live").status_code == 200
 
 
 def test_unknown_route_is_a_json_404(server):
