@@ -17,7 +17,7 @@ from rfmodel.time_budget import (
 )
 from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO, warmup_cosine
 from service.cli import main
-from tests.rfmodel.test_train import TINY, log_events, train
+from tests.rfmodel.test_train import TINY, die_at_step, log_events, train
 
 
 def test_steps_within_counts_the_steps_that_fit_and_never_passes_the_plan():
@@ -159,17 +159,7 @@ def test_a_resumed_job_asking_fewer_steps_than_the_moved_end_ends_at_its_own(tmp
     monkeypatch.setattr(
         TimeBudget, "after_step", lambda self, done, step, end, now=None: 30 if step == 3 else None
     )
-    calls = 0
-    real_step = train_module.train_step
-
-    def dies_at_step_7(*args):
-        nonlocal calls
-        calls += 1
-        if calls == 7:
-            raise RuntimeError("the job's machine went away")
-        return real_step(*args)
-
-    monkeypatch.setattr(train_module, "train_step", dies_at_step_7)
+    die_at_step(monkeypatch, 7)
     common = ("--warmup-steps", "2", "--log-every", "1", "--checkpoint-every", "2")
     with pytest.raises(RuntimeError, match="went away"):
         train(tmp_path, "--steps", "40", *common, "--time-limit", "1000")

@@ -382,6 +382,21 @@ def test_a_diverged_loss_is_logged_as_json_null(tmp_path):
     assert record == {"event": "log", "loss": {"mha": None, "gqa": 1.5}, "lr": None}
 
 
+def die_at_step(monkeypatch, n: int) -> None:
+    """The job's machine goes away as it starts its n-th step (after n - 1 steps)."""
+    calls = 0
+    real_step = train_module.train_step
+
+    def dying(*args):
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise RuntimeError("the job's machine went away")
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", dying)
+
+
 def test_a_resumed_time_limited_run_keeps_its_fitted_cosine(tmp_path, monkeypatch):
     """A time limit moved the cosine's end from step 20 to 10; the job then died at step 7. The
     resumed run goes on down that cosine to step 10, not back up a cosine over 20 steps."""
@@ -390,17 +405,7 @@ def test_a_resumed_time_limited_run_keeps_its_fitted_cosine(tmp_path, monkeypatc
         return 10 if step == 3 and end > 10 else None
 
     monkeypatch.setattr(TimeBudget, "after_step", fits_the_end_to_10_at_step_3)
-    calls = 0
-    real_step = train_module.train_step
-
-    def dies_at_step_7(*args):
-        nonlocal calls
-        calls += 1
-        if calls == 7:
-            raise RuntimeError("the job's machine went away")
-        return real_step(*args)
-
-    monkeypatch.setattr(train_module, "train_step", dies_at_step_7)
+    die_at_step(monkeypatch, 7)
     common = ("--steps", "20", "--warmup-steps", "2", "--log-every", "1", "--checkpoint-every", "2")
     with pytest.raises(RuntimeError, match="went away"):
         train(tmp_path, *common, "--time-limit", "1000")
