@@ -14,6 +14,12 @@ ends, before the app sees the request.
 
 The limit is uvicorn's config.h11_max_incomplete_event_size, h11's own for the same thing, so
 that it holds whichever of the two protocols runs.
+
+A head must also arrive in time: uvicorn times a connection's idleness only after a response, so
+one that never sent a byte, or sent half a head, held its socket for good (with a low `ulimit -n`
+a few hundred such used up the descriptors). A new connection, and a head from its first byte,
+get RFCLS_KEEP_ALIVE_S (config.timeout_keep_alive), the idleness a connection is allowed after
+a response; past it the head is answered 408 and the connection closed.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.protocol.errors import HeaderFieldsTooLarge, error_body
+from service.protocol.errors import HeaderFieldsTooLarge, RequestTimeout, ServiceError, error_body
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._read_bytes = 0  # of the reads that stayed inside this section
         self._field_bytes = 0  # of the URL and fields the parser has handed over in it
         self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def _enter(self, section: str) -> None:
         self._section = section
@@ -66,7 +73,35 @@ class HeadLimitProtocol(HttpToolsProtocol):
     def _over(self) -> bool:
         return max(self._read_bytes, self._field_bytes) > self.max_head_bytes
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._section != HEAD:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # a pipelined head behind a request still being answered: that answer comes first
+            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+            return
+        log.info("no whole request head within %g s; answered 408", self.timeout_keep_alive)
+        self._answer(
+            RequestTimeout(f"no whole request head within {self.timeout_keep_alive:g} s", "headers")
+        )
+
     def data_received(self, data: bytes) -> None:
+        if self._section == HEAD and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
         started_in, self._moved = self._section, False
         super().data_received(data)
         if self._refused or self.transport.is_closing():
@@ -91,6 +126,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
             # the whole head came in one read: refused before a task is started for it
             self._refused = True
             raise HeadTooLarge
+        self._stop_head_timer()
         self._enter(BODY)
         super().on_headers_complete()
 
@@ -111,7 +147,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # the parser error that on_headers_complete's refusal raised
         if self._refused:
-            self._answer_431()
+            self._answer(self._too_large())
         else:
             super().send_400_response(msg)
 
@@ -120,16 +156,20 @@ class HeadLimitProtocol(HttpToolsProtocol):
         # a request still being answered on this connection (its trailers, or a pipelined
         # predecessor) has its own status line under way: only closing can end it
         if self._section == HEAD and (self.cycle is None or self.cycle.response_complete):
-            self._answer_431()
+            self._answer(self._too_large())
         else:
             log.warning("trailer fields over %d bytes; connection closed", self.max_head_bytes)
             self.transport.close()
 
-    def _answer_431(self) -> None:
+    def _too_large(self) -> HeaderFieldsTooLarge:
         log.warning("request head over %d bytes; answered 431", self.max_head_bytes)
-        error = HeaderFieldsTooLarge(
+        return HeaderFieldsTooLarge(
             f"the URL and header fields are over {self.max_head_bytes} bytes", "headers"
         )
+
+    def _answer(self, error: ServiceError) -> None:
+        """The error in the v1 shape (the path is not known yet), and the connection closed."""
+        self._stop_head_timer()
         body = json.dumps(error_body("", error), separators=(",", ":")).encode()
         content = [STATUS_LINE[error.status]]
         for name, value in self.server_state.default_headers:

@@ -37,8 +37,11 @@ class Transport:
         pass
 
 
-def feed(reads: list[bytes]) -> tuple[Transport, list[str]]:
-    """What the protocol wrote and the paths of the requests it handed to the app."""
+def feed(
+    reads: list[bytes], keep_alive_s: float = 75.0, then_s: float = 0.0
+) -> tuple[Transport, list[str]]:
+    """What the protocol wrote and the paths of the requests it handed to the app, `then_s`
+    after the last read."""
     seen = []
 
     async def app(scope, receive, send):
@@ -47,7 +50,8 @@ def feed(reads: list[bytes]) -> tuple[Transport, list[str]]:
         await send({"type": "http.response.body", "body": b""})
 
     async def run() -> Transport:
-        config = uvicorn_config(Settings(max_header_bytes=LIMIT), app)
+        settings = Settings(max_header_bytes=LIMIT, keep_alive_s=keep_alive_s)
+        config = uvicorn_config(settings, app)
         config.load()
         protocol = config.http_protocol_class(
             config=config, server_state=ServerState(), app_state={}
@@ -57,7 +61,7 @@ def feed(reads: list[bytes]) -> tuple[Transport, list[str]]:
         for data in reads:
             protocol.data_received(data)
             await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(then_s)
         return transport
 
     return asyncio.run(run()), seen
@@ -80,3 +84,26 @@ def test_heads_under_the_limit_are_served_however_they_are_read():
     transport, seen = feed(reads)
     assert not transport.closed and b"431" not in transport.written
     assert seen == ["/x"] * 4
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_keep_alive():
+    # uvicorn's own keep-alive timer starts only after a response
+    transport, seen = feed([], keep_alive_s=0.1, then_s=0.3)
+    assert transport.written.startswith(b"HTTP/1.1 408 ") and transport.closed
+    assert seen == []
+
+
+def test_a_head_that_stops_arriving_is_408_and_closed():
+    # the second request on the connection: its first bytes stop uvicorn's keep-alive timer
+    reads = [head(100), b"GET /y HTTP/1.1\r\nX: a"]
+    transport, seen = feed(reads, keep_alive_s=0.1, then_s=0.3)
+    assert seen == ["/x"] and transport.closed
+    answers = transport.written.split(b"HTTP/1.1 ")
+    assert answers[1].startswith(b"204 ") and answers[2].startswith(b"408 ")
+    assert b'"field":"headers"' in answers[2]
+
+
+def test_a_head_that_arrives_in_time_is_served_and_left_to_the_keep_alive():
+    one = head(100)
+    transport, seen = feed([one[:20], one[20:]], keep_alive_s=0.1, then_s=0.3)
+    assert seen == ["/x"] and b"408" not in transport.written
