@@ -19,7 +19,7 @@ A head must also arrive in time: uvicorn times a connection's idleness only afte
 one that never sent a byte, or sent half a head, held its socket for good (with a low `ulimit -n`
 a few hundred such used up the descriptors). A new connection, and a head from its first byte,
 get RFCLS_KEEP_ALIVE_S (config.timeout_keep_alive), the idleness a connection is allowed after
-a response; past it the head is answered 408 and the connection closed.
+a response; past it a part-sent head is answered 408, and the connection closed.
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ class HeadLimitProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             # a pipelined head behind a request still being answered: that answer comes first
             self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+            return
+        if not (self._read_bytes or self._field_bytes):
+            # nothing sent: closed as an idle keep-alive one is, without an answer a client
+            # sending its first request just then could take for that request's
+            self.transport.close()
             return
         log.info("no whole request head within %g s; answered 408", self.timeout_keep_alive)
         self._answer(

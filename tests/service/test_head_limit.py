@@ -89,8 +89,7 @@ def test_heads_under_the_limit_are_served_however_they_are_read():
 def test_a_connection_that_sends_nothing_is_closed_at_the_keep_alive():
     # uvicorn's own keep-alive timer starts only after a response
     transport, seen = feed([], keep_alive_s=0.1, then_s=0.3)
-    assert transport.written.startswith(b"HTTP/1.1 408 ") and transport.closed
-    assert seen == []
+    assert transport.closed and transport.written == b"" and seen == []
 
 
 def test_a_head_that_stops_arriving_is_408_and_closed():
