@@ -75,11 +75,14 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+        self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -92,7 +95,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
             return
         if self.cycle is not None and not self.cycle.response_complete:
             # a pipelined head behind a request still being answered: that answer comes first
-            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+            self._arm_head_timer()
             return
         if not (self._read_bytes or self._field_bytes):
             # nothing sent: closed as an idle keep-alive one is, without an answer a client
@@ -106,7 +109,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._section == HEAD and self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+            self._arm_head_timer()
         started_in, self._moved = self._section, False
         super().data_received(data)
         if self._refused or self.transport.is_closing():

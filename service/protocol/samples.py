@@ -35,8 +35,8 @@ def decode_base64(text: str, fmt: str, field: str) -> np.ndarray:
     return decode(raw, fmt, field)
 
 
-def from_json_frames(frames: Sequence[Frame], max_frames: int) -> list[np.ndarray]:
-    check_frame_count(len(frames), max_frames)
+def from_json_frames(frames: Sequence[Frame]) -> list[np.ndarray]:
+    """The frames of a v1 JSON body as IQ; their count was checked as ClassifyRequest read them."""
     out = []
     for k, frame in enumerate(frames):
         if frame.data is not None and frame.format is not None:

@@ -88,7 +88,7 @@ def build_router(ctx: ServiceContext, guard: Callable | None) -> APIRouter:
             check_json_size(len(body), settings.max_json_body_bytes, "body")
             limit = {"max_frames": settings.max_frames_per_request}
             parsed = ClassifyRequest.model_validate_json(body, context=limit)
-            frames = samples.from_json_frames(parsed.frames, settings.max_frames_per_request)
+            frames = samples.from_json_frames(parsed.frames)
             tuning = Tuning(parsed.sample_rate, parsed.center_freq, parsed.top_k)
         else:
             raise UnsupportedMediaType(
