@@ -3,8 +3,10 @@ worker thread that owns the device.
 
 Requests are lists of IQ frames. The worker takes frames, not requests, so one large request can
 span several batches and small ones share a batch; frames are grouped by length bucket (power of
-two) so a batch pads each frame to at most twice its length. The event loop never computes: it
-enqueues, and the worker settles each request's future through `loop.call_soon_threadsafe`.
+two) so a batch pads each frame to at most twice its length. Requests take turns, a batch each
+(round-robin): one large request does not hold the device until its last frame while the
+requests behind it are refused. The event loop never computes: it enqueues, and the worker
+settles each request's future through `loop.call_soon_threadsafe`.
 
 Torch-free: the model sits behind the `Runner` interface (service/inference.py implements it),
 which keeps this module testable with any callable and importable by the protocol layer.
@@ -17,7 +19,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,12 +96,13 @@ class _Request:
         "inference_s",
         "preprocess_s",
         "probabilities",
+        "queued",
         "settle",
         "settled",
         "signal",
         "started",
+        "tally",
         "unfinished",
-        "untaken",
     )
 
     def __init__(self, frames: Sequence[np.ndarray], enqueued: float, deadline: float, settle):
@@ -110,7 +112,9 @@ class _Request:
         self.settle: Settle = settle
         self.probabilities: list[np.ndarray | None] = [None] * len(frames)
         self.signal: list[np.ndarray | None] = [None] * len(frames)
-        self.untaken = len(frames)  # frames still in the queue
+        # its frames still in the queue, in order, and their [frames, samples] per length bucket
+        self.queued = [_Item(self, i, length_bucket(len(f))) for i, f in enumerate(frames)]
+        self.tally: dict[int, list[int]] = {}
         self.unfinished = len(frames)  # frames without a result
         self.started: float | None = None
         self.preprocess_s = 0.0
@@ -121,7 +125,7 @@ class _Request:
     @property
     def taken(self) -> bool:
         """Some frame of it has left the queue for the device: from then on it runs to its end."""
-        return self.untaken < len(self.frames)
+        return len(self.queued) < len(self.frames)
 
     def deadline_passed(self) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -199,14 +203,16 @@ class Engine:
         # CPU cores) it priced a 32,768-sample frame at 165 ms, not 21, and refused requests an
         # idle engine could serve for the next several batches
         self._costs: dict[int, BatchCost] = {}
-        self._queued: dict[int, list[int]] = {}  # bucket -> [frames, samples] of _pending
         # when the batch on the device should end (perf_counter), by estimate; 0 when idle
         self._busy_until = 0.0
         self._stall_s = stall_s
         self._batch_started = 0.0  # perf_counter; 0 when idle
         self._cond = threading.Condition()
-        self._pending: deque[_Item] = deque()
-        self._waiting: dict[_Request, None] = {}  # requests with frames still queued, in order
+        # requests with frames still queued, in the order of their turns (the line)
+        self._waiting: dict[_Request, None] = {}
+        # those of them with frames in the batch on the device: they go to the back of the line
+        # when it ends (_rotate)
+        self._served: dict[_Request, None] = {}
         self._arriving = 0  # requests being read by the HTTP layer, not yet submitted
         self._draining = False  # readiness off; requests still taken until stop()
         self._stopping = False  # no more requests; the worker ends once the queue is empty
@@ -322,9 +328,7 @@ class Engine:
                 self._arrived(arrival)
             self._check_admission()
             self._waiting[request] = None
-            items = [_Item(request, i, length_bucket(len(f))) for i, f in enumerate(frames)]
-            self._pending.extend(items)
-            self._count(items, +1)
+            self._count(request.queued, +1)
             self._metrics.queue_depth.set(len(self._waiting))
             self._cond.notify()
         return request
@@ -341,11 +345,12 @@ class Engine:
         """Refuse now rather than admit a request that would wait past the limit: a quick 503 the
         client can retry elsewhere beats a late answer, and it keeps the queue short enough that
         the admitted requests stay within the budget. What counts is what is left of the batch
-        on the device, by estimate, and the full batches queued ahead, which run before the batch
-        this request can join. The batch on the device counts only with what is left of it: a
-        request arriving late in it starts soon. (An earlier version left it out entirely, so a
-        request could wait a whole batch; when one 32k-sample frame came to cost 18 ms on the CPU,
-        that wait and its own batch passed the 30 ms budget: admitted p99 60 ms at 64 clients.)
+        on the device, by estimate, and the full batches of the turns ahead (_turns_ahead), which
+        run before the batch this request can join. The batch on the device counts only with
+        what is left of it: a request arriving late in it starts soon. (An earlier version left
+        it out entirely, so a request could wait a whole batch; when one 32k-sample frame came
+        to cost 18 ms on the CPU, that wait and its own batch passed the 30 ms budget: admitted
+        p99 60 ms at 64 clients.)
         The event loop's lag counts too: a newcomer's answer waits for the loop as well, and
         where the loop is the bottleneck (a GPU serving from CUDA graphs) it is most of the wait.
         The limit is the queue-wait limit's current one (service/admission.py); a batch holds
@@ -354,10 +359,10 @@ class Engine:
             return
         lag_s = self._loop_lag()
         ahead_s = lag_s + max(0.0, self._busy_until - time.perf_counter())
-        for bucket, (frames, samples) in self._queued.items():
+        for bucket, (frames, samples) in self._turns_ahead().items():
             cost = self._cost(bucket)
             frame_samples = samples / frames
-            batch_samples = self._full_batch_samples(cost, frame_samples)
+            batch_samples = self._full_batch_frames(cost, frame_samples) * frame_samples
             # a batch closes at about _batch_close_s (_batch_is_full aims there) but holds at
             # least one frame, whose cost may pass it: on a CPU one 32k-sample frame costs 3x
             # the floor
@@ -379,15 +384,37 @@ class Engine:
                 f"{1000 * lag_s:.0f} ms of it); the limit is {1000 * limit_s:.0f} ms"
             )
 
-    def _full_batch_samples(self, cost: BatchCost, frame_samples: float) -> float:
-        """Samples of a full batch of frames of this length: max_batch of them, or as many as
-        reach the queue-wait floor's work (_batch_is_full), at least one. Lock held."""
+    def _turns_ahead(self) -> dict[int, list[float]]:
+        """Per length bucket, the [frames, samples] that run before a newcomer's first batch.
+        Requests take a batch each in turn (_rotate), so each request in the line counts with at
+        most one full batch of a bucket, not with all its frames: behind a request of 32 frames
+        of 262,144 samples (seconds on 2 CPU cores) a newcomer waits for one such frame, where
+        it was refused for all 32. Those with frames on the device count not at all: they go to
+        the back of the line, behind the newcomer, when that batch ends. Lock held."""
+        ahead: dict[int, list[float]] = {}
+        for request in self._waiting:
+            if request in self._served:
+                continue
+            for bucket, (frames, samples) in request.tally.items():
+                turn, turn_samples = frames, float(samples)
+                if frames > 1:  # (one frame is a turn of its own: the common case, no sums)
+                    frame_samples = samples / frames
+                    turn = min(frames, self._full_batch_frames(self._cost(bucket), frame_samples))
+                    turn_samples = turn * frame_samples
+                tally = ahead.setdefault(bucket, [0, 0.0])
+                tally[0] += turn
+                tally[1] += turn_samples
+        return ahead
+
+    def _full_batch_frames(self, cost: BatchCost, frame_samples: float) -> int:
+        """Frames in a full batch of frames of this length: max_batch, or as many as reach the
+        queue-wait floor's work (_batch_is_full), at least one. Lock held."""
         frames = self._max_batch
         per_frame_s = cost.per_sample_s * frame_samples
         if per_frame_s > 0:
             room_s = self._batch_close_s(cost) - cost.fixed_s
             frames = min(frames, max(1, math.ceil(room_s / per_frame_s)))
-        return frames * frame_samples
+        return frames
 
     def observe_admitted(self, seconds: float) -> None:
         """The latency of a request this engine took (answered, or dropped at its deadline) as
@@ -500,14 +527,15 @@ class Engine:
 
     def _next_batch(self) -> list[_Item] | None:
         with self._cond:
+            self._rotate()
             while True:
                 self._drop_expired()
-                if self._pending:
+                if self._waiting:
                     break
                 if self._stopping:
                     return None
                 self._cond.wait()
-            head = self._pending[0]
+            head = next(iter(self._waiting)).queued[0]
             # the wait counts from when the head was queued: one that already waited behind a
             # running batch waits no longer
             wait_until = head.request.enqueued + self._max_wait_s
@@ -523,15 +551,19 @@ class Engine:
             return batch
 
     def _same_bucket(self, bucket: int) -> tuple[list[_Item], bool]:
-        """The next batch of the bucket's queued frames, and whether it is full."""
+        """The next batch of the bucket's queued frames, in the line's order, and whether it is
+        full."""
         batch, samples = [], 0
         cost = self._cost(bucket)
-        for item in self._pending:
-            if item.bucket == bucket and not item.request.cancelled:
-                batch.append(item)
-                samples += len(item.request.frames[item.index])
-                if self._batch_is_full(cost, len(batch), samples):
-                    return batch, True
+        for request in self._waiting:
+            if request.cancelled:
+                continue
+            for item in request.queued:
+                if item.bucket == bucket:
+                    batch.append(item)
+                    samples += len(request.frames[item.index])
+                    if self._batch_is_full(cost, len(batch), samples):
+                        return batch, True
         return batch, False
 
     def _batch_is_full(self, cost: BatchCost, frames: int, samples: int) -> bool:
@@ -563,13 +595,25 @@ class Engine:
 
     def _take(self, batch: list[_Item]) -> None:
         taken = set(map(id, batch))
-        self._pending = deque(item for item in self._pending if id(item) not in taken)
         self._count(batch, -1)
-        for item in batch:
-            item.request.untaken -= 1
-            if item.request.untaken == 0:
-                self._waiting.pop(item.request, None)
+        for request in dict.fromkeys(item.request for item in batch):
+            request.queued = [item for item in request.queued if id(item) not in taken]
+            if request.queued:
+                self._served[request] = None
+            else:
+                self._waiting.pop(request, None)
         self._metrics.queue_depth.set(len(self._waiting))
+
+    def _rotate(self) -> None:
+        """The requests of the batch just run that have frames left go to the back of the line,
+        behind those that came while it ran: every request gets a batch before any gets a second
+        (FIFO by request instead let one of 32 long frames hold the device for 6 s, and the
+        work queued ahead refused everything that came meanwhile). Lock held."""
+        for request in self._served:
+            if request in self._waiting:  # not failed or withdrawn meanwhile
+                del self._waiting[request]
+                self._waiting[request] = None
+        self._served.clear()
 
     def _drop_expired(self) -> None:
         now = time.perf_counter()
@@ -584,13 +628,14 @@ class Engine:
         self._forget(dropped)
 
     def _count(self, items: Iterable[_Item], sign: int) -> None:
-        """Add (+1) or take away (-1) the items in the per-bucket tally of the queue. Lock held."""
+        """Add (+1) or take away (-1) the items in their request's per-bucket tally of its
+        queued frames. Lock held."""
         for item in items:
-            tally = self._queued.setdefault(item.bucket, [0, 0])
+            tally = item.request.tally.setdefault(item.bucket, [0, 0])
             tally[0] += sign
             tally[1] += sign * len(item.request.frames[item.index])
             if tally[0] == 0:
-                del self._queued[item.bucket]
+                del item.request.tally[item.bucket]
 
     def _cost(self, bucket: int) -> BatchCost:
         """The bucket's cost line; one without batches yet borrows the nearest bucket's (scaled
@@ -601,10 +646,6 @@ class Engine:
 
     def _forget(self, requests: Sequence[_Request]) -> None:
         """Remove the requests' remaining frames from the queue (lock held)."""
-        gone = set(requests)
-        self._pending = deque(item for item in self._pending if item.request not in gone)
-        self._queued = {}
-        self._count(self._pending, +1)
         for request in requests:
             self._waiting.pop(request, None)
         self._metrics.queue_depth.set(len(self._waiting))

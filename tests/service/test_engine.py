@@ -159,6 +159,89 @@ async def test_a_large_request_spans_batches_and_keeps_its_order():
     engine.stop()
 
 
+async def test_requests_take_turns_a_batch_each():
+    """Round-robin, not first come first served by request: each request with frames queued
+    gets a batch before any gets a second; frames of one length still share a batch."""
+    runner = ScriptedRunner()
+    engine = started(make_engine(runner, max_batch=2), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    first = asyncio.ensure_future(engine.predict([frame(64, t) for t in (1, 2, 3, 4, 5)]))
+    second = asyncio.ensure_future(engine.predict([frame(64, t) for t in (11, 12, 13)]))
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    results = await asyncio.gather(held, first, second)
+    assert runner.batches == [[-1.0], [1.0, 2.0], [11.0, 12.0], [3.0, 4.0], [13.0, 5.0]]
+    assert [list(r.probabilities[:, 0]) for r in results[1:]] == [[1, 2, 3, 4, 5], [11, 12, 13]]
+    engine.stop()
+
+
+async def test_a_small_request_is_answered_between_a_long_ones_frames():
+    """docs/reliability.md: one request of 32 frames of 262,144 samples held the CPU engine for
+    6 s, and every request that came meanwhile was refused (the 31 frames queued ahead passed
+    the queue-wait limit) or, where the limit let it in, answered after the 32nd. Now a
+    newcomer waits only for what is left of the long request's frame on the device: it is
+    admitted, and its batch runs before the long request's next."""
+    runner = ScriptedRunner(seconds_per_frame=0.03)
+    # a batch of one frame, as one of 262,144 samples is on a CPU
+    engine = started(make_engine(runner, max_batch=1, queue_wait=fixed_limit(0.02)), runner)
+    long_tags = list(range(1, 33))
+    runner.gate.clear()
+    long_ = asyncio.ensure_future(engine.predict([frame(64, t) for t in long_tags]))
+    await wait_entered(runner)  # its first frame is on the device
+    await asyncio.sleep(0.05)  # past that frame's estimated end: only the queue counts
+    small = asyncio.ensure_future(engine.predict([frame(64, 100)]))
+    await asyncio.sleep(0.01)
+    assert not small.done()  # not refused
+    runner.gate.set()
+    assert list((await small).probabilities[:, 0]) == [100]
+    assert not long_.done()
+    answer = await long_
+    assert runner.batches == [[1.0], [100.0]] + [[float(t)] for t in long_tags[1:]]
+    assert list(answer.probabilities[:, 0]) == list(answer.signal[:, 0]) == long_tags
+    engine.stop()
+
+
+async def test_a_newcomer_is_priced_at_one_turn_of_each_request_ahead_not_all_its_frames():
+    runner = ScriptedRunner(seconds_per_frame=0.05)
+    engine = started(make_engine(runner, max_batch=1, queue_wait=fixed_limit(0.08)), runner)
+    held = hold_worker(runner, engine)
+    await wait_entered(runner)
+    await asyncio.sleep(0.06)  # past the held batch's estimated end: only the queue counts
+    long_ = asyncio.ensure_future(engine.predict([frame(64, t) for t in range(1, 9)]))
+    await asyncio.sleep(0.01)
+    # ahead of it: one 0.05 s frame of the long request (its turn), not eight (0.4 s)
+    small = asyncio.ensure_future(engine.predict([frame(64, 100)]))
+    await asyncio.sleep(0.01)
+    assert not small.done()  # not refused
+    # ahead of the next: a frame of each (0.1 s), past the limit
+    with pytest.raises(QueueFull, match="ahead"):
+        await engine.predict([frame(64, 200)])
+    runner.gate.set()
+    await asyncio.gather(held, long_, small)
+    assert runner.batches == [[-1.0], [1.0], [100.0]] + [[float(t)] for t in range(2, 9)]
+    engine.stop()
+
+
+async def test_a_request_failed_or_withdrawn_while_its_frame_runs_does_not_come_back_into_line():
+    """Its remaining frames would be computed for nobody."""
+    runner = ScriptedRunner()
+    runner.poison = {1.0}
+    engine = started(make_engine(runner, max_batch=1), runner)
+    with pytest.raises(BatchFailed):
+        await engine.predict([frame(64, t) for t in (1, 2, 3)])
+    runner.reset()
+    runner.gate.clear()
+    gone = asyncio.ensure_future(engine.predict([frame(64, t) for t in (4, 5, 6)]))
+    await wait_entered(runner)  # its first frame is on the device
+    gone.cancel()
+    await asyncio.sleep(0.01)
+    runner.gate.set()
+    assert list((await engine.predict([frame(64, 9)])).probabilities[:, 0]) == [9]
+    assert runner.batches == [[4.0], [9.0]]
+    engine.stop()
+
+
 async def test_the_batcher_waits_for_a_request_still_arriving_up_to_max_wait():
     runner = ScriptedRunner()
     engine = started(make_engine(runner, max_wait_s=0.2), runner)
