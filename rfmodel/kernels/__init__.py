@@ -4,8 +4,9 @@ model's shapes (docs/experiments/gpu_roofline), the same layers computed another
 - `latent`'s two attention steps as Triton kernels (rfmodel.kernels.latent_attention), the
   second with `wo`, the residual add and the next RMSNorm taken in
   (`LatentAttention.fuse_residual_norm`);
-- `flash`'s and `gqa`'s softmax attention at small head sizes as a Triton kernel with packed
-  exponentials (rfmodel.kernels.flash_attention, through rfmodel.attention.base.grouped_sdpa);
+- `flash`'s and `gqa`'s softmax attention at small head sizes as a Triton kernel that spends few
+  instructions around each exponential (rfmodel.kernels.flash_attention, through
+  rfmodel.attention.base.grouped_sdpa);
 - the MLP's GELU in the epilogue of cuBLASLt's `up` matmul (rfmodel.classifier.MLP);
 - the query, key and value projections as one matmul (rfmodel.attention.mha).
 

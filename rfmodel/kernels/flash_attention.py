@@ -3,11 +3,12 @@ kernel for small head sizes (forward only).
 
 Why: at the reference size's head size of 32 a score costs 128 FLOPs of matmul and one
 exponential, so FlashAttention-2 is held by the special-function units' exponential throughput,
-not by its tensor cores (docs/experiments/gpu_roofline). This kernel computes the exponentials as
-`ex2.approx.f16x2`, two half-precision results per instruction, so the same units give twice as
-many. The weights are rounded to half precision for the weighted sum of the values anyway
-(FlashAttention-2 too), and their row sums come from that same rounded matrix, taken on the
-tensor cores by multiplying it with a block of ones.
+not by its tensor cores (docs/experiments/gpu_roofline). This kernel spends fewer instructions
+around each exponential: the row sums come from the tensor cores, as the rounded weights times a
+block of ones (so the normaliser is the sum of exactly the weights used), and the exponentials
+are taken in fp32 and rounded once to fp16. (A packed `ex2.approx.f16x2` was used until session
+26: on sm_90 ptxas splits it into two scalar `MUFU.EX2.F16` plus the byte shuffles to unpack and
+repack the halves, so it cost more instructions than fp32 and rounded the exponent to fp16 first.)
 
 Half precision, not bfloat16, for the weights: they lie in (0, 1], where fp16's 10 mantissa bits
 beat bf16's 7. bf16 values are converted to fp16 once, before the kernel (one pass over V,
@@ -19,7 +20,6 @@ below). Unlike SDPA's flash kernel it also takes a key-padding mask.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
@@ -28,25 +28,8 @@ from torch import Tensor
 
 from rfmodel.kernels.latent_attention import LOG2E
 
-# Triton's CPU interpreter runs no PTX: there exp2 in fp32, rounded to fp16
-PACKED_EXP = os.environ.get("TRITON_INTERPRET") != "1"
 # the largest bf16 within fp16's range (65,504 itself rounds to 65,536 in bf16, inf in fp16)
 BF16_IN_FP16_RANGE = 65280.0
-
-
-@triton.jit
-def _exp2_f16(x, PACKED: tl.constexpr):
-    """2^x for fp32 x <= 0 -> fp16, two lanes per special-function instruction (sm_75 on)."""
-    if PACKED:
-        return tl.inline_asm_elementwise(
-            "ex2.approx.f16x2 $0, $1;",
-            "=r,r",
-            [x.to(tl.float16)],
-            dtype=tl.float16,
-            is_pure=True,
-            pack=2,
-        )
-    return tl.exp2(x).to(tl.float16)
 
 
 # (queries a program takes, keys it takes at a time, warps, pipeline stages)
@@ -75,7 +58,6 @@ def _attention_kernel(
     stride_vb, stride_vh, stride_vt, stride_mask, stride_ob, stride_oh, stride_ot,
     H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, SCALE_LOG2: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_T: tl.constexpr, HAS_MASK: tl.constexpr, EVEN_KEYS: tl.constexpr,
-    PACKED_EXP: tl.constexpr,
 ):  # fmt: skip
     # one grid axis (the others stop at 65,535 programs), a head's query blocks side by side:
     # they run together and share its keys and values in L2
@@ -119,7 +101,7 @@ def _attention_kernel(
         # a row whose keys so far are all padding keeps max -inf; exp2(-inf - 0) is 0, not NaN
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
         rescale = tl.exp2(running_max - safe_max)  # [BLOCK_Q], one per row: fp32 is cheap
-        weights = _exp2_f16(scores * SCALE_LOG2 - safe_max[:, None], PACKED_EXP)
+        weights = tl.exp2(scores * SCALE_LOG2 - safe_max[:, None]).to(tl.float16)
         running_sum = running_sum * rescale[:, None] + tl.dot(weights, ones)
         acc = acc * rescale[:, None] + tl.dot(weights, v)
         running_max = new_max
@@ -173,6 +155,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         mask.stride(0) if has_mask else 0, *heads.stride()[:3],
         H=h, GROUP=h // n_kv, D=d, SCALE_LOG2=LOG2E / math.sqrt(d), HAS_MASK=has_mask,
-        EVEN_KEYS=s % KEY_ALIGN == 0, PACKED_EXP=PACKED_EXP,
+        EVEN_KEYS=s % KEY_ALIGN == 0,
     )  # fmt: skip
     return heads
