@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,27 +26,21 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # probe.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 import fa_var
+from probe import median_ms
 
 from rfmodel.kernels import flash_attention
 
 HEADS, TOKENS, HEAD_SIZE = 8, 4096, 32
 
 
-def median_ms(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def timed(fn, reps: int) -> float:
+    """probe.py's median, after two more warm-up calls (Triton's first calls compile)."""
+    fn()
+    fn()
+    return median_ms(fn, reps)
 
 
 def main() -> None:
@@ -68,7 +61,7 @@ def main() -> None:
 
     def row(name: str, fn, check: bool = True) -> None:
         try:
-            ms = median_ms(fn, args.reps)
+            ms = timed(fn, args.reps)
             err = (fn()[:2].float() - reference).abs().max().item() if check else None
             line = dict(name=name, ms=round(ms, 3), tflops=round(flop / ms / 1e9, 1), err=err)
         except Exception as e:  # a config that does not compile or fit is a row, not the end
@@ -77,7 +70,7 @@ def main() -> None:
 
     print(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, B=args.batch)))
     square = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    ms = median_ms(lambda: square @ square, args.reps)
+    ms = timed(lambda: square @ square, args.reps)
     print(json.dumps(dict(name="matmul8192", tflops=round(2 * 8192**3 / ms / 1e9, 1))))
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         row("sdpa-flash2", lambda: F.scaled_dot_product_attention(q, k, v))
