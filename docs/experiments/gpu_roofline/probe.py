@@ -98,20 +98,24 @@ def copy_bandwidth_gbs(nbytes: int = 4 * 2**30) -> float:
     return 2 * nbytes / (median_ms(lambda: dst.copy_(src)) / 1e3) / 1e9
 
 
-def kernel_split_ms(fn, calls: int = 3) -> dict[str, float]:
-    """CUDA kernel time per call by part (KINDS), from the profiler's kernel events only."""
+def kernel_split_ms(fn, calls: int = 3, top: int = 25) -> tuple[dict[str, float], list]:
+    """CUDA kernel time per call by part (KINDS), from the profiler's kernel events only, and
+    the `top` kernels by time: [part, ms per call, launches per call, name]."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
     parts = dict.fromkeys([*KINDS, "other"], 0.0)
+    kernels = []
     for event in prof.key_averages():
         if event.device_type != DeviceType.CUDA:
             continue
         name = event.key.lower()
         kind = next((k for k, frags in KINDS.items() if any(f in name for f in frags)), "other")
-        parts[kind] += event.self_device_time_total / 1e3 / calls
-    return parts
+        ms = event.self_device_time_total / 1e3 / calls
+        parts[kind] += ms
+        kernels.append([kind, round(ms, 3), event.count / calls, event.key[:160]])
+    return parts, sorted(kernels, key=lambda kernel: -kernel[1])[:top]
 
 
 def flops(fn) -> dict[str, float]:
@@ -153,7 +157,7 @@ def compiled(model, batch: int, counted: dict[str, float]) -> dict:
         torch.compile(model, dynamic=False), batch, TOKENS, torch.device("cuda"), torch.bfloat16
     )
     ms = median_ms(forward)
-    split = kernel_split_ms(forward)
+    split, kernels = kernel_split_ms(forward)
     # the same kernels without the GPU's idle time between launches
     graphed_ms = median_ms(cuda_graph(forward, torch.device("cuda")))
     return {
@@ -162,6 +166,7 @@ def compiled(model, batch: int, counted: dict[str, float]) -> dict:
         "graphed_recordings_per_s": batch / (graphed_ms / 1e3),
         "kernel_ms": split,
         "kernel_total_ms": sum(split.values()),
+        "top_kernels": kernels,
         "tflops": {k: counted[k] / (split[k] / 1e3) / 1e12 for k in counted if split[k] > 0},
         "gflop_per_recording": {k: v / batch / 1e9 for k, v in counted.items()},
     }
