@@ -77,7 +77,8 @@ def multipath(signal: np.ndarray, draws: Draws) -> np.ndarray:
 
 def fading(signal: np.ndarray, draws: Draws) -> np.ndarray:
     """Flat time-varying fading: complex Gaussian gain with a Jakes (U-shaped) Doppler spectrum,
-    plus a line-of-sight part when Rician; periodic over the signal's period."""
+    plus a line-of-sight part when Rician; periodic over the signal's period. A Doppler under one
+    bin of that period (1/n) gives a static gain."""
     if not draws.chance("fading", 0.25):
         return signal
     rng = draws.rng
@@ -85,16 +86,18 @@ def fading(signal: np.ndarray, draws: Draws) -> np.ndarray:
     doppler = draws.log_uniform("doppler", 2e-5, 2e-3)  # cycles/sample
     k_factor = _draw_k_factor(draws, "fading_k_factor_db")
     bins = signed_bins(n)
-    # at least one bin: slower fading is rounded up to about one cycle a recording, not down to
-    # a constant gain, while `doppler` records the drawn value (a known defect, docs/data.md;
-    # fixing it moves the held-out set, so it waits for a run that re-measures every figure)
-    top = max(1, int(doppler * n))
+    # the highest Doppler bin: 0 below one bin (1/n), so slower fading is a static gain
+    top = int(doppler * n)
+    # as many normals are drawn as before session 27 (when `top` was at least 1), and those for
+    # bins above `top` are left unused, so every draw after this one is unchanged by the fix
+    drawn = np.abs(bins) <= max(1, top)
+    real = rng.standard_normal(drawn.sum())
+    imag = rng.standard_normal(drawn.sum())
+    used = np.abs(bins[drawn]) <= top
     inside = np.abs(bins) <= top
     relative = np.minimum(np.abs(bins[inside]) / (top + 1), 0.99)
     spectrum = np.zeros(n, dtype=np.complex128)
-    spectrum[inside] = (1 - relative**2) ** -0.25 * (
-        rng.standard_normal(inside.sum()) + 1j * rng.standard_normal(inside.sum())
-    )
+    spectrum[inside] = (1 - relative**2) ** -0.25 * (real[used] + 1j * imag[used])
     scatter = fft.ifft(spectrum)
     scatter /= np.sqrt(np.mean(np.abs(scatter) ** 2))
     gain = scatter
