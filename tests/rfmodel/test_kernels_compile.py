@@ -59,14 +59,18 @@ def tensor_pointers(names: list[str], dtype: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize("shift_by_bound", [True, False])
 @pytest.mark.parametrize("dtype", list(TYPES))
 @pytest.mark.parametrize("config", flash_attention.CONFIGS, ids=str)
-def test_the_flash_kernel_compiles(config, dtype, capability):
+def test_the_flash_kernel_compiles(config, dtype, shift_by_bound, capability):
     pointers = tensor_pointers(["q_ptr", "k_ptr", "v_ptr", "out_ptr"], dtype)
-    pointers["v_ptr"] = "*fp16"  # the values reach it in fp16 (flash_attention.attention)
+    pointers |= {"q_norm_ptr": "*fp32", "key_norm_ptr": "*fp32"}
     compiled = compile_for(
         flash_attention._attention_kernel, config, capability, pointers,
-        dict(H=8, GROUP=2, D=32, SCALE_LOG2=0.25, HAS_MASK=True, EVEN_KEYS=False),
+        dict(
+            H=8, GROUP=2, D=32, SCALE_LOG2=0.25, HAS_MASK=True, EVEN_KEYS=False,
+            BOUND_LIMIT=flash_attention.BOUND_LIMIT, SHIFT_BY_BOUND=shift_by_bound,
+        ),
     )  # fmt: skip
     # the weights' exponentials in fp32 (a packed f16x2 one costs more instructions on sm_90)
     assert "ex2.approx.f16x2" not in compiled.asm["ptx"]

@@ -195,6 +195,71 @@ def test_flash_kernel_is_softmax_attention(dtype, batch, tokens, masked, kv_head
     torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+def bounded_case(tokens: int, bound: float, kv_heads: int = HEADS):
+    """Random bf16 q, k, v, q and k scaled so that the largest of the scores' bounds
+    |q| max|k| / sqrt(d) (log2 units) is `bound`."""
+    torch.manual_seed(9)
+    q, k, v = head_views(2, tokens, torch.bfloat16)
+    k, v = k[:, :kv_heads], v[:, :kv_heads]
+    scale = (bound / largest_bound(q, k)) ** 0.5
+    return scale * q, scale * k, v
+
+
+def largest_bound(q, k) -> float:
+    group = q.shape[1] // k.shape[1]
+    key_norm = k.double().norm(dim=-1).amax(dim=-1).repeat_interleave(group, dim=1)
+    bound = q.double().norm(dim=-1).amax(dim=-1) * key_norm / q.shape[-1] ** 0.5
+    return float(bound.max()) * 1.4426950408889634
+
+
+@pytest.mark.parametrize("limit", [0.0, "default"])
+@pytest.mark.parametrize(("bound", "kv_heads", "masked"), [(15.0, HEADS, True), (46.0, 2, False)])
+def test_flash_kernel_shifts_by_the_bound_or_by_the_running_max(
+    limit, bound, kv_heads, masked, monkeypatch
+):
+    """Under the limit every block is shifted by its bound, at 0 every block by its running
+    max; both are softmax attention. At a bound of 46, near the limit, the smallest weights
+    used reach 2^-92."""
+    q, k, v = bounded_case(333, bound, kv_heads)
+    assert largest_bound(q, k) < flash_attention.BOUND_LIMIT
+    if limit != "default":
+        monkeypatch.setattr(flash_attention, "BOUND_LIMIT", limit)
+    mask = padding_mask(2, 333) if masked else None
+    got = flash_attention.attention(q, k, v, mask)
+    want = attention(q, k, v, mask)
+    torch.testing.assert_close(
+        got.double(), want, rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16]
+    )
+
+
+def test_the_bound_limit_is_what_keeps_the_weights_in_range(monkeypatch):
+    """Far over the limit a shift by the bound sends every weight below fp32's range (the
+    answer is wrong), so the limit is what sends those blocks to the running max."""
+    q, k, v = bounded_case(256, 2000.0)
+    want = attention(q, k, v)
+    got = flash_attention.attention(q, k, v, None)
+    torch.testing.assert_close(
+        got.double(), want, rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16]
+    )
+    monkeypatch.setattr(flash_attention, "BOUND_LIMIT", float("inf"))
+    unguarded = flash_attention.attention(q, k, v, None).double()
+    assert not torch.allclose(unguarded, want, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flash_kernel_blocks_under_and_over_the_bound_in_one_call(dtype):
+    """The first queries' bounds under the limit, the rest far over: each block is computed by
+    one of the two launches, and none is left unwritten. fp16 takes the running max for all."""
+    q, k, v = bounded_case(500, 15.0)
+    q, k, v = q.to(dtype).clone(), k.to(dtype), v.to(dtype)
+    q[:, :, 256:] *= 12  # whole blocks of 64 or 128 queries on either side
+    mask = padding_mask(2, 500)
+    got = flash_attention.attention(q, k, v, mask)
+    torch.testing.assert_close(
+        got.double(), attention(q, k, v, mask), rtol=TOL[dtype], atol=TOL[dtype]
+    )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("config", flash_attention.CONFIGS if HAS_TRITON else [], ids=str)
 def test_every_flash_tile_config(config, dtype, monkeypatch):

@@ -3,10 +3,11 @@
 Softmax attention over bf16 q, k, v (head size 32, 1,000 keys, queries scaled so the weights are
 peaked), computed three ways against the exact float64 answer:
 
-- `sdpa`: the exponent in fp32, the weights rounded to bf16 (FlashAttention-2 in bf16);
+- `sdpa`: the exponent in fp32, the weights rounded to bf16 (FlashAttention-2 in bf16, and the
+  flash kernel since session 27);
 - `f16x2`: the exponent and the weights in fp16, the values converted to fp16 (the flash
-  kernel until session 26, `ex2.approx.f16x2`; since then the exponent is fp32 and only the
-  weights fp16, between this and `sdpa`'s exponent);
+  kernel until session 26, `ex2.approx.f16x2`; in session 26 the exponent was fp32 and only the
+  weights fp16, between this and `sdpa`);
 - `bf16x2`: the exponent and the weights in bf16, the values as they are (the variant with
   `ex2.approx.ftz.bf16x2`).
 

@@ -9,7 +9,8 @@ one median of `--reps` CUDA-event timings after 3 warm-up calls, its attention T
 
 A config is BLOCK_Q,BLOCK_T,warps,stages[,maxnreg]; a variant is exp_mode,poly_every,sum_mode
 (`fa_var.attention`). One JSON line per row on stdout, with the GPU's bf16 matmul peak, SDPA's
-FlashAttention-2 and the committed kernel (autotuned, its fp16 conversion of V included) first.
+FlashAttention-2 and the committed kernel (autotuned; in session 26 with its fp16 conversion of V)
+first.
 """
 
 from __future__ import annotations
