@@ -5,12 +5,14 @@ one median of `--reps` CUDA-event timings after 3 warm-up calls, its attention T
 (4 B H T^2 d), and its largest error against fp32 softmax attention on two recordings.
 
     python docs/experiments/gpu_roofline/kernel_variants/bench.py \
-        --configs "128,64,4,3;64,128,4,3" --variants "0,0,0;1,0,0;2,0,0"
+        --configs "128,64,4,3;64,128,4,3" --variants "0,0,0;1,0,0;2,0,0" \
+        --bound-variants "128,2,0,4,3;128,4,1,4,2"
 
 A config is BLOCK_Q,BLOCK_T,warps,stages[,maxnreg]; a variant is exp_mode,poly_every,sum_mode
-(`fa_var.attention`). One JSON line per row on stdout, with the GPU's bf16 matmul peak, SDPA's
-FlashAttention-2 and the committed kernel (autotuned; in session 26 with its fp16 conversion of V)
-first.
+(`fa_var.attention`); a bound variant is BLOCK_Q,SUBS,POLY_SUBS,warps,stages
+(`fa_var.attention_bound`, the bound shift's loop with a share of polynomial exponentials). One
+JSON line per row on stdout, with the GPU's bf16 matmul peak, SDPA's FlashAttention-2 and the
+committed kernel (autotuned; in session 26 with its fp16 conversion of V) first.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--configs", default="128,64,4,3")
     p.add_argument("--variants", default="0,0,0;1,0,0")
+    p.add_argument("--bound-variants", default="")
     args = p.parse_args()
     flop = 4 * args.batch * HEADS * TOKENS**2 * HEAD_SIZE
     torch.manual_seed(0)
@@ -84,7 +87,7 @@ def main() -> None:
     row("prepare_v fp16", lambda: fa_var.prepare_v(v, 0), check=False)
     row("prepare_v fp16+ones", lambda: fa_var.prepare_v(v, 1), check=False)
     configs = [tuple(map(int, c.split(","))) for c in args.configs.split(";")]
-    variants = [tuple(map(int, c.split(","))) for c in args.variants.split(";")]
+    variants = [tuple(map(int, c.split(","))) for c in filter(None, args.variants.split(";"))]
     for config, (exp_mode, poly_every, sum_mode) in itertools.product(configs, variants):
         block_q, block_t, warps, stages, *maxnreg = config
         values_in = values[(sum_mode == 1, exp_mode == 4)]
@@ -98,6 +101,14 @@ def main() -> None:
             f"exp{exp_mode} poly{poly_every} sum{sum_mode}",
             lambda kwargs=kwargs, values_in=values_in: fa_var.attention(q, k, values_in, **kwargs),
             check=exp_mode != 2,
+        )
+
+    for variant in filter(None, args.bound_variants.split(";")):
+        block_q, subs, poly_subs, warps, stages = map(int, variant.split(","))
+        kwargs = dict(block_q=block_q, subs=subs, poly_subs=poly_subs, warps=warps, stages=stages)
+        row(
+            f"bound q{block_q} subs{subs} poly{poly_subs} w{warps} s{stages}",
+            lambda kwargs=kwargs: fa_var.attention_bound(q, k, v, **kwargs),
         )
 
 

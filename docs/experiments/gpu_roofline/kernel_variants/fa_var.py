@@ -1,5 +1,6 @@
-"""Variants of rfmodel.kernels.flash_attention's kernel (session 26's A/B; its key loop
-without masks, the keys a multiple of BLOCK_T), one constexpr each:
+"""Variants of rfmodel.kernels.flash_attention's kernel (its key loop without masks, the keys a
+multiple of the key block), one constexpr each. `_kernel`, session 26's A/B, keeps the running
+maximum:
 
 - EXP_MODE: how the weights' exponentials are taken. 0: `ex2.approx.f16x2` (the kernel until
   session 26); 1: fp32 `tl.exp2`, rounded to fp16 (the kernel since); 2: none at all, the
@@ -9,6 +10,11 @@ without masks, the keys a multiple of BLOCK_T), one constexpr each:
 - POLY_EVERY: n > 0 takes every n-th key block's exponentials by the polynomial.
 - SUM_MODE: the row sums as the weights times a block of ones (0, the kernel's), from ones
   appended to the values (1: one dot of twice the width), or as a reduction in fp32 (2).
+
+`_bound_kernel` (session 27) is the loop of the kernel's bound shift (bf16 weights, no running
+maximum), taking SUBS sub-blocks of 32 keys a step, the last POLY_SUBS of them with their
+exponentials by the polynomial (FlashAttention-4's share of the FMA units) instead of the
+special-function unit: with SUBS 4 and POLY_SUBS 1, a quarter of them.
 """
 
 import math
@@ -46,15 +52,15 @@ def _exp2_f16(x, PACKED: tl.constexpr):
 
 
 @triton.jit
-def _exp2_poly(x):
-    """2^x for fp32 x <= 0 on the FMA units (FlashAttention-4's trick), -> fp16."""
+def _exp2_poly(x, DTYPE: tl.constexpr = tl.float16):
+    """2^x for fp32 x <= 0 on the FMA units (FlashAttention-4's trick), -> DTYPE."""
     x = tl.maximum(x, -126.0)
     t = x + ROUND_MAGIC
     j = t - ROUND_MAGIC
     f = x - j
     p = P0 + f * (P1 + f * (P2 + f * P3))
     bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
-    return bits.to(tl.float32, bitcast=True).to(tl.float16)
+    return bits.to(tl.float32, bitcast=True).to(DTYPE)
 
 
 @triton.jit
@@ -142,6 +148,79 @@ def _kernel(
         out.to(out_ptr.dtype.element_ty),
         mask=real_rows,
     )
+
+
+@triton.jit
+def _bound_kernel(
+    q_ptr, k_ptr, v_ptr, bound_ptr, out_ptr, T, S,
+    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+    H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, SCALE_LOG2: tl.constexpr,
+    BLOCK_Q: tl.constexpr, SUBS: tl.constexpr, POLY_SUBS: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    query_blocks = tl.cdiv(T, BLOCK_Q)
+    bh = pid // query_blocks
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    kv = h // GROUP
+    first = (pid % query_blocks).to(tl.int64) * BLOCK_Q
+    rows = tl.arange(0, BLOCK_Q)
+    cols = tl.arange(0, D)
+    keys = tl.arange(0, 32)
+    q_rows = q_ptr + b * stride_qb + h * stride_qh + first * stride_qt
+    real_rows = (first + rows < T)[:, None]
+    q = tl.load(q_rows + rows[:, None] * stride_qt + cols[None, :], mask=real_rows, other=0.0)
+    bound = tl.load(
+        bound_ptr + bh.to(tl.int64) * T + first + rows, mask=first + rows < T, other=0.0
+    )
+    k_tile = k_ptr + b * stride_kb + kv * stride_kh + keys[:, None] * stride_kt + cols[None, :]
+    v_tile = v_ptr + b * stride_vb + kv * stride_vh + keys[:, None] * stride_vt + cols[None, :]
+    ones = tl.full([32, 16], 1.0, v_ptr.dtype.element_ty)
+    running_sum = tl.zeros([BLOCK_Q, 16], tl.float32)
+    acc = tl.zeros([BLOCK_Q, D], tl.float32)
+    for _t0 in range(0, S, 32 * SUBS):
+        for sub in tl.static_range(SUBS):
+            k = tl.load(k_tile + sub * 32 * stride_kt)
+            v = tl.load(v_tile + sub * 32 * stride_vt)
+            x = tl.dot(q, tl.trans(k)) * SCALE_LOG2 - bound[:, None]
+            if sub >= SUBS - POLY_SUBS:
+                weights = _exp2_poly(x, v_ptr.dtype.element_ty)
+            else:
+                weights = tl.exp2(x).to(v_ptr.dtype.element_ty)
+            running_sum = tl.dot(weights, ones, running_sum)
+            acc = tl.dot(weights, v, acc)
+        k_tile += 32 * SUBS * stride_kt
+        v_tile += 32 * SUBS * stride_vt
+    out = acc / tl.max(running_sum, axis=1)[:, None]
+    o_rows = out_ptr + b * stride_ob + h * stride_oh + first * stride_ot
+    tl.store(
+        o_rows + rows[:, None] * stride_ot + cols[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=real_rows,
+    )
+
+
+def attention_bound(q, k, v, *, block_q, subs, poly_subs, warps, stages):
+    """`_bound_kernel` on bf16 q, k, v [B, H, T, d] (every block shifted by its bound: only for
+    inputs whose bounds are under the kernel's BOUND_LIMIT, as the benchmark's random ones)."""
+    b, h, t, d = q.shape
+    n_kv, s = k.shape[1:3]
+    assert s % (32 * subs) == 0 and v.dtype == torch.bfloat16
+    group = h // n_kv
+    key_norm = torch.linalg.vector_norm(k, dim=-1, dtype=torch.float32).amax(dim=-1)
+    q_norm = torch.linalg.vector_norm(q, dim=-1, dtype=torch.float32)
+    bound = (q_norm * key_norm.repeat_interleave(group, dim=1)[..., None]).contiguous()
+    bound *= LOG2E / math.sqrt(d)
+    out = torch.empty(b, t, h * d, device=q.device, dtype=q.dtype)
+    heads = out.view(b, t, h, d).transpose(1, 2)
+    _bound_kernel[(triton.cdiv(t, block_q) * b * h,)](
+        q, k, v, bound, heads, t, s,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *heads.stride()[:3],
+        H=h, GROUP=group, D=d, SCALE_LOG2=LOG2E / math.sqrt(d), BLOCK_Q=block_q, SUBS=subs,
+        POLY_SUBS=poly_subs, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return heads
 
 
 def prepare_v(v, sum_mode, exp_mode=0):
