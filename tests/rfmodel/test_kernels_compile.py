@@ -6,6 +6,9 @@ CPU torch: `pip install --no-deps triton==` the version the GPU machines have)."
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from rfmodel.kernels import HAS_TRITON
@@ -75,6 +78,38 @@ def test_the_flash_kernel_compiles(config, dtype, shift_by_bound, capability):
     # the weights' exponentials in fp32 (a packed f16x2 one costs more instructions on sm_90)
     assert "ex2.approx.f16x2" not in compiled.asm["ptx"]
     assert "ex2.approx.f32" in compiled.asm["ptx"] or "ex2.approx.ftz.f32" in compiled.asm["ptx"]
+
+
+@pytest.mark.parametrize("shift_by_bound", [True, False])
+def test_the_flash_kernels_tensor_core_steps_are_not_serialised(shift_by_bound, tmp_path):
+    """At the tile the autotuner takes on an H100 (128 x 64, 4 warps, 3 stages), aligned as the
+    model's tensors are, ptxas keeps the wgmmas asynchronous in both launch kinds. One kernel
+    holding both key loops behind a run-time branch had it serialise them (its note C7515)."""
+    config = next(
+        c
+        for c in flash_attention.CONFIGS
+        if (c.kwargs["BLOCK_Q"], c.kwargs["BLOCK_T"], c.num_warps, c.num_stages) == (128, 64, 4, 3)
+    )
+    pointers = tensor_pointers(["q_ptr", "k_ptr", "v_ptr", "out_ptr"], "bf16")
+    pointers |= {"q_norm_ptr": "*fp32", "key_norm_ptr": "*fp32"}
+    compiled = compile_for(
+        flash_attention._attention_kernel, config, 90, pointers,
+        dict(
+            H=8, GROUP=1, D=32, SCALE_LOG2=0.25, HAS_MASK=False, EVEN_KEYS=True,
+            BOUND_LIMIT=flash_attention.BOUND_LIMIT, SHIFT_BY_BOUND=shift_by_bound,
+        ),
+        aligned=True,
+    )  # fmt: skip
+    ptx = tmp_path / "kernel.ptx"
+    ptx.write_text(compiled.asm["ptx"])
+    ptxas = Path(triton.__path__[0]) / "backends" / "nvidia" / "bin" / "ptxas"
+    notes = subprocess.run(
+        [ptxas, "-arch=sm_90a", "-v", ptx, "-o", tmp_path / "kernel.cubin"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    assert "wgmma" not in notes or "serialized" not in notes, notes
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)
