@@ -78,6 +78,17 @@ def _weights(x, MODE: tl.constexpr, PACKED: tl.constexpr):
 
 
 @triton.jit
+def _program(T, H: tl.constexpr, GROUP: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """This program's (batch row x head, batch row, head, its K/V head, first query)."""
+    pid = tl.program_id(0)
+    query_blocks = tl.cdiv(T, BLOCK_Q)
+    bh = pid // query_blocks
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    return bh, b, h, h // GROUP, (pid % query_blocks).to(tl.int64) * BLOCK_Q
+
+
+@triton.jit
 def _kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, T, S,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
@@ -86,13 +97,7 @@ def _kernel(
     BLOCK_Q: tl.constexpr, BLOCK_T: tl.constexpr, PACKED_EXP: tl.constexpr,
     EXP_MODE: tl.constexpr, POLY_EVERY: tl.constexpr, SUM_MODE: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    query_blocks = tl.cdiv(T, BLOCK_Q)
-    bh = pid // query_blocks
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    kv = h // GROUP
-    first = (pid % query_blocks).to(tl.int64) * BLOCK_Q
+    _, b, h, kv, first = _program(T, H, GROUP, BLOCK_Q)
     rows = tl.arange(0, BLOCK_Q)
     cols = tl.arange(0, D)
     keys = tl.arange(0, BLOCK_T)
@@ -158,13 +163,7 @@ def _bound_kernel(
     H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, SCALE_LOG2: tl.constexpr,
     BLOCK_Q: tl.constexpr, SUBS: tl.constexpr, POLY_SUBS: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    query_blocks = tl.cdiv(T, BLOCK_Q)
-    bh = pid // query_blocks
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    kv = h // GROUP
-    first = (pid % query_blocks).to(tl.int64) * BLOCK_Q
+    bh, b, h, kv, first = _program(T, H, GROUP, BLOCK_Q)
     rows = tl.arange(0, BLOCK_Q)
     cols = tl.arange(0, D)
     keys = tl.arange(0, 32)
