@@ -209,7 +209,7 @@ def largest_bound(q, k) -> float:
     group = q.shape[1] // k.shape[1]
     key_norm = k.double().norm(dim=-1).amax(dim=-1).repeat_interleave(group, dim=1)
     bound = q.double().norm(dim=-1).amax(dim=-1) * key_norm / q.shape[-1] ** 0.5
-    return float(bound.max()) * 1.4426950408889634
+    return float(bound.max()) * latent_attention.LOG2E
 
 
 @pytest.mark.parametrize("limit", [0.0, "default"])

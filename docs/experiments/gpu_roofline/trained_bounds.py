@@ -9,7 +9,6 @@ held-out recordings, against rfmodel.kernels.flash_attention.BOUND_LIMIT. CPU, f
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
@@ -19,6 +18,7 @@ from rfmodel.bundle import load_bundle, shipped_model_dir
 from rfmodel.data.stream import make_eval_set
 from rfmodel.evaluate import probabilities
 from rfmodel.kernels.flash_attention import BOUND_LIMIT
+from rfmodel.kernels.latent_attention import LOG2E
 
 EVAL_SEED = 2000029  # the held-out set's (docs/model-card.md)
 
@@ -32,7 +32,7 @@ def record_bounds(cls: type, into: list[torch.Tensor]) -> None:
         group = q.shape[1] // k.shape[1]
         key_norm = k_rot.norm(dim=-1).amax(dim=-1).repeat_interleave(group, dim=1)  # [B, H]
         bound = q_rot.norm(dim=-1).amax(dim=-1) * key_norm / q.shape[-1] ** 0.5
-        into.append(bound.flatten() * math.log2(math.e))
+        into.append(bound.flatten() * LOG2E)
         return attn(self, q, k, v, mask, rope)
 
     cls.attn = spy
