@@ -261,6 +261,10 @@ def open_sigmf(path: str | Path) -> SigmfStream:
 
 
 def _open_sigmf(path: str | Path) -> SigmfStream:
+    data_file = sigmffile.get_sigmf_filenames(path)["data_fn"]
+    if Path(path).suffix != ".sigmf" and data_file.is_file() and not data_file.stat().st_size:
+        # sigmf's own error for it is numpy's "cannot mmap an empty file"
+        raise InvalidFormat("sigmf-data", f"{data_file} is empty: the recording holds no samples")
     meta = sigmffile.fromfile(str(path))
     if not isinstance(meta, SigMFFile):
         raise InvalidFormat("sigmf", f"{path} is a SigMF collection, not a single recording")

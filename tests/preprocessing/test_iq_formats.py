@@ -302,6 +302,15 @@ def test_sigmf_without_its_data_file_says_so(tmp_path):
     assert err.value.field == "sigmf-data" and "no data file" in err.value.message
 
 
+def test_sigmf_with_an_empty_data_file_says_so(tmp_path):
+    meta_path = write_sigmf(tmp_path / "rec", random_iq(64), 1e6)
+    (tmp_path / "rec.sigmf-data").write_bytes(b"")
+    for path in (meta_path, tmp_path / "rec.sigmf-data", tmp_path / "rec"):
+        with pytest.raises(InvalidFormat) as err:
+            read_sigmf(path)
+        assert err.value.field == "sigmf-data" and "holds no samples" in err.value.message
+
+
 def test_a_sigmf_stream_reads_the_captures_a_piece_at_a_time(tmp_path):
     """What rfcls classify sends a request at a time: pieces that cross the captures' headers
     add up to the recording's samples, in its own format."""
