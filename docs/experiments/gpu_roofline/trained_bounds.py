@@ -3,7 +3,11 @@ mha and gqa model, each (recording, head, layer)'s largest Cauchy-Schwarz bound 
 |q| max|k| / sqrt(d) in log2 units (no query block of the recording has a larger one), over
 held-out recordings, against rfmodel.kernels.flash_attention.BOUND_LIMIT. CPU, float32.
 
-    python docs/experiments/gpu_roofline/trained_bounds.py [--per-class 8]
+    python docs/experiments/gpu_roofline/trained_bounds.py [--per-class 8] [--samples 4096]
+
+A recording's largest bound is an upper bound on each of its query blocks': with more frames than
+one block holds (32,768 samples: 255 frames), a block may take the shift where this counts the
+recording as over the limit.
 """
 
 from __future__ import annotations
@@ -41,11 +45,12 @@ def record_bounds(cls: type, into: list[torch.Tensor]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--samples", type=int, default=4096, help="samples a recording")
     args = p.parse_args()
     bounds: list[torch.Tensor] = []
     for cls in (MultiHeadAttention, GroupedQueryAttention):
         record_bounds(cls, bounds)
-    recordings = make_eval_set(seed=EVAL_SEED, n_per_class=args.per_class, n_samples=4096)
+    recordings = make_eval_set(seed=EVAL_SEED, n_per_class=args.per_class, n_samples=args.samples)
     for backend in ("mha", "gqa"):
         bounds.clear()
         bundle = load_bundle(shipped_model_dir(backend))
