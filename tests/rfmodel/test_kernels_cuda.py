@@ -453,11 +453,15 @@ def test_the_kernels_under_torch_compile(backend, fuse, monkeypatch):
 
 
 def test_the_flash_kernel_compiled_with_a_mask():
-    q, k, v, mask, _ = flash_case(2, 300, torch.bfloat16, kv_heads=2)
+    """Against float64, not bit for bit against eager: Inductor sums the bounds' norms in
+    another order, and a shift a few fp32 ulps away rounds some bf16 weights the other way."""
+    q, k, v, mask, want = flash_case(2, 300, torch.bfloat16, kv_heads=2)
     attention = torch.compile(flash_attention.attention, dynamic=False)
     with torch.inference_mode():
         got = attention(q, k, v, mask)
-    torch.testing.assert_close(got, flash_attention.attention(q, k, v, mask))
+    torch.testing.assert_close(
+        got.double(), want, rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16]
+    )
 
 
 def test_the_fast_path_stays_out_of_autograd_and_fp32():
