@@ -16,26 +16,9 @@ import argparse
 
 import numpy as np
 import torch
-from probe import PAIR, SNRS, by_snr, dataset, features, logistic
+from probe import SNRS, by_snr, dataset, features, logistic, pair_logit
 
-from preprocessing.features import compute_features
-from preprocessing.recording import recording_features
-from rfmodel.bundle import load_bundle, shipped_model_dir
-from rfmodel.data import CLASSES
 from rfmodel.evaluate import EVAL_SEED
-
-
-def pair_logit(iq: np.ndarray) -> np.ndarray:
-    """[N, 1]: the shipped mha's 64qam logit less its 16qam logit."""
-    bundle = load_bundle(shipped_model_dir("mha"))
-    with torch.no_grad():
-        x = torch.from_numpy(iq)
-        logits = bundle.model(
-            compute_features(x, bundle.feature_config),
-            recording=recording_features(x, bundle.feature_config),
-        )
-    first, second = (CLASSES.index(c) for c in PAIR)
-    return (logits[:, second] - logits[:, first]).double().numpy()[:, None]
 
 
 def main() -> None:
@@ -46,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(2)
     train_iq, train_y, _, train_f, _ = dataset(1, args.train, {})
     test_iq, test_y, snr, test_f, _ = dataset(EVAL_SEED, args.test, {})
-    model = pair_logit(train_iq), pair_logit(test_iq)
+    model = pair_logit(train_iq)[:, None], pair_logit(test_iq)[:, None]
     symbols = (
         np.stack([features(s) for s in train_f["blind"]]),
         np.stack([features(s) for s in test_f["blind"]]),

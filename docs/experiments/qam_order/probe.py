@@ -118,8 +118,8 @@ def dataset(seed: int, per_class: int, overrides: dict):
     return iq, labels, snr, found, [r[3] for r in rows]
 
 
-def shipped_choice(iq: np.ndarray) -> np.ndarray:
-    """The shipped mha's choice between the pair's logits: 1 where it prefers 64qam."""
+def pair_logit(iq: np.ndarray) -> np.ndarray:
+    """[N]: the shipped mha's 64qam logit less its 16qam logit."""
     bundle = load_bundle(shipped_model_dir("mha"))
     with torch.no_grad():
         x = torch.from_numpy(iq)
@@ -127,7 +127,13 @@ def shipped_choice(iq: np.ndarray) -> np.ndarray:
             compute_features(x, bundle.feature_config),
             recording=recording_features(x, bundle.feature_config),
         )
-    return logits[:, [CLASSES.index(c) for c in PAIR]].argmax(-1).numpy()
+    first, second = (CLASSES.index(c) for c in PAIR)
+    return (logits[:, second] - logits[:, first]).double().numpy()
+
+
+def shipped_choice(iq: np.ndarray) -> np.ndarray:
+    """The shipped mha's choice between the pair's logits: 1 where it prefers 64qam."""
+    return (pair_logit(iq) > 0).astype(int)
 
 
 NOISE_GRID = np.logspace(-3, 0.5, 36)  # symbol noise variance over the constellation's power
