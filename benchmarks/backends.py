@@ -95,8 +95,8 @@ DEVICE_LIMITS = {
     ),
     # forwards of a second or more repeat closely on a GPU, so 5 of them give a stable median.
     # A point at 4k tokens took 70-85 s with session 18's flash kernel, 110-125 s with the
-    # bound-shift one (two launches, each autotuned at every batch the doubling search tries):
-    # gqa's ran past a 120-s limit (docs/benchmarks/README.md, session 28)
+    # bound-shift one (two launches, each compiled and autotuned at every batch the doubling
+    # search tries): gqa's ran past a 120-s limit (docs/benchmarks/README.md, session 28)
     "cuda": Limits(
         max_batch=4096,
         point_time_limit_s=240.0,
