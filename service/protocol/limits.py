@@ -119,8 +119,9 @@ async def decoded_body(request: Request, max_bytes: int) -> bytes:
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     """Undo Content-Encoding (gzip, deflate), never inflating beyond `max_bytes`. A gzip body
-    may be several members, whose data follow one another (RFC 1952); nothing may follow the
-    end of the data."""
+    may be several members, whose data follow one another (RFC 1952), and zero bytes may pad
+    them (as gzip(1) and Python's gzip read them: tape and block writers pad); nothing else may
+    follow the end of the data."""
     encoding = (encoding or "identity").strip().lower()
     encoding = ALIASES.get(encoding, encoding)
     if encoding == "identity":
@@ -139,12 +140,23 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         members.append(out)
         left -= len(out)
         end += length
+        if encoding == "gzip":
+            end = _past_zeros(data, end)
         if end == len(data):
             return b"".join(members)
         if encoding != "gzip" or data[end : end + 2] != GZIP_MAGIC:
             raise BadRequest(f"{len(data) - end} bytes after the {encoding} data's end", "body")
         if len(members) == MAX_GZIP_MEMBERS:
             raise PayloadTooLarge(f"more than {MAX_GZIP_MEMBERS} gzip members", "body")
+
+
+def _past_zeros(data: memoryview, start: int) -> int:
+    """The index of the first non-zero byte from `start` on (len(data) if none). A piece at a
+    time: copying the body's whole rest after every member would be quadratic (FEED_BYTES)."""
+    while start < len(data) and not data[start]:
+        piece = data[start : start + FEED_BYTES].tobytes()
+        start += len(piece) - len(piece.lstrip(b"\0"))
+    return start
 
 
 def _inflate(data: memoryview, wbits: int, limit: int, encoding: str) -> tuple[bytes, int]:

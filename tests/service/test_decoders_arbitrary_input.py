@@ -7,12 +7,13 @@ from __future__ import annotations
 import gzip
 import zlib
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from preprocessing.errors import InputError
-from service.protocol.errors import ServiceError, as_service_error
+from service.protocol.errors import BadRequest, ServiceError, as_service_error
 from service.protocol.limits import decompress
 from service.protocol.samples import decode_base64
 from service.protocol.v2_tensors import parse_request, tensor_bytes
@@ -71,6 +72,17 @@ def test_v2_bodies(body, header_length, max_json_bytes):
 def test_compressed_bodies(body, encoding):
     out = result_or_client_error(lambda: decompress(body, encoding, max_bytes=4096))
     assert out is None or len(out) <= 4096
+
+
+@FAST
+@given(
+    members=st.lists(st.tuples(st.binary(max_size=64), st.integers(0, 600)), min_size=1, max_size=4)
+)
+def test_gzip_members_and_zero_padding_read_as_pythons_gzip_reads_them(members):
+    body = b"".join(gzip.compress(data) + b"\0" * padding for data, padding in members)
+    assert decompress(body, "gzip", max_bytes=4096) == gzip.decompress(body)
+    with pytest.raises(BadRequest, match="bytes after the gzip data"):
+        decompress(body + b"junk", "gzip", max_bytes=4096)
 
 
 @FAST
