@@ -8,11 +8,13 @@ every GUARD_EVERY steps it refits from the rate of the latest half of its steps 
 from 2.8 to 2.1 a second within a minute in a CPU run, 7 to 10 on an H100), and should the time
 run out all the same it stops at once with its weights written.
 
-The end moves later again only while the cosine has barely begun: on an H100 the loader's 15
-workers took the first few hundred steps to reach their pace (13-15 steps a second, then 17),
-and an end fitted at warm-up from those steps alone left a quarter of the limit unused (session
-25's run 10 ended at 383 s of 560; a 200 s run timing the latest half of its steps ended at
-189 s, its reserve kept)."""
+The end moves later again too, until the cosine's last tenth: the cosine bends where it stands
+(rfmodel/lr_schedule.py), so the lr never jumps. On an H100 the loader's 15 workers took the
+first few hundred steps to reach their pace (13-15 steps a second, then 17), and an end fitted
+at warm-up from those steps alone left a quarter of the limit unused (session 25's run 10 ended
+at 383 s of 560); session 29's run 12 slowed to two thirds of its pace for a minute a hundred
+seconds in, and with later moves allowed only in the cosine's first quarter it ended at 421 s of
+564."""
 
 from __future__ import annotations
 
@@ -27,13 +29,15 @@ MIN_TIMED_STEPS = 20
 GUARD_EVERY = 10
 # the steps measured are not the steps to come: leave this share of the estimate spare
 RATE_MARGIN = 1.05
-# a later end stretches the cosine under way: only before this share of it has run (the lr then
-# moves by a few per cent)
-EXTEND_BEFORE = 0.25
 # the end moves by this share of it or more: the rate of the latest steps wanders by a few per
 # cent (a 200 s run on an H100 refitted its end 47 times between 3,030 and 3,300 steps), which
 # RATE_MARGIN and the reserve absorb; the lr need not follow it
 MOVE_BY = 0.02
+# a later end is a bet that the steps to come keep the pace of the latest: taken when it gains
+# more than RATE_MARGIN's share, and not in the cosine's last tenth, where the time it could win
+# is under the guard's interval and the run would stop just short of the end it moved to
+EXTEND_BY = 0.05
+EXTEND_UNTIL = 0.9
 
 
 def steps_within(
@@ -96,9 +100,9 @@ class TimeBudget:
         fitted = steps_within(
             self.limit_s, self.elapsed_s(now), step, step_s, self.planned, self.reserve_s
         )
-        if fitted < end - MOVE_BY * end:
+        if fitted <= end - MOVE_BY * end:
             return fitted
-        if step < EXTEND_BEFORE * end and fitted > end + MOVE_BY * end:
+        if fitted >= end + EXTEND_BY * end and step < EXTEND_UNTIL * end:
             return fitted
         return None
 

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from rfmodel.cli_args import (
 from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
 from rfmodel.data import CLASSES, SNR_RANGE, make_eval_set
 from rfmodel.evaluate import predict
+from rfmodel.lr_schedule import Cosine
 from rfmodel.time_budget import TimeBudget
 from rfmodel.train_stream import (
     DEFAULT_LENGTHS,
@@ -88,8 +89,7 @@ NORM_FIT_SEED = 3_000_017
 NORM_FIT_SNRS = tuple(float(v) for v in np.arange(-10.0, 30.1, 2.5))
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
-CHECKPOINT_FORMAT = 1
-MIN_LR_RATIO = 0.05  # cosine decays to this fraction of --lr, not to zero
+CHECKPOINT_FORMAT = 2  # 2: the cosine as bent by a time limit, not only its end
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Config fields the command sets itself (from the feature config, class list, --backends, --norms).
@@ -312,18 +312,6 @@ class Ranks:
         return self.rank == 0
 
 
-def warmup_cosine(warmup: int, total: int):
-    """LR factor for a step: linear warm-up to 1, then cosine decay to MIN_LR_RATIO at `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def warmup_steps(args: argparse.Namespace) -> int:
     return args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 20)
 
@@ -361,7 +349,7 @@ def build_member(
         fused=device.type == "cuda",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(warmup_steps(args), args.steps)
+        optimizer, Cosine(warmup_steps(args), args.steps).factor
     )
     module: nn.Module = model
     if ranks.world_size > 1:
@@ -497,11 +485,11 @@ def save_checkpoint(
     path: Path,
     members: list[Member],
     step: int,
-    fitted_end: int | None,
+    fitted: Cosine | None,
     identity: dict,
     wall_s: float,
 ):
-    """`fitted_end`: where a time limit moved the cosine's end, None while it ends at --steps
+    """`fitted`: the cosine as a time limit bent it, None while it is the one over --steps
     (the schedulers' state does not hold it: LambdaLR saves no functions)."""
     for m in members:  # keep the last good checkpoint rather than overwrite it with a diverged one
         where = f"{m.name} diverged by step {step} (try a lower --lr or --clip): "
@@ -509,7 +497,7 @@ def save_checkpoint(
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
-        "fitted_end": fitted_end,
+        "fitted_cosine": None if fitted is None else asdict(fitted),
         "identity": identity,
         "wall_s": wall_s,
         "members": {
@@ -528,9 +516,9 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: Path, members: list[Member], identity: dict
-) -> tuple[int, float, int | None]:
-    """-> (the step it was written at, the wall time so far, where a time limit ended its
-    cosine, or None)."""
+) -> tuple[int, float, Cosine | None]:
+    """-> (the step it was written at, the wall time so far, the cosine as a time limit bent
+    it, or None)."""
     if not path.is_file():
         raise TrainError(f"resume: no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -549,8 +537,8 @@ def load_checkpoint(
         m.model.load_state_dict(saved["model"])
         m.optimizer.load_state_dict(saved["optimizer"])
         m.scheduler.load_state_dict(saved["scheduler"])
-    end = state.get("fitted_end")
-    return int(state["step"]), float(state["wall_s"]), None if end is None else int(end)
+    fitted = state["fitted_cosine"]
+    return int(state["step"]), float(state["wall_s"]), None if fitted is None else Cosine(**fitted)
 
 
 def git_commit() -> str | None:
@@ -771,17 +759,19 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(args, ranks, names, feature_cfg, lengths, snr_range)
-    start, wall_before, fitted_end = 0, 0.0, None
+    start, wall_before, fitted = 0, 0.0, None
     if args.resume:
-        start, wall_before, fitted_end = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
-        if fitted_end is not None:
-            fitted_end = min(fitted_end, args.steps)  # this job may ask for fewer steps
-        # a time limit that ended the cosine early keeps that end (a cosine over --steps rebuilt
-        # from the start would put the lr back near peak); the optimizers brought the lr of
-        # the last job's schedule, which a changed --steps no longer gives
-        end_schedules(members, args, args.steps if fitted_end is None else fitted_end)
-    schedule_end = args.steps if fitted_end is None else fitted_end
-    end = schedule_end if args.stop_at is None else min(schedule_end, args.stop_at)
+        start, wall_before, fitted = load_checkpoint(out / CHECKPOINT_FILE, members, identity)
+        if fitted is not None and fitted.end > args.steps:
+            fitted = fitted.ending_at(args.steps, start)  # this job may ask for fewer steps
+    # a cosine a time limit bent goes on from where it stands (one rebuilt over --steps from the
+    # start would put the lr back near peak)
+    cosine = fitted or Cosine(warmup_steps(args), args.steps)
+    if args.resume:
+        # the optimizers brought the lr of the last job's schedule, which a changed --steps no
+        # longer gives
+        set_schedules(members, cosine)
+    end = cosine.end if args.stop_at is None else min(cosine.end, args.stop_at)
     budget = None
     if args.time_limit is not None:
         budget = TimeBudget(
@@ -829,9 +819,11 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         meter.add(losses_and_correct)
         log.bar.update(1)
         if budget is not None:
-            end = fit_to_budget(budget, step - start, step, end, members, args, ranks, device, log)
-            if end != schedule_end:
-                fitted_end = schedule_end = end
+            moved = fit_to_budget(budget, step - start, step, cosine, args, ranks, device, log)
+            if moved is not None:
+                cosine = fitted = moved
+                set_schedules(members, cosine)
+                end = cosine.end
 
         if step % args.log_every == 0 or step == end:
             # the lr in effect for the next step: a time limit that moved the end sets it at once
@@ -848,13 +840,13 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
             )
         if ranks.main and (step % args.checkpoint_every == 0 or step == end):
             wall = wall_before + time.perf_counter() - t_start
-            save_checkpoint(out / CHECKPOINT_FILE, members, step, fitted_end, identity, wall)
+            save_checkpoint(out / CHECKPOINT_FILE, members, step, fitted, identity, wall)
         if step == end:
             break
 
     wall = wall_before + time.perf_counter() - t_start
     log.close()
-    if args.stop_at is not None and step < schedule_end:
+    if args.stop_at is not None and step < cosine.end:
         if ranks.main:
             print(f"stopped at step {step} of {args.steps}; continue with --resume")
         return 0
@@ -869,44 +861,41 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
     return 0
 
 
-def end_schedules(members: list[Member], args: argparse.Namespace, end: int) -> None:
-    """Every model's cosine ends at step `end`, from its next step on, at the lr it gives now."""
+def set_schedules(members: list[Member], cosine: Cosine) -> None:
+    """Every model's lr follows `cosine` from its next step on."""
     for m in members:
-        factor = warmup_cosine(warmup_steps(args), end)
-        m.scheduler.lr_lambdas = [factor] * len(m.optimizer.param_groups)
+        m.scheduler.lr_lambdas = [cosine.factor] * len(m.optimizer.param_groups)
         for group, base in zip(m.optimizer.param_groups, m.scheduler.base_lrs, strict=True):
-            group["lr"] = base * factor(m.scheduler.last_epoch)
+            group["lr"] = base * cosine.factor(m.scheduler.last_epoch)
 
 
 def fit_to_budget(
     budget: TimeBudget,
     done: int,
     step: int,
-    end: int,
-    members: list[Member],
+    cosine: Cosine,
     args: argparse.Namespace,
     ranks: Ranks,
     device: torch.device,
     log: RunLog,
-) -> int:
-    """The run's last step after `done` steps of this job under --time-limit; when it moves, the
-    cosine of every model is stretched to end there, on every rank alike, and the log says so."""
-    fitted = budget.after_step(done, step, end)
+) -> Cosine | None:
+    """The cosine bent to end where --time-limit moves the run's last step after `done` steps of
+    this job, on every rank alike, and the log says so; None while the end stands."""
+    fitted = budget.after_step(done, step, cosine.end)
     if ranks.world_size > 1 and budget.decides(done):
         # the ranks' clocks differ a little: all stop at the earliest end any of them needs
-        agreed = torch.tensor([end if fitted is None else fitted], device=device)
+        agreed = torch.tensor([cosine.end if fitted is None else fitted], device=device)
         torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
-        fitted = int(agreed.item()) if int(agreed.item()) != end else None
+        fitted = int(agreed.item()) if int(agreed.item()) != cosine.end else None
     if fitted is None:
-        return end
-    end_schedules(members, args, fitted)
+        return None
     elapsed_s = budget.elapsed_s(time.perf_counter())
     log.event(
         {"event": "end_moved", "step": step, "end": fitted, "elapsed_s": elapsed_s},
         f"time limit {args.time_limit:g} s: the run ends at step {fitted} of {args.steps} "
         f"({elapsed_s:.0f} s in)",
     )
-    return fitted
+    return cosine.ending_at(fitted, step)
 
 
 def progress_text(record: dict[str, Any]) -> str:

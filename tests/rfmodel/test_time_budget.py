@@ -8,14 +8,9 @@ import torch
 
 from rfmodel import train as train_module
 from rfmodel.bundle import load_bundle
-from rfmodel.time_budget import (
-    EXTEND_BEFORE,
-    RATE_MARGIN,
-    SETTLE_STEPS,
-    TimeBudget,
-    steps_within,
-)
-from rfmodel.train import CHECKPOINT_FILE, LOG_FILE, MIN_LR_RATIO, warmup_cosine
+from rfmodel.lr_schedule import MIN_LR_RATIO, Cosine
+from rfmodel.time_budget import RATE_MARGIN, SETTLE_STEPS, TimeBudget, steps_within
+from rfmodel.train import CHECKPOINT_FILE, LOG_FILE
 from service.cli import main
 from tests.rfmodel.test_train import TINY, die_at_step, log_events, train
 
@@ -73,16 +68,27 @@ def test_an_end_fitted_to_slow_first_steps_moves_later_once_they_speed_up():
     first_end = changes[0][1]
     assert changes[0][0] == 50 and first_end < 500  # fitted to the slow steps
     assert changes[-1][1] > 1.3 * first_end  # moved later as the steps sped up
-    assert all(done < EXTEND_BEFORE * end for done, end in changes[1:])
     assert 100 - budget.reserve_s - 10 < elapsed <= 100 - budget.reserve_s  # the limit used
 
 
-def test_time_left_unused_late_in_the_run_leaves_the_end_alone():
+def test_steps_that_speed_up_late_in_the_run_move_the_end_later_and_use_the_limit():
     budget = TimeBudget(100.0, 0.0, fit_after=50, planned=10_000)
     # steady, then three times faster from step 400: past a quarter of the end fitted at 50
     changes, elapsed = run_fake(budget, lambda done: 0.1 if done <= 400 else 0.033, end=10_000)
-    assert [done for done, _ in changes] == [50]
-    assert elapsed < 80  # finished early: the cosine under way is not stretched
+    assert changes[0][0] == 50 and max(end for _, end in changes) > 1.5 * changes[0][1]
+    assert 100 - budget.reserve_s - 5 < elapsed <= 100 - budget.reserve_s
+
+
+def test_a_minute_of_slow_steps_mid_run_costs_none_of_the_limit():
+    """Session 29's run 12 on an H100: its steps slowed to two thirds of their pace from about
+    60 s to 100 s of a 564 s limit, the end was pulled in to fit, and it ended at 421 s."""
+    budget = TimeBudget(564.0, 0.0, fit_after=100, planned=7000)
+    changes, elapsed = run_fake(
+        budget, lambda done: 0.15 if 550 < done <= 850 else 0.1, end=7000, setup_s=10.0
+    )
+    ends = [end for _, end in changes]
+    assert min(ends) < ends[-1]  # pulled in during the slow minute, then out again
+    assert 564 - budget.reserve_s - 564 * (RATE_MARGIN - 1) < elapsed <= 564 - budget.reserve_s
 
 
 def test_a_rate_that_wanders_by_a_few_per_cent_leaves_the_end_where_it_was_fitted():
@@ -150,7 +156,7 @@ def test_a_resumed_job_trains_on_its_own_schedule_from_its_first_step(tmp_path, 
 
     monkeypatch.setattr(train_module, "train_step", spy)
     assert train(tmp_path, "--steps", "16", *common, "--resume", "--stop-at", "6") == 0
-    new = warmup_cosine(2, 16)  # not the first job's warmup_cosine(2, 8)
+    new = Cosine(2, 16).factor  # not the first job's Cosine(2, 8)
     assert used == [pytest.approx(3e-3 * new(4)), pytest.approx(3e-3 * new(5))]
 
 
@@ -191,7 +197,16 @@ def test_the_training_loop_follows_an_end_moved_sooner_then_later(tmp_path, monk
     last = [e for e in events if e["event"] == "train"][-1]
     assert last["step"] == 9 and last["lr"] == pytest.approx(3e-3 * MIN_LR_RATIO)
     assert [(e["step"], e["end"]) for e in events if e["event"] == "end_moved"] == [(3, 6), (4, 9)]
+    # the lr in effect after each step: the cosine over 12 steps, bent at step 3 to end at 6,
+    # then at step 4 to end at 9, never jumping at a bend
+    lr = [e["lr"] / 3e-3 for e in events if e["event"] == "train"]
+    first = Cosine(2, 12)
+    second = first.ending_at(6, 3)
+    bent = second.ending_at(9, 4)
+    expected = [first.factor(1), first.factor(2), second.factor(3)]
+    assert lr == pytest.approx(expected + [bent.factor(s) for s in range(4, 10)])
     # the checkpoint keeps the later end, so --resume finds the run complete, not 3 steps short
-    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["fitted_end"] == 9
+    saved = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["fitted_cosine"]
+    assert Cosine(**saved) == bent
     assert main([*args, "--time-limit", "600", "--resume"]) == 0
     assert load_bundle(tmp_path / "mha-rmsnorm").training["steps"] == 9

@@ -16,15 +16,14 @@ from rfmodel.bundle import load_bundle
 from rfmodel.classifier import SCALE_FLOOR
 from rfmodel.config import ModelConfig
 from rfmodel.data import CLASSES, make_eval_set
+from rfmodel.lr_schedule import MIN_LR_RATIO, Cosine
 from rfmodel.time_budget import TimeBudget
 from rfmodel.train import (
     CHECKPOINT_FILE,
     LOG_FILE,
-    MIN_LR_RATIO,
     NORM_FIT_SEED,
     NORM_FIT_SNRS,
     RunLog,
-    warmup_cosine,
 )
 from service.cli import main
 
@@ -48,7 +47,7 @@ def log_events(out, event):
 
 
 def test_warmup_then_cosine_to_the_floor():
-    factor = warmup_cosine(warmup=10, total=110)
+    factor = Cosine(warmup=10, end=110).factor
     assert factor(0) == pytest.approx(0.1)
     assert factor(9) == pytest.approx(1.0)
     assert factor(60) == pytest.approx(MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5)
@@ -398,8 +397,9 @@ def die_at_step(monkeypatch, n: int) -> None:
 
 
 def test_a_resumed_time_limited_run_keeps_its_fitted_cosine(tmp_path, monkeypatch):
-    """A time limit moved the cosine's end from step 20 to 10; the job then died at step 7. The
-    resumed run goes on down that cosine to step 10, not back up a cosine over 20 steps."""
+    """A time limit moved the cosine's end from step 20 to 10 at step 3; the job then died at
+    step 7. The resumed run goes on down that bent cosine to step 10, not back up a cosine over
+    20 steps."""
 
     def fits_the_end_to_10_at_step_3(self, done, step, end, now=None):
         return 10 if step == 3 and end > 10 else None
@@ -414,8 +414,9 @@ def test_a_resumed_time_limited_run_keeps_its_fitted_cosine(tmp_path, monkeypatc
     assert train(tmp_path, *common, "--resume") == 0
     lr = {r["step"]: r["lr"] for r in log_events(tmp_path, "train")}
     assert max(lr) == 10  # the run ends where the time limit put its end
+    bent = Cosine(2, 20).ending_at(10, 3)
     for step in (8, 9, 10):
-        assert lr[step] == pytest.approx(3e-3 * warmup_cosine(2, 10)(step)), step
+        assert lr[step] == pytest.approx(3e-3 * bent.factor(step)), step
     assert load_bundle(tmp_path / "mha-rmsnorm").training["steps"] == 10
 
 
