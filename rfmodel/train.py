@@ -765,12 +765,10 @@ def train_ranks(args: argparse.Namespace, ranks: Ranks) -> int:
         if fitted is not None and fitted.end > args.steps:
             fitted = fitted.ending_at(args.steps, start)  # this job may ask for fewer steps
     # a cosine a time limit bent goes on from where it stands (one rebuilt over --steps from the
-    # start would put the lr back near peak)
-    cosine = fitted or Cosine(warmup_steps(args), args.steps)
-    if args.resume:
-        # the optimizers brought the lr of the last job's schedule, which a changed --steps no
-        # longer gives
-        set_schedules(members, cosine)
+    # start would put the lr back near peak); a resumed run's optimizers brought the lr of the
+    # last job's schedule, which a changed --steps no longer gives
+    cosine = Cosine(warmup_steps(args), args.steps) if fitted is None else fitted
+    set_schedules(members, cosine)
     end = cosine.end if args.stop_at is None else min(cosine.end, args.stop_at)
     budget = None
     if args.time_limit is not None:

@@ -79,7 +79,7 @@ def test_steps_that_speed_up_late_in_the_run_move_the_end_later_and_use_the_limi
     assert 100 - budget.reserve_s - 5 < elapsed <= 100 - budget.reserve_s
 
 
-def test_a_minute_of_slow_steps_mid_run_costs_none_of_the_limit():
+def test_a_minute_of_slow_steps_mid_run_does_not_end_the_run_early():
     """Session 29's run 12 on an H100: its steps slowed to two thirds of their pace from about
     60 s to 100 s of a 564 s limit, the end was pulled in to fit, and it ended at 421 s."""
     budget = TimeBudget(564.0, 0.0, fit_after=100, planned=7000)
