@@ -12,9 +12,9 @@ The end moves later again too, until the cosine's last tenth: the cosine bends w
 (rfmodel/lr_schedule.py), so the lr never jumps. On an H100 the loader's 15 workers took the
 first few hundred steps to reach their pace (13-15 steps a second, then 17), and an end fitted
 at warm-up from those steps alone left a quarter of the limit unused (session 25's run 10 ended
-at 383 s of 560); session 29's run 12 slowed to two thirds of its pace for a minute a hundred
-seconds in, and with later moves allowed only in the cosine's first quarter it ended at 421 s of
-564."""
+at 383 s of 560); session 29's run 12 slowed to two thirds of its pace for about a minute from
+a minute in, and with later moves allowed only in the cosine's first quarter it ended at 421 s
+of 564."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class TimeBudget:
         fitted = steps_within(
             self.limit_s, self.elapsed_s(now), step, step_s, self.planned, self.reserve_s
         )
-        if fitted <= end - MOVE_BY * end:
+        if fitted < end - MOVE_BY * end:
             return fitted
         if fitted >= end + EXTEND_BY * end and step < EXTEND_UNTIL * end:
             return fitted
