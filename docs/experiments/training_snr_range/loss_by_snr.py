@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from rfmodel.bundle import load_bundle
+from rfmodel.calibration import calibration
 from rfmodel.data.stream import make_eval_set
 from rfmodel.evaluate import probabilities
 
@@ -27,12 +28,11 @@ def main(model_dir: str) -> None:
     evalset = make_eval_set(SEED, 200, snr_values=GRID)
     bundle = load_bundle(model_dir)
     p = probabilities(bundle.model.eval(), bundle.feature_config, evalset.iq, torch.device("cpu"))
-    nll = -np.log(np.maximum(p[np.arange(len(p)), evalset.labels], 1e-12))
     hit = p.argmax(axis=1) == evalset.labels
     loss = []
     for snr in GRID:
         at = evalset.snr == snr
-        loss.append(nll[at].mean())
+        loss.append(calibration(p[at], evalset.labels[at])["log_loss"])
         print(f"{snr:6.1f} dB: accuracy {hit[at].mean():.3f}, cross-entropy {loss[-1]:.3f}")
     # the loss of a stream uniform over the grid's span, piece by piece between its points
     pieces = [
@@ -43,7 +43,7 @@ def main(model_dir: str) -> None:
     below = sum(area for _, b, area in pieces if b <= -5) / total
     high = sum(area for a, _, area in pieces if a >= 10) / total
     noise = np.isnan(evalset.snr)
-    print(f"noise: cross-entropy {nll[noise].mean():.3f}")
+    print(f"noise: cross-entropy {calibration(p[noise], evalset.labels[noise])['log_loss']:.3f}")
     print(
         "share of the signals' loss, SNR uniform -10..30 dB: "
         f"below -5 dB {below:.2f}, 10 dB or more {high:.3f}"

@@ -63,13 +63,14 @@ def report(name: str, log_p: np.ndarray, labels: np.ndarray, snr: np.ndarray) ->
     p = torch.from_numpy(log_p).softmax(-1).numpy()
     hit = p.argmax(axis=1) == labels
     inside = in_trained_range(snr)
-    ece_all = calibration(p, labels)["expected_calibration_error"]
+    whole = calibration(p, labels)
     ece_inside = calibration(p[inside], labels[inside])["expected_calibration_error"]
+    ece_all = whole["expected_calibration_error"]
     print(
         f"{name:>24}: overall {hit.mean():.4f}, SNR >= 10 dB {hit[snr >= 10].mean():.4f}, "
         f"0 dB {hit[snr == 0].mean():.4f}, -10 dB {hit[snr == -10].mean():.3f}, "
         f"noise {hit[np.isnan(snr)].mean():.3f}; ECE {ece_all:.3f} (noise and SNR >= -5 dB: "
-        f"{ece_inside:.3f}), log loss {calibration(p, labels)['log_loss']:.3f}"
+        f"{ece_inside:.3f}), log loss {whole['log_loss']:.3f}"
     )
     # the alert rule: how often an answer given with more than SURE is right, "noise" or not
     sure = p.max(axis=1) > SURE
