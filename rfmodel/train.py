@@ -67,7 +67,7 @@ from rfmodel.cli_args import (
     positive_int,
 )
 from rfmodel.config import BACKENDS, NORMS, ConfigError, ModelConfig
-from rfmodel.data import CLASSES, SNR_RANGE, make_eval_set
+from rfmodel.data import CLASSES, SNR_RANGE, SnrMix, make_eval_set
 from rfmodel.evaluate import predict
 from rfmodel.lr_schedule import Cosine
 from rfmodel.time_budget import TimeBudget
@@ -151,8 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--snr-range",
         default=f"{SNR_RANGE[0]:g},{SNR_RANGE[1]:g}",
-        help="in-band SNRs of the training stream, LOW,HIGH dB, drawn uniformly (default "
-        "%(default)s; a negative LOW needs the = form: --snr-range=-5,30)",
+        help="in-band SNRs of the training stream's signals, LOW,HIGH dB drawn uniformly, or "
+        "bands LOW,HIGH:WEIGHT,... each drawn with its weight's share, e.g. -10,-5:0.05,-5,30:0.95 "
+        "(default %(default)s; a negative LOW needs the = form: --snr-range=-5,30)",
     )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument(
@@ -256,17 +257,11 @@ def dataclass_overrides(args: argparse.Namespace, cls: type, exclude: tuple[str,
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def parse_snr_range(text: str) -> tuple[float, float]:
-    """`LOW,HIGH` (dB) -> (low, high), low <= high."""
+def parse_snr_range(text: str) -> SnrMix:
     try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise TrainError(f"snr-range: {text!r} is not LOW,HIGH in dB") from None
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise TrainError(f"snr-range: {text!r} holds a value that is not a finite number of dB")
-    if not low <= high:
-        raise TrainError(f"snr-range: low {low:g} dB is above high {high:g} dB")
-    return low, high
+        return SnrMix.parse(text)
+    except ValueError as exc:
+        raise TrainError(f"snr-range: {exc}") from None
 
 
 def split_names(text: str, valid: tuple[str, ...] | None, field: str) -> list[str]:
@@ -459,7 +454,7 @@ def run_identity(
     names: list[str],
     feature_cfg: FeatureConfig,
     lengths: LengthMix,
-    snr_range: tuple[float, float],
+    snr_range: SnrMix,
 ) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (--steps may change,
     the warm-up in effect may not)."""
@@ -468,7 +463,7 @@ def run_identity(
         "seed": args.seed,
         "batch_size": args.batch_size,
         "lengths": str(lengths),
-        "snr_range": list(snr_range),
+        "snr_range": snr_range.record(),
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         # the warm-up in effect: its default follows --steps, which a resume may change
@@ -920,7 +915,7 @@ def training_record(args, ranks, lengths, snr_range, names, wall, device, steps)
         "clip": args.clip,
         "seed": args.seed,
         "lengths": str(lengths),
-        "snr_range": list(snr_range),
+        "snr_range": snr_range.record(),
         "validation": {"seed": VALIDATION_SEED, "n_per_class": args.val_per_class},
         "trained_with": names,
         "wall_time_s": round(wall, 2),

@@ -16,7 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
-from rfmodel.data import SNR_RANGE, SyntheticStream
+from rfmodel.data import SNR_RANGE, SnrMix, SyntheticStream
 from rfmodel.data.generator import MAX_SAMPLES, MIN_SAMPLES
 
 # spawn-key tags of the model-init and dropout seeds, apart from the data's own domains
@@ -84,7 +84,7 @@ def training_loader(
     world_size: int,
     workers: int,
     pin_memory: bool,
-    snr_range: tuple[float, float] = SNR_RANGE,
+    snr_range: tuple[float, float] | SnrMix = SNR_RANGE,
 ) -> DataLoader:
     """Batches (iq [B, N] complex64, labels [B] int64, snr_db [B] float32) for steps start_step + 1,
     start_step + 2, ... of this rank, built by `workers` processes (0: in this process)."""

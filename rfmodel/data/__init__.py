@@ -3,7 +3,7 @@ stream and fixed evaluation sets. See docs/data.md."""
 
 from .classes import CLASSES, class_index
 from .generator import SNR_RANGE, Example, generate_example
-from .stream import EVAL_SNR_VALUES, EvalSet, SyntheticStream, make_eval_set
+from .stream import EVAL_SNR_VALUES, EvalSet, SnrMix, SyntheticStream, make_eval_set
 
 __all__ = [
     "CLASSES",
@@ -11,6 +11,7 @@ __all__ = [
     "SNR_RANGE",
     "EvalSet",
     "Example",
+    "SnrMix",
     "SyntheticStream",
     "class_index",
     "generate_example",

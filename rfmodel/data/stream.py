@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +29,71 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
+@dataclass(frozen=True)
+class SnrMix:
+    """In-band SNRs of the signals in a stream: uniform within each band (low, high) dB, a band
+    chosen with its weight's share, e.g. `-10,-5:0.05,-5,30:0.95` (`LOW,HIGH[:WEIGHT]` per band,
+    weight 1 where left out).
+
+    One band draws exactly as `rng.uniform(low, high)`, so a one-band stream is the stream that
+    a plain (low, high) range always gave."""
+
+    bands: tuple[tuple[float, float], ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.bands or len(self.weights) != len(self.bands):
+            raise ValueError("need one weight per band and at least one band")
+        for low, high in self.bands:
+            if not (math.isfinite(low) and math.isfinite(high)) or not low <= high:
+                raise ValueError(f"band {low:g},{high:g} dB is not finite LOW <= HIGH")
+        if not all(math.isfinite(w) and w > 0 for w in self.weights):
+            raise ValueError(f"weights {self.weights} must be positive")
+
+    @classmethod
+    def uniform(cls, low: float, high: float) -> SnrMix:
+        return cls(((float(low), float(high)),), (1.0,))
+
+    @classmethod
+    def parse(cls, text: str) -> SnrMix:
+        """`LOW,HIGH[:WEIGHT][,LOW,HIGH[:WEIGHT]...]` in dB; ValueError says what is wrong."""
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) % 2:
+            raise ValueError(f"{text!r} is not LOW,HIGH[:WEIGHT] pairs in dB")
+        bands, weights = [], []
+        for low_text, high_entry in zip(parts[0::2], parts[1::2], strict=True):
+            high_text, _, weight_text = high_entry.partition(":")
+            try:
+                band = (float(low_text), float(high_text))
+                weight = float(weight_text) if weight_text else 1.0
+            except ValueError:
+                raise ValueError(
+                    f"{low_text},{high_entry} is not LOW,HIGH[:WEIGHT] in dB"
+                ) from None
+            bands.append(band)
+            weights.append(weight)
+        mix = cls(tuple(bands), tuple(weights))  # checks each band and weight
+        total = sum(weights)
+        return cls(mix.bands, tuple(w / total for w in weights))
+
+    def draw(self, rng: np.random.Generator) -> float:
+        band = 0 if len(self.bands) == 1 else int(rng.choice(len(self.bands), p=self.weights))
+        return float(rng.uniform(*self.bands[band]))
+
+    def record(self) -> list:
+        """For a run's record: [low, high] for one band (as records always held it), else
+        [[low, high, weight], ...]."""
+        if len(self.bands) == 1:
+            return list(self.bands[0])
+        return [[low, high, w] for (low, high), w in zip(self.bands, self.weights, strict=True)]
+
+    def __str__(self) -> str:
+        if len(self.bands) == 1:
+            return "{:g},{:g}".format(*self.bands[0])
+        pairs = zip(self.bands, self.weights, strict=True)
+        return ",".join(f"{low:g},{high:g}:{w:g}" for (low, high), w in pairs)
+
+
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     classes = tuple(classes)
     if not classes:
@@ -40,8 +106,9 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
 
 
 class SyntheticStream(IterableDataset):
-    """Endless random examples: class uniform over `classes`, SNR uniform over `snr_range` (NaN for
-    noise), length drawn from `lengths` (weights optional).
+    """Endless random examples: class uniform over `classes`, SNR drawn from `snr_range` (a
+    (low, high) range drawn uniformly, or an SnrMix; NaN for noise), length drawn from `lengths`
+    (weights optional).
 
     batch_size=None yields (iq complex64 [n], label_index int, snr_db float) per example; a batch
     size yields whole batches (iq [B, n], labels int64 [B], snr float32 [B]) of one length: use it
@@ -56,7 +123,7 @@ class SyntheticStream(IterableDataset):
         seed: int,
         lengths: Sequence[int] = (4096,),
         length_weights: Sequence[float] | None = None,
-        snr_range: tuple[float, float] = SNR_RANGE,
+        snr_range: tuple[float, float] | SnrMix = SNR_RANGE,
         classes: Sequence[str] = CLASSES,
         batch_size: int | None = None,
         start: int = 0,
@@ -74,10 +141,12 @@ class SyntheticStream(IterableDataset):
             if weights.shape != self.lengths.shape or (weights < 0).any() or weights.sum() <= 0:
                 raise ValueError("length_weights: one non-negative weight per length, not all 0")
             self.length_p = weights / weights.sum()
-        low, high = snr_range
-        if not low <= high:
-            raise ValueError(f"snr_range: low {low} above high {high}")
-        self.snr_range = (float(low), float(high))
+        if not isinstance(snr_range, SnrMix):
+            try:
+                snr_range = SnrMix.uniform(*snr_range)
+            except ValueError as exc:
+                raise ValueError(f"snr_range: {exc}") from None
+        self.snr_mix = snr_range
         self.classes = _check_classes(classes)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size: {batch_size} is not a positive size")
@@ -91,7 +160,7 @@ class SyntheticStream(IterableDataset):
     def _example(self, rng: np.random.Generator, n_samples: int) -> tuple[np.ndarray, int, float]:
         label_index = int(rng.integers(len(self.classes)))
         label = self.classes[label_index]
-        snr = None if label == NOISE else float(rng.uniform(*self.snr_range))
+        snr = None if label == NOISE else self.snr_mix.draw(rng)
         example = generate_example(label, n_samples, rng, snr)
         return example.iq, label_index, example.snr_db
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rfmodel.data import CLASSES, SyntheticStream, make_eval_set
+from rfmodel.data import CLASSES, SnrMix, SyntheticStream, make_eval_set
 
 
 def take(iterable, n):
@@ -94,6 +94,52 @@ def test_workers_get_distinct_examples():
 def test_stream_rejects_bad_settings(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SyntheticStream(seed=0, **kwargs)
+
+
+def test_an_snr_mix_draws_each_band_at_its_weight_and_uniformly_within_it():
+    mix = SnrMix.parse("-10,-5:1,-5,30:3")
+    assert mix.weights == (0.25, 0.75)
+    rng = np.random.default_rng(3)
+    snr = np.array([mix.draw(rng) for _ in range(20_000)])
+    low = snr < -5
+    assert ((snr >= -10) & (snr <= 30)).all()
+    # binomial share: 0.25 +- 4 standard errors (0.003)
+    assert abs(low.mean() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / snr.size)
+    # uniform within a band: its deciles evenly spaced (Kolmogorov-Smirnov-sized tolerance)
+    for values, (a, b) in ((snr[low], (-10, -5)), (snr[~low], (-5, 30))):
+        cdf = np.sort((values - a) / (b - a))
+        assert np.abs(cdf - (np.arange(cdf.size) + 0.5) / cdf.size).max() < 2 / math.sqrt(cdf.size)
+
+
+def test_a_one_band_mix_draws_what_a_plain_range_always_drew():
+    mix = SnrMix.parse("-5,30")
+    assert str(mix) == "-5,30" and mix.record() == [-5.0, 30.0]
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    assert [mix.draw(a) for _ in range(5)] == [float(b.uniform(-5, 30)) for _ in range(5)]
+
+
+def test_a_stream_keeps_its_signals_in_the_mix_bands():
+    mix = SnrMix.parse("0,1:1,20,21:1")
+    examples = take(SyntheticStream(seed=5, lengths=(256,), snr_range=mix), 60)
+    snr = np.array([s for _, label, s in examples if CLASSES[label] != "noise"])
+    assert (((snr >= 0) & (snr <= 1)) | ((snr >= 20) & (snr <= 21))).all()
+    assert (snr < 10).any() and (snr > 10).any()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("0", "pairs"),
+        ("30,20", "30,20"),
+        ("inf,inf", "finite"),
+        ("0,1:0", "positive"),
+        ("0,1,x,2", "x,2"),
+        ("0,1:w", "0,1:w"),
+    ],
+)
+def test_an_snr_mix_that_does_not_parse_says_why(text, words):
+    with pytest.raises(ValueError, match=words):
+        SnrMix.parse(text)
 
 
 def test_eval_set_is_deterministic_balanced_and_extends():

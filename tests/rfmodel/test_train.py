@@ -180,6 +180,7 @@ def test_models_trains_exactly_the_named_pairs(tmp_path):
         (("--snr-range=inf,inf",), "snr-range"),
         (("--norm-eps", "nan"), "norm_eps"),
         (("--snr-range", "0"), "snr-range"),
+        (("--snr-range", "0,1:0"), "snr-range"),
         (("--n-heads", "3"), "n_heads"),
         (("--nfft", "0"), "nfft"),
         (("--transforms", "x,x3"), "transforms"),
@@ -360,6 +361,12 @@ def test_a_compiled_step_trains_as_the_eager_one(tmp_path):
 def test_the_snr_range_reaches_the_bundle(tmp_path):
     assert train(tmp_path, "--steps", "1", "--snr-range=-5,30") == 0
     assert load_bundle(tmp_path / "mha-rmsnorm").training["snr_range"] == [-5.0, 30.0]
+
+
+def test_an_snr_mix_reaches_the_bundle_with_its_shares(tmp_path):
+    assert train(tmp_path, "--steps", "1", "--snr-range=-10,-5:1,-5,30:3") == 0
+    record = load_bundle(tmp_path / "mha-rmsnorm").training["snr_range"]
+    assert record == [[-10.0, -5.0, 0.25], [-5.0, 30.0, 0.75]]
 
 
 def test_an_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
