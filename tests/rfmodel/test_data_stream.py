@@ -103,9 +103,10 @@ def test_an_snr_mix_draws_each_band_at_its_weight_and_uniformly_within_it():
     snr = np.array([mix.draw(rng) for _ in range(20_000)])
     low = snr < -5
     assert ((snr >= -10) & (snr <= 30)).all()
-    # binomial share: 0.25 +- 4 standard errors (0.003)
+    # binomial share: 0.25 within 4 standard errors (one is 0.003)
     assert abs(low.mean() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / snr.size)
-    # uniform within a band: its deciles evenly spaced (Kolmogorov-Smirnov-sized tolerance)
+    # uniform within a band: the empirical CDF's largest gap from the line, Kolmogorov-Smirnov's
+    # statistic, under 2 / sqrt(n) (its 1 % critical value is 1.63 / sqrt(n))
     for values, (a, b) in ((snr[low], (-10, -5)), (snr[~low], (-5, 30))):
         cdf = np.sort((values - a) / (b - a))
         assert np.abs(cdf - (np.arange(cdf.size) + 0.5) / cdf.size).max() < 2 / math.sqrt(cdf.size)
