@@ -30,17 +30,41 @@ VARIANTS = {
 }
 
 
-def score(bundle, classes: tuple[str, ...], per_class: int, overrides: dict) -> tuple:
+def equalised(example) -> np.ndarray:
+    """The recording through the MMSE (Wiener) equaliser of its own multipath, which the
+    generator records: an oracle's, the most a linear equaliser could give back. The channel
+    acts before the carrier offset, so its response is read cfo away; fading, where drawn, is
+    left in."""
+    params, iq = example.params, example.iq
+    if not params.get("multipath"):
+        return iq
+    freqs = np.fft.fftfreq(iq.size) - params["cfo"]
+    delays, gains = np.asarray(params["multipath_delays"]), np.asarray(params["multipath_gains"])
+    response = (gains[:, None] * np.exp(-2j * np.pi * delays[:, None] * freqs)).sum(axis=0)
+    band = np.abs(freqs) <= 0.55 * params["bandwidth"]  # the signal's band, a margin each side
+    # signal over noise spectral density in the band: the in-band SNR
+    noise = np.mean(np.abs(response[band]) ** 2) * 10 ** (-example.snr_db / 10)
+    wiener = response.conj() / (np.abs(response) ** 2 + noise)
+    # outside the band, the noise at the level the equaliser leaves inside it on average:
+    # white noise of a level jump only at the band's edges, as in the training recordings
+    wiener[~band] = np.sqrt(np.mean(np.abs(wiener[band]) ** 2))
+    return np.fft.ifft(np.fft.fft(iq) * wiener).astype(np.complex64)
+
+
+def score(
+    bundle, classes: tuple[str, ...], per_class: int, overrides: dict, equalise: bool = False
+) -> tuple:
     """-> (hit [n] bool, snr [n], label [n], predicted [n], spread [n]) for per_class
     recordings a class, cycling through SNRS, each from the seed [class index, j] whatever the
-    overrides; spread: the multipath's delay spread in symbols (NaN without multipath)."""
+    overrides; spread: the multipath's delay spread in symbols (NaN without multipath). With
+    equalise, each recording through its oracle equaliser (equalised)."""
     iq, labels, snrs, spreads = [], [], [], []
     for label in classes:
         for j in range(per_class):
             rng = np.random.default_rng([CLASSES.index(label), j])
             snrs.append(SNRS[j % len(SNRS)])
             example = generate_example(label, 4096, rng, snrs[-1], **overrides)
-            iq.append(example.iq)
+            iq.append(equalised(example) if equalise else example.iq)
             labels.append(CLASSES.index(label))
             params = example.params
             multipath = params.get("multipath") and "samples_per_symbol" in params
@@ -87,8 +111,10 @@ def main() -> None:
     signals = tuple(c for c in CLASSES if c != "noise")
     qam = [CLASSES.index(c) for c in PAIRS[1]]
     print(f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR >= 10 dB")
-    for name, overrides in VARIANTS.items():
-        hit, _, labels, predicted, _ = score(bundle, signals, args.per_class, overrides)
+    rows = [(name, overrides, False) for name, overrides in VARIANTS.items()]
+    rows.append(("oracle MMSE equaliser", {}, True))
+    for name, overrides, equalise in rows:
+        hit, _, labels, predicted, _ = score(bundle, signals, args.per_class, overrides, equalise)
         errors = ~hit
         in_qam = errors & np.isin(labels, qam) & np.isin(predicted, qam)
         by_class = " ".join(f"{c} {hit[labels == CLASSES.index(c)].mean():.2f}" for c in signals)
