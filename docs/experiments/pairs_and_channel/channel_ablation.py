@@ -30,17 +30,37 @@ VARIANTS = {
 }
 
 
-def equalised(example) -> np.ndarray:
+# what an equaliser knows of the channel's response: all of it, its magnitude alone (what a
+# spectrum shows), or the magnitude with the minimum phase that goes with it
+PHASES = {"true": "response", "zero": "|response|", "minimum": "minimum phase"}
+
+
+def minimum_phase(magnitude: np.ndarray) -> np.ndarray:
+    """[n] |H| on the FFT grid -> the minimum-phase response of that magnitude (the real
+    cepstrum folded onto positive quefrencies)."""
+    n = magnitude.size
+    cepstrum = np.fft.ifft(np.log(np.maximum(magnitude, 1e-6)))
+    fold = np.zeros(n)
+    fold[0] = fold[n // 2] = 1
+    fold[1 : n // 2] = 2
+    return np.exp(np.fft.fft(cepstrum * fold))
+
+
+def equalised(example, phase: str = "true") -> np.ndarray:
     """The recording through the MMSE (Wiener) equaliser of its own multipath, which the
-    generator records: an oracle's, the most a linear equaliser could give back. The channel
-    acts before the carrier offset, so its response is read cfo away; fading, where drawn, is
-    left in."""
+    generator records: an oracle's, the most a linear equaliser could give back (phase: how
+    much of the response it is given, PHASES). The channel acts before the carrier offset, so
+    its response is read cfo away; fading, where drawn, is left in."""
     params, iq = example.params, example.iq
     if not params.get("multipath"):
         return iq
     freqs = np.fft.fftfreq(iq.size) - params["cfo"]
     delays, gains = np.asarray(params["multipath_delays"]), np.asarray(params["multipath_gains"])
     response = (gains[:, None] * np.exp(-2j * np.pi * delays[:, None] * freqs)).sum(axis=0)
+    if phase == "zero":
+        response = np.abs(response)
+    elif phase == "minimum":
+        response = minimum_phase(np.abs(response))
     band = np.abs(freqs) <= 0.55 * params["bandwidth"]  # the signal's band, a margin each side
     # signal over noise spectral density in the band: the in-band SNR
     noise = np.mean(np.abs(response[band]) ** 2) * 10 ** (-example.snr_db / 10)
@@ -52,19 +72,19 @@ def equalised(example) -> np.ndarray:
 
 
 def score(
-    bundle, classes: tuple[str, ...], per_class: int, overrides: dict, equalise: bool = False
+    bundle, classes: tuple[str, ...], per_class: int, overrides: dict, phase: str | None = None
 ) -> tuple:
     """-> (hit [n] bool, snr [n], label [n], predicted [n], spread [n]) for per_class
     recordings a class, cycling through SNRS, each from the seed [class index, j] whatever the
-    overrides; spread: the multipath's delay spread in symbols (NaN without multipath). With
-    equalise, each recording through its oracle equaliser (equalised)."""
+    overrides; spread: the multipath's delay spread in symbols (NaN without multipath). With a
+    phase, each recording through its oracle equaliser (equalised)."""
     iq, labels, snrs, spreads = [], [], [], []
     for label in classes:
         for j in range(per_class):
             rng = np.random.default_rng([CLASSES.index(label), j])
             snrs.append(SNRS[j % len(SNRS)])
             example = generate_example(label, 4096, rng, snrs[-1], **overrides)
-            iq.append(equalised(example) if equalise else example.iq)
+            iq.append(example.iq if phase is None else equalised(example, phase))
             labels.append(CLASSES.index(label))
             params = example.params
             multipath = params.get("multipath") and "samples_per_symbol" in params
@@ -111,10 +131,10 @@ def main() -> None:
     signals = tuple(c for c in CLASSES if c != "noise")
     qam = [CLASSES.index(c) for c in PAIRS[1]]
     print(f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR >= 10 dB")
-    rows = [(name, overrides, False) for name, overrides in VARIANTS.items()]
-    rows.append(("oracle MMSE equaliser", {}, True))
-    for name, overrides, equalise in rows:
-        hit, _, labels, predicted, _ = score(bundle, signals, args.per_class, overrides, equalise)
+    rows = [(name, overrides, None) for name, overrides in VARIANTS.items()]
+    rows += [(f"equaliser: {known}", {}, phase) for phase, known in PHASES.items()]
+    for name, overrides, phase in rows:
+        hit, _, labels, predicted, _ = score(bundle, signals, args.per_class, overrides, phase)
         errors = ~hit
         in_qam = errors & np.isin(labels, qam) & np.isin(predicted, qam)
         by_class = " ".join(f"{c} {hit[labels == CLASSES.index(c)].mean():.2f}" for c in signals)
