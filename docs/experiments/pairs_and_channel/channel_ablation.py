@@ -3,7 +3,8 @@ causes. The same recordings (same seeds) of each pair's classes at SNR 10-30 dB,
 shipped mha-rmsnorm as generated and with one part of the channel switched off. With
 --all-classes, also every signal class at once: the 14-way accuracy at SNR >= 10 dB (the
 held-out set's figure: signals only) that an equaliser undoing the channel perfectly would be
-worth.
+worth, and what an oracle's linear equaliser of the recorded channel gives back, knowing all of
+its response or only part (PHASES).
 
     python docs/experiments/pairs_and_channel/channel_ablation.py [--per-class N] [--all-classes]
 """
@@ -71,31 +72,37 @@ def equalised(example, phase: str = "true") -> np.ndarray:
     return np.fft.ifft(np.fft.fft(iq) * wiener).astype(np.complex64)
 
 
-def score(
-    bundle, classes: tuple[str, ...], per_class: int, overrides: dict, phase: str | None = None
-) -> tuple:
-    """-> (hit [n] bool, snr [n], label [n], predicted [n], spread [n]) for per_class
-    recordings a class, cycling through SNRS, each from the seed [class index, j] whatever the
-    overrides; spread: the multipath's delay spread in symbols (NaN without multipath). With a
-    phase, each recording through its oracle equaliser (equalised)."""
-    iq, labels, snrs, spreads = [], [], [], []
-    for label in classes:
-        for j in range(per_class):
-            rng = np.random.default_rng([CLASSES.index(label), j])
-            snrs.append(SNRS[j % len(SNRS)])
-            example = generate_example(label, 4096, rng, snrs[-1], **overrides)
-            iq.append(example.iq if phase is None else equalised(example, phase))
-            labels.append(CLASSES.index(label))
-            params = example.params
-            multipath = params.get("multipath") and "samples_per_symbol" in params
-            spreads.append(
-                params["multipath_max_delay"] / params["samples_per_symbol"]
-                if multipath
-                else np.nan
-            )
+def recordings(classes: tuple[str, ...], per_class: int, overrides: dict) -> list:
+    """per_class examples a class, cycling through SNRS, each from the seed [class index, j]
+    whatever the overrides."""
+    return [
+        generate_example(
+            label,
+            4096,
+            np.random.default_rng([CLASSES.index(label), j]),
+            SNRS[j % len(SNRS)],
+            **overrides,
+        )
+        for label in classes
+        for j in range(per_class)
+    ]
+
+
+def score(bundle, examples: list, phase: str | None = None) -> tuple:
+    """-> (hit [n] bool, snr [n], label [n], predicted [n], spread [n]) of the examples, each
+    through its oracle equaliser (equalised) if a phase is given; spread: the multipath's delay
+    spread in symbols (NaN without multipath or without a symbol rate)."""
+    iq = [example.iq if phase is None else equalised(example, phase) for example in examples]
     predicted = predict(bundle.model, bundle.feature_config, np.stack(iq), torch.device("cpu"))
-    labels = np.array(labels)
-    return predicted == labels, np.array(snrs), labels, predicted, np.array(spreads)
+    labels = np.array([CLASSES.index(example.label) for example in examples])
+    spreads = [
+        p["multipath_max_delay"] / p["samples_per_symbol"]
+        if p.get("multipath") and "samples_per_symbol" in p
+        else np.nan
+        for p in (example.params for example in examples)
+    ]
+    snrs = np.array([example.snr_db for example in examples])
+    return predicted == labels, snrs, labels, predicted, np.array(spreads)
 
 
 def by_spread(hit: np.ndarray, spread: np.ndarray) -> str:
@@ -118,7 +125,7 @@ def main() -> None:
     for name, overrides in VARIANTS.items():
         scores, spreads = [], []
         for pair in PAIRS:
-            hit, snrs, _, _, spread = score(bundle, pair, args.per_class, overrides)
+            hit, snrs, _, _, spread = score(bundle, recordings(pair, args.per_class, overrides))
             by_snr = " / ".join(f"{hit[snrs == snr].mean():.2f}" for snr in SNRS)
             scores.append(f"{pair[0]}/{pair[1]} {hit.mean():.3f} ({by_snr})")
             if not overrides:
@@ -131,10 +138,14 @@ def main() -> None:
     signals = tuple(c for c in CLASSES if c != "noise")
     qam = [CLASSES.index(c) for c in PAIRS[1]]
     print(f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR >= 10 dB")
-    rows = [(name, overrides, None) for name, overrides in VARIANTS.items()]
-    rows += [(f"equaliser: {known}", {}, phase) for phase, known in PHASES.items()]
-    for name, overrides, phase in rows:
-        hit, _, labels, predicted, _ = score(bundle, signals, args.per_class, overrides, phase)
+    as_generated = recordings(signals, args.per_class, {})
+    rows = [
+        (name, recordings(signals, args.per_class, overrides) if overrides else as_generated, None)
+        for name, overrides in VARIANTS.items()
+    ]
+    rows += [(f"equaliser: {known}", as_generated, phase) for phase, known in PHASES.items()]
+    for name, examples, phase in rows:
+        hit, _, labels, predicted, _ = score(bundle, examples, phase)
         errors = ~hit
         in_qam = errors & np.isin(labels, qam) & np.isin(predicted, qam)
         by_class = " ".join(f"{c} {hit[labels == CLASSES.index(c)].mean():.2f}" for c in signals)
