@@ -7,6 +7,7 @@ worth, and what an oracle's linear equaliser of the recorded channel gives back,
 its response or only part (PHASES).
 
     python docs/experiments/pairs_and_channel/channel_ablation.py [--per-class N] [--all-classes]
+        [--snr 10,15,20,30]
 """
 
 from __future__ import annotations
@@ -72,15 +73,17 @@ def equalised(example, phase: str = "true") -> np.ndarray:
     return np.fft.ifft(np.fft.fft(iq) * wiener).astype(np.complex64)
 
 
-def recordings(classes: tuple[str, ...], per_class: int, overrides: dict) -> list:
-    """per_class examples a class, cycling through SNRS, each from the seed [class index, j]
+def recordings(
+    classes: tuple[str, ...], per_class: int, overrides: dict, snrs: tuple[float, ...] = SNRS
+) -> list:
+    """per_class examples a class, cycling through snrs, each from the seed [class index, j]
     whatever the overrides."""
     return [
         generate_example(
             label,
             4096,
             np.random.default_rng([CLASSES.index(label), j]),
-            SNRS[j % len(SNRS)],
+            snrs[j % len(snrs)],
             **overrides,
         )
         for label in classes
@@ -118,7 +121,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--all-classes", action="store_true")
+    parser.add_argument(
+        "--snr",
+        default=",".join(f"{s:g}" for s in SNRS),
+        help="in-band SNRs of the all-classes part, comma-separated (e.g. --snr 0)",
+    )
     args = parser.parse_args()
+    all_class_snrs = tuple(float(s) for s in args.snr.split(","))
     torch.set_num_threads(1)
     bundle = load_bundle(shipped_model_dir("mha"))
     print(f"accuracy, 14-way, per pair (at SNR {' / '.join(f'{s:g}' for s in SNRS)} dB)")
@@ -137,10 +146,18 @@ def main() -> None:
         return
     signals = tuple(c for c in CLASSES if c != "noise")
     qam = [CLASSES.index(c) for c in PAIRS[1]]
-    print(f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR >= 10 dB")
-    as_generated = recordings(signals, args.per_class, {})
+    print(
+        f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR {args.snr} dB"
+    )
+    as_generated = recordings(signals, args.per_class, {}, all_class_snrs)
     rows = [
-        (name, recordings(signals, args.per_class, overrides) if overrides else as_generated, None)
+        (
+            name,
+            recordings(signals, args.per_class, overrides, all_class_snrs)
+            if overrides
+            else as_generated,
+            None,
+        )
         for name, overrides in VARIANTS.items()
     ]
     rows += [(f"equaliser: {known}", as_generated, phase) for phase, known in PHASES.items()]
