@@ -35,6 +35,9 @@ VARIANTS = {
 # what an equaliser knows of the channel's response: all of it, its magnitude alone (what a
 # spectrum shows), or the magnitude with the minimum phase that goes with it
 PHASES = {"true": "response", "zero": "|response|", "minimum": "minimum phase"}
+# an estimator's errors, as the oracle's: each tap's gain off by a complex Gaussian of this rms,
+# relative to the taps' rms gain
+TAP_ERRORS = (0.1, 0.2, 0.3)
 
 
 def minimum_phase(magnitude: np.ndarray) -> np.ndarray:
@@ -48,16 +51,22 @@ def minimum_phase(magnitude: np.ndarray) -> np.ndarray:
     return np.exp(np.fft.fft(cepstrum * fold))
 
 
-def equalised(example, phase: str = "true") -> np.ndarray:
+def equalised(
+    example, phase: str = "true", tap_error: float = 0.0, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """The recording through the MMSE (Wiener) equaliser of its own multipath, which the
     generator records: an oracle's, the most a linear equaliser could give back (phase: how
-    much of the response it is given, PHASES). The channel acts before the carrier offset, so
-    its response is read cfo away; fading, where drawn, is left in."""
+    much of the response it is given, PHASES; tap_error: its taps' gains off by that much,
+    TAP_ERRORS, drawn from rng). The channel acts before the carrier offset, so its response
+    is read cfo away; fading, where drawn, is left in."""
     params, iq = example.params, example.iq
     if not params.get("multipath"):
         return iq
     freqs = np.fft.fftfreq(iq.size) - params["cfo"]
     delays, gains = np.asarray(params["multipath_delays"]), np.asarray(params["multipath_gains"])
+    if tap_error:
+        error = rng.standard_normal(gains.size) + 1j * rng.standard_normal(gains.size)
+        gains = gains + tap_error * np.sqrt(np.mean(np.abs(gains) ** 2) / 2) * error
     response = (gains[:, None] * np.exp(-2j * np.pi * delays[:, None] * freqs)).sum(axis=0)
     if phase == "zero":
         response = np.abs(response)
@@ -91,11 +100,15 @@ def recordings(
     ]
 
 
-def score(bundle, examples: list, phase: str | None = None) -> tuple:
+def score(bundle, examples: list, phase: str | None = None, tap_error: float = 0.0) -> tuple:
     """-> (hit [n] bool, snr [n], label [n], predicted [n], spread [n]) of the examples, each
     through its oracle equaliser (equalised) if a phase is given; spread: the multipath's delay
     spread in symbols (NaN without multipath or without a symbol rate)."""
-    iq = [example.iq if phase is None else equalised(example, phase) for example in examples]
+    rng = np.random.default_rng(0)  # the taps' errors: the same for every run
+    iq = [
+        example.iq if phase is None else equalised(example, phase, tap_error, rng)
+        for example in examples
+    ]
     predicted = predict(bundle.model, bundle.feature_config, np.stack(iq), torch.device("cpu"))
     labels = np.array([CLASSES.index(example.label) for example in examples])
     spreads = [
@@ -157,12 +170,14 @@ def main() -> None:
             if overrides
             else as_generated,
             None,
+            0.0,
         )
         for name, overrides in VARIANTS.items()
     ]
-    rows += [(f"equaliser: {known}", as_generated, phase) for phase, known in PHASES.items()]
-    for name, examples, phase in rows:
-        hit, _, labels, predicted, _ = score(bundle, examples, phase)
+    rows += [(f"equaliser: {known}", as_generated, phase, 0.0) for phase, known in PHASES.items()]
+    rows += [(f"taps off by {e:.0%}", as_generated, "true", e) for e in TAP_ERRORS]
+    for name, examples, phase, tap_error in rows:
+        hit, _, labels, predicted, _ = score(bundle, examples, phase, tap_error)
         errors = ~hit
         in_qam = errors & np.isin(labels, qam) & np.isin(predicted, qam)
         by_class = " ".join(f"{c} {hit[labels == CLASSES.index(c)].mean():.2f}" for c in signals)
