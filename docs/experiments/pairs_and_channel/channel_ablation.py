@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from rfmodel.bundle import load_bundle, shipped_model_dir
+from rfmodel.cli_args import snr_values
 from rfmodel.data import CLASSES, generate_example
 from rfmodel.evaluate import predict
 
@@ -136,11 +137,11 @@ def main() -> None:
     parser.add_argument("--all-classes", action="store_true")
     parser.add_argument(
         "--snr",
-        default=",".join(f"{s:g}" for s in SNRS),
+        type=snr_values,
+        default=SNRS,
         help="in-band SNRs of the all-classes part, comma-separated (e.g. --snr 0)",
     )
     args = parser.parse_args()
-    all_class_snrs = tuple(float(s) for s in args.snr.split(","))
     torch.set_num_threads(1)
     bundle = load_bundle(shipped_model_dir("mha"))
     print(f"accuracy, 14-way, per pair (at SNR {' / '.join(f'{s:g}' for s in SNRS)} dB)")
@@ -159,24 +160,18 @@ def main() -> None:
         return
     signals = tuple(c for c in CLASSES if c != "noise")
     qam = [CLASSES.index(c) for c in PAIRS[1]]
-    print(
-        f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR {args.snr} dB"
-    )
-    as_generated = recordings(signals, args.per_class, {}, all_class_snrs)
-    rows = [
-        (
-            name,
-            recordings(signals, args.per_class, overrides, all_class_snrs)
-            if overrides
-            else as_generated,
-            None,
-            0.0,
+    snrs = ", ".join(f"{s:g}" for s in args.snr)
+    print(f"\nall {len(signals)} signal classes, {args.per_class} recordings each, SNR {snrs} dB")
+    as_generated = recordings(signals, args.per_class, {}, args.snr)
+    # (name, overrides, phase, tap error): a variant's recordings are drawn when its row comes,
+    # so only the as-generated set, which every equaliser row reads, is held throughout
+    rows = [(name, overrides, None, 0.0) for name, overrides in VARIANTS.items()]
+    rows += [(f"equaliser: {known}", {}, phase, 0.0) for phase, known in PHASES.items()]
+    rows += [(f"taps off by {e:.0%}", {}, "true", e) for e in TAP_ERRORS]
+    for name, overrides, phase, tap_error in rows:
+        examples = (
+            recordings(signals, args.per_class, overrides, args.snr) if overrides else as_generated
         )
-        for name, overrides in VARIANTS.items()
-    ]
-    rows += [(f"equaliser: {known}", as_generated, phase, 0.0) for phase, known in PHASES.items()]
-    rows += [(f"taps off by {e:.0%}", as_generated, "true", e) for e in TAP_ERRORS]
-    for name, examples, phase, tap_error in rows:
         hit, _, labels, predicted, _ = score(bundle, examples, phase, tap_error)
         errors = ~hit
         in_qam = errors & np.isin(labels, qam) & np.isin(predicted, qam)
